@@ -1,0 +1,281 @@
+//! Command-line parsing and the administration commands.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use cofre_storage::import;
+use cofre_storage::mailbox::AppendOptions;
+use cofre_storage::{AliasAddress, FolderName, Password, Role, SecretKey, Store, StoreConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Cofre: a private email backend where every mailbox opens only with its
+/// alias's password.
+#[derive(Debug, Parser)]
+#[command(name = "cofre", version, about)]
+struct Cli {
+    /// The data directory.
+    #[arg(long, global = true, env = "COFRE_DATA", default_value = "./data")]
+    data: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create, rotate, list and delete aliases.
+    #[command(subcommand)]
+    Alias(AliasCommand),
+    /// Import mail into a mailbox, or export it.
+    #[command(subcommand)]
+    Mailbox(MailboxCommand),
+    /// Measure the storage engine on this machine.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum AliasCommand {
+    /// Create an alias and print its generated password (shown only once).
+    Create {
+        /// The address, e.g. hello@example.com.
+        address: String,
+        /// Quota in bytes.
+        #[arg(long)]
+        quota: Option<u64>,
+        /// Print {"address": ..., "password": ...} instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace an alias's password (asks for the current one) and print the
+    /// new one. The mailbox is not rewritten.
+    Password {
+        /// The address.
+        address: String,
+        /// Print {"address": ..., "password": ...} instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete an alias with its mailbox, queue and backups, for good.
+    Delete {
+        /// The address.
+        address: String,
+    },
+    /// List aliases.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum MailboxCommand {
+    /// Import mbox files, Maildir folders or .eml files.
+    Import(ImportArgs),
+    /// Write a portable copy that `sqlcipher` opens with the password.
+    Export {
+        /// The address.
+        address: String,
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    /// The address.
+    address: String,
+    /// mbox files, Maildir folders or .eml files.
+    #[arg(required = true)]
+    sources: Vec<PathBuf>,
+    /// Folder to import into (created if missing). Default: the inbox.
+    #[arg(long)]
+    folder: Option<String>,
+}
+
+/// Parses the command line and runs the command.
+pub fn run() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Alias(cmd) => alias(&cli.data, cmd),
+        Command::Mailbox(cmd) => mailbox(&cli.data, cmd),
+        Command::Bench(args) => crate::bench::run(args),
+    }
+}
+
+/// Store settings from the environment: `COFRE_MASTER_KEY` (64 hex digits)
+/// encrypts the directory too.
+fn open_store(data: &Path) -> Result<Store> {
+    let mut config = StoreConfig::default();
+    if let Ok(hex) = std::env::var("COFRE_MASTER_KEY") {
+        config.master_key =
+            Some(SecretKey::from_hex(&hex).context("COFRE_MASTER_KEY must be 64 hex digits")?);
+    }
+    Store::open(data, config).with_context(|| format!("opening data directory {}", data.display()))
+}
+
+/// The alias password: `COFRE_PASSWORD`, else a prompt on the terminal.
+/// Never from argv, where other users of the machine could read it.
+fn read_password(address: &AliasAddress) -> Result<Password> {
+    if let Ok(p) = std::env::var("COFRE_PASSWORD") {
+        return Ok(Password::new(p));
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no password: set COFRE_PASSWORD or run on a terminal");
+    }
+    let p = rpassword::prompt_password(format!("Password for {address}: "))?;
+    Ok(Password::new(p))
+}
+
+fn address(s: &str) -> Result<AliasAddress> {
+    Ok(AliasAddress::try_from(s)?)
+}
+
+fn print_password(address: &AliasAddress, password: &Password, json: bool, what: &str) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"address": address.as_str(), "password": password.expose()})
+        );
+    } else {
+        println!("{what} {address}. This password is shown once and cannot be recovered:");
+        println!("{}", password.expose());
+    }
+}
+
+fn alias(data: &Path, cmd: AliasCommand) -> Result<()> {
+    let store = open_store(data)?;
+    match cmd {
+        AliasCommand::Create {
+            address: a,
+            quota,
+            json,
+        } => {
+            let a = address(&a)?;
+            let (_, password) = store.create_alias(&a, quota)?;
+            print_password(&a, &password, json, "Created");
+        }
+        AliasCommand::Password { address: a, json } => {
+            let a = address(&a)?;
+            let old = read_password(&a)?;
+            let new = store.change_password(&a, &old)?;
+            print_password(&a, &new, json, "New password for");
+        }
+        AliasCommand::Delete { address: a } => {
+            let a = address(&a)?;
+            store.delete_alias(&a)?;
+            println!("Deleted {a} with its mailbox, queue and backups.");
+        }
+        AliasCommand::List => {
+            for alias in store.directory().aliases()? {
+                let quota = alias
+                    .quota
+                    .map(|q| format!("{q} bytes"))
+                    .unwrap_or_else(|| "no quota".into());
+                println!("{}\t{}\t{quota}", alias.address, alias.created_at);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn mailbox(data: &Path, cmd: MailboxCommand) -> Result<()> {
+    let store = open_store(data)?;
+    match cmd {
+        MailboxCommand::Import(args) => import_mail(&store, args),
+        MailboxCommand::Export { address: a, out } => {
+            let a = address(&a)?;
+            let password = read_password(&a)?;
+            let unlocked = store.unlock(&a, &password)?;
+            store.export(&unlocked, &password, &out)?;
+            println!(
+                "Exported {a} to {}. Open it with: sqlcipher {} then PRAGMA key = '<password>';",
+                out.display(),
+                out.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+const IMPORT_BATCH: usize = 200;
+
+fn import_mail(store: &Store, args: ImportArgs) -> Result<()> {
+    let a = address(&args.address)?;
+    let password = read_password(&a)?;
+    let unlocked = store.unlock(&a, &password)?;
+    let mut mailbox = store.open_mailbox(&unlocked)?;
+    let folder = match &args.folder {
+        None => mailbox.folder_by_role(Role::Inbox)?,
+        Some(name) => {
+            let name = FolderName::try_from(name.as_str())?;
+            match mailbox.folder_by_name(&name) {
+                Ok(f) => f,
+                Err(cofre_storage::Error::NotFound(_)) => mailbox.create_folder(&name)?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    let mut total = 0u64;
+    for s in &args.sources {
+        total += import::count(s).with_context(|| format!("reading {}", s.display()))?;
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} messages {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let (mut stored, mut refused) = (0u64, 0u64);
+    let mut batch: Vec<import::ImportItem> = Vec::with_capacity(IMPORT_BATCH);
+    let mut flush = |batch: &mut Vec<import::ImportItem>| -> Result<()> {
+        let msgs: Vec<(&[u8], AppendOptions)> = batch
+            .iter()
+            .map(|i| {
+                (
+                    i.raw.as_slice(),
+                    AppendOptions {
+                        keywords: i.keywords.clone(),
+                        received_at: i.received_at,
+                        delivery_ref: None,
+                    },
+                )
+            })
+            .collect();
+        match mailbox.append_batch(folder.id, &msgs) {
+            Ok(done) => stored += done.len() as u64,
+            // One bad message (too large, empty) must not sink the batch:
+            // retry one by one and report the ones refused.
+            Err(_) => {
+                for (raw, opts) in &msgs {
+                    match mailbox.append(folder.id, raw, opts) {
+                        Ok(_) => stored += 1,
+                        Err(e) if e.is_user_error() => {
+                            refused += 1;
+                            bar.suspend(|| eprintln!("skipped a message: {e}"));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        bar.inc(batch.len() as u64);
+        batch.clear();
+        Ok(())
+    };
+    for s in &args.sources {
+        for item in import::read(s)? {
+            batch.push(item.with_context(|| format!("reading {}", s.display()))?);
+            if batch.len() == IMPORT_BATCH {
+                flush(&mut batch)?;
+            }
+        }
+    }
+    flush(&mut batch)?;
+    bar.finish_and_clear();
+    println!(
+        "Imported {stored} messages into {} ({refused} refused).",
+        folder.name
+    );
+    Ok(())
+}

@@ -1,0 +1,422 @@
+//! Storing messages: byte-exact skeletons, deduplicated attachment bodies,
+//! threading, keywords, UIDs and the search indexes.
+
+use rusqlite::{OptionalExtension, Transaction, params};
+use sha2::{Digest, Sha256};
+
+use super::parse::{self, Addr, Analysis};
+use super::{Mailbox, folders, log_change};
+use crate::error::{Error, Result};
+use crate::time;
+use crate::types::{EmailId, FolderId, Keyword, ModSeq, Uid};
+
+/// How a message is appended.
+#[derive(Debug, Clone, Default)]
+pub struct AppendOptions {
+    /// Keywords (flags) to set on it.
+    pub keywords: Vec<Keyword>,
+    /// Internal (received) date as Unix seconds; now if `None`.
+    pub received_at: Option<i64>,
+    /// Idempotency key: appending twice with the same key stores it once.
+    /// The queue drain and retried writes use it.
+    pub delivery_ref: Option<String>,
+}
+
+/// What an append produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The email's id.
+    pub email_id: EmailId,
+    /// Its UID in the folder it was appended to.
+    pub uid: Uid,
+    /// The MODSEQ of the write.
+    pub modseq: ModSeq,
+    /// True when `delivery_ref` matched an email stored earlier.
+    pub duplicate: bool,
+}
+
+/// A message prepared outside the transaction (parsing and hashing are the
+/// expensive part and need no lock).
+struct Prepared<'a> {
+    raw: &'a [u8],
+    analysis: Analysis,
+    skeleton: Vec<u8>,
+    skeleton_compressed: bool,
+    /// (offset in skeleton, sha256, encoded body bytes)
+    blobs: Vec<(usize, [u8; 32], &'a [u8])>,
+    options: &'a AppendOptions,
+}
+
+/// Compresses when that saves at least 10%.
+fn maybe_compress(data: &[u8], enabled: bool) -> Option<Vec<u8>> {
+    if !enabled || data.len() < 256 {
+        return None;
+    }
+    let c = zstd::bulk::compress(data, 3).ok()?;
+    (c.len() <= data.len() / 10 * 9).then_some(c)
+}
+
+fn prepare<'a>(raw: &'a [u8], options: &'a AppendOptions, compress: bool) -> Prepared<'a> {
+    let analysis = parse::analyse(raw);
+    let mut skeleton = Vec::with_capacity(raw.len());
+    let mut blobs = Vec::with_capacity(analysis.dedup_ranges.len());
+    let mut pos = 0;
+    for &(start, end) in &analysis.dedup_ranges {
+        skeleton.extend_from_slice(&raw[pos..start]);
+        let body = &raw[start..end];
+        blobs.push((skeleton.len(), Sha256::digest(body).into(), body));
+        pos = end;
+    }
+    skeleton.extend_from_slice(&raw[pos..]);
+    let (skeleton, skeleton_compressed) = match maybe_compress(&skeleton, compress) {
+        Some(c) => (c, true),
+        None => (skeleton, false),
+    };
+    Prepared {
+        raw,
+        analysis,
+        skeleton,
+        skeleton_compressed,
+        blobs,
+        options,
+    }
+}
+
+/// Stores address lists as `name US email` entries joined by RS: lossless for
+/// names with commas or quotes, and never shown to anyone in this form.
+pub(crate) fn encode_addrs(list: &[Addr]) -> String {
+    list.iter()
+        .map(|a| format!("{}\u{1f}{}", a.name.as_deref().unwrap_or(""), a.email))
+        .collect::<Vec<_>>()
+        .join("\u{1e}")
+}
+
+/// Reverses [`encode_addrs`].
+pub(crate) fn decode_addrs(s: &str) -> Vec<Addr> {
+    if s.is_empty() {
+        return Vec::new();
+    }
+    s.split('\u{1e}')
+        .map(|e| {
+            let (name, email) = e.split_once('\u{1f}').unwrap_or(("", e));
+            Addr {
+                name: (!name.is_empty()).then(|| name.to_string()),
+                email: email.to_string(),
+            }
+        })
+        .collect()
+}
+
+fn sort_key(list: &[Addr]) -> String {
+    list.first()
+        .map(|a| {
+            a.name
+                .clone()
+                .unwrap_or_else(|| a.email.clone())
+                .to_lowercase()
+        })
+        .unwrap_or_default()
+}
+
+impl Mailbox {
+    /// Appends one message to a folder.
+    pub fn append(
+        &mut self,
+        folder: FolderId,
+        raw: &[u8],
+        options: &AppendOptions,
+    ) -> Result<Appended> {
+        let mut out = self.append_batch(folder, &[(raw, options.clone())])?;
+        out.pop()
+            .ok_or_else(|| Error::Corrupt("append returned nothing".into()))
+    }
+
+    /// Appends several messages in one transaction: all or none. Bulk
+    /// imports use it; it is several times faster than one at a time.
+    pub fn append_batch(
+        &mut self,
+        folder: FolderId,
+        messages: &[(&[u8], AppendOptions)],
+    ) -> Result<Vec<Appended>> {
+        let limit = self.options.max_message_size;
+        let mut adding = 0u64;
+        for (raw, _) in messages {
+            if raw.is_empty() {
+                return Err(Error::Invalid("a message cannot be empty".into()));
+            }
+            if raw.len() as u64 > limit {
+                return Err(Error::TooLarge {
+                    size: raw.len() as u64,
+                    limit,
+                });
+            }
+            adding += raw.len() as u64;
+        }
+        if let Some(quota) = self.options.quota {
+            let used = self.usage()?;
+            if used + adding > quota {
+                return Err(Error::OverQuota {
+                    used,
+                    adding,
+                    quota,
+                });
+            }
+        }
+        let compress = self.options.compress;
+        let prepared: Vec<Prepared<'_>> = messages
+            .iter()
+            .map(|(raw, o)| prepare(raw, o, compress))
+            .collect();
+        self.write(|tx, modseq| {
+            folders::by_id(tx, folder)?;
+            prepared
+                .iter()
+                .map(|p| store(tx, folder, p, modseq, compress))
+                .collect()
+        })
+    }
+}
+
+fn store(
+    tx: &Transaction<'_>,
+    folder: FolderId,
+    p: &Prepared<'_>,
+    modseq: ModSeq,
+    compress: bool,
+) -> Result<Appended> {
+    if let Some(r) = &p.options.delivery_ref
+        && let Some(existing) = find_delivery(tx, folder, r)?
+    {
+        return Ok(existing);
+    }
+    let a = &p.analysis;
+    let thread_id = resolve_thread(tx, a)?;
+    let received = time::iso(p.options.received_at.unwrap_or_else(time::now));
+    tx.prepare_cached(
+        "INSERT INTO emails (thread_id, message_id, in_reply_to, references_ids, subject,
+            sort_subject, from_list, sender_list, reply_to_list, to_list, cc_list, bcc_list,
+            sort_from, sort_to, sent_at, sent_day, received_at, size, has_attachment, preview,
+            skeleton, compressed, delivery_ref, modseq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+            ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+    )?
+    .execute(params![
+        thread_id,
+        a.message_id,
+        a.in_reply_to.join(" "),
+        a.references.join(" "),
+        a.subject,
+        a.base_subject,
+        encode_addrs(&a.from),
+        encode_addrs(&a.sender),
+        encode_addrs(&a.reply_to),
+        encode_addrs(&a.to),
+        encode_addrs(&a.cc),
+        encode_addrs(&a.bcc),
+        sort_key(&a.from),
+        sort_key(&a.to),
+        a.sent_at.map(time::iso),
+        a.sent_day,
+        received,
+        p.raw.len() as i64,
+        a.has_attachment,
+        a.preview,
+        p.skeleton,
+        p.skeleton_compressed,
+        p.options.delivery_ref,
+        modseq as i64,
+    ])?;
+    let email_id = tx.last_insert_rowid();
+    for (seq, (offset, sha, body)) in p.blobs.iter().enumerate() {
+        let blob_id = upsert_blob(tx, sha, body, compress)?;
+        tx.prepare_cached(
+            "INSERT INTO email_blobs (email_id, seq, offset, blob_id) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![email_id, seq as i64, *offset as i64, blob_id])?;
+    }
+    let mut kw =
+        tx.prepare_cached("INSERT OR IGNORE INTO keywords (email_id, keyword) VALUES (?1, ?2)")?;
+    for k in &p.options.keywords {
+        kw.execute(params![email_id, k.as_str()])?;
+    }
+    let (from_t, to_t, cc_t, bcc_t) = (
+        parse::addrs_text(&a.from),
+        parse::addrs_text(&a.to),
+        parse::addrs_text(&a.cc),
+        parse::addrs_text(&a.bcc),
+    );
+    tx.prepare_cached(
+        "INSERT INTO email_text (rowid, subject, from_text, to_text, cc_text, bcc_text, body, headers)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![email_id, a.subject, from_t, to_t, cc_t, bcc_t, a.body_text, a.headers_text])?;
+    tx.prepare_cached(
+        "INSERT INTO email_words (rowid, subject, from_text, to_text, cc_text, bcc_text, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        email_id,
+        a.subject,
+        from_t,
+        to_t,
+        cc_t,
+        bcc_t,
+        a.body_text
+    ])?;
+    log_change(tx, modseq, "email", email_id, None, "created")?;
+    let uid = add_member(tx, folder, EmailId(email_id), modseq)?;
+    Ok(Appended {
+        email_id: EmailId(email_id),
+        uid,
+        modseq,
+        duplicate: false,
+    })
+}
+
+fn find_delivery(tx: &Transaction<'_>, folder: FolderId, r: &str) -> Result<Option<Appended>> {
+    let found: Option<(i64, i64)> = tx
+        .prepare_cached("SELECT id, modseq FROM emails WHERE delivery_ref = ?1")?
+        .query_row([r], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let Some((email_id, modseq)) = found else {
+        return Ok(None);
+    };
+    let uid: Option<u32> = tx
+        .prepare_cached("SELECT uid FROM mailbox_messages WHERE folder_id = ?1 AND email_id = ?2")?
+        .query_row(params![folder.0, email_id], |r| r.get(0))
+        .optional()?;
+    let uid = match uid {
+        Some(u) => Uid::try_from(u)?,
+        // Stored earlier but since moved out of this folder: still a
+        // duplicate; report its UID wherever it is now.
+        None => {
+            let any: u32 = tx.query_row(
+                "SELECT uid FROM mailbox_messages WHERE email_id = ?1 LIMIT 1",
+                [email_id],
+                |r| r.get(0),
+            )?;
+            Uid::try_from(any)?
+        }
+    };
+    Ok(Some(Appended {
+        email_id: EmailId(email_id),
+        uid,
+        modseq: modseq as ModSeq,
+        duplicate: true,
+    }))
+}
+
+/// Adds an email to a folder with the folder's next UID.
+pub(crate) fn add_member(
+    tx: &Transaction<'_>,
+    folder: FolderId,
+    email: EmailId,
+    modseq: ModSeq,
+) -> Result<Uid> {
+    let uid: i64 = tx
+        .prepare_cached(
+            "UPDATE folders SET uid_next = uid_next + 1, highest_modseq = ?2
+             WHERE id = ?1 RETURNING uid_next - 1",
+        )?
+        .query_row(params![folder.0, modseq as i64], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| Error::NotFound(format!("folder {}", folder.0)))?;
+    if uid >= u32::MAX as i64 {
+        return Err(Error::Invalid("folder has used every UID".into()));
+    }
+    tx.prepare_cached(
+        "INSERT INTO mailbox_messages (folder_id, uid, email_id, modseq) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![folder.0, uid, email.0, modseq as i64])?;
+    log_change(
+        tx,
+        modseq,
+        "member",
+        email.0,
+        Some((folder, uid as u32)),
+        "created",
+    )?;
+    Uid::try_from(uid)
+}
+
+fn upsert_blob(tx: &Transaction<'_>, sha: &[u8; 32], body: &[u8], compress: bool) -> Result<i64> {
+    let existing: Option<i64> = tx
+        .prepare_cached("UPDATE blobs SET refcount = refcount + 1 WHERE sha256 = ?1 RETURNING id")?
+        .query_row([sha.as_slice()], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = existing {
+        return Ok(id);
+    }
+    let (data, compressed) = match maybe_compress(body, compress) {
+        Some(c) => (std::borrow::Cow::Owned(c), true),
+        None => (std::borrow::Cow::Borrowed(body), false),
+    };
+    tx.prepare_cached(
+        "INSERT INTO blobs (sha256, size, refcount, compressed, data) VALUES (?1, ?2, 1, ?3, ?4)",
+    )?
+    .execute(params![
+        sha.as_slice(),
+        body.len() as i64,
+        compressed,
+        data.as_ref()
+    ])?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// Finds the thread a message belongs to: by Message-ID links first, then
+/// (for replies only) by base subject; otherwise a new thread.
+fn resolve_thread(tx: &Transaction<'_>, a: &Analysis) -> Result<i64> {
+    let mut lookup =
+        tx.prepare_cached("SELECT thread_id FROM message_ids WHERE message_id = ?1")?;
+    let linked = a
+        .message_id
+        .iter()
+        .chain(a.in_reply_to.iter())
+        .chain(a.references.iter().rev())
+        .filter(|id| !id.is_empty())
+        .find_map(|id| {
+            lookup
+                .query_row([id], |r| r.get::<_, i64>(0))
+                .optional()
+                .ok()
+                .flatten()
+        });
+    let is_reply = !a.in_reply_to.is_empty()
+        || !a.references.is_empty()
+        || a.subject.trim().to_lowercase() != a.base_subject;
+    let thread = match linked {
+        Some(t) => t,
+        None => {
+            let by_subject = if is_reply && !a.base_subject.is_empty() {
+                tx.prepare_cached(
+                    "SELECT id FROM threads WHERE base_subject = ?1 ORDER BY id DESC LIMIT 1",
+                )?
+                .query_row([&a.base_subject], |r| r.get(0))
+                .optional()?
+            } else {
+                None
+            };
+            match by_subject {
+                Some(t) => t,
+                None => {
+                    tx.prepare_cached("INSERT INTO threads (base_subject) VALUES (?1)")?
+                        .execute([&a.base_subject])?;
+                    tx.last_insert_rowid()
+                }
+            }
+        }
+    };
+    let mut remember = tx.prepare_cached(
+        "INSERT OR IGNORE INTO message_ids (message_id, thread_id) VALUES (?1, ?2)",
+    )?;
+    for id in a
+        .message_id
+        .iter()
+        .chain(a.in_reply_to.iter())
+        .chain(a.references.iter())
+        .filter(|id| !id.is_empty())
+    {
+        remember.execute(params![id, thread])?;
+    }
+    Ok(thread)
+}

@@ -1,0 +1,137 @@
+//! Changes since a MODSEQ: what JMAP `/changes` and IMAP CONDSTORE/QRESYNC
+//! (including VANISHED UIDs) are answered from.
+
+use std::collections::BTreeMap;
+
+use rusqlite::params;
+
+use super::Mailbox;
+use crate::error::Result;
+use crate::types::{EmailId, FolderId, ModSeq, Uid};
+
+/// Objects changed since a MODSEQ, each listed once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The MODSEQ asked about.
+    pub since: ModSeq,
+    /// The mailbox's MODSEQ now.
+    pub current: ModSeq,
+    /// Emails created since (and not destroyed since).
+    pub emails_created: Vec<EmailId>,
+    /// Emails that existed before and changed (keywords, folders).
+    pub emails_updated: Vec<EmailId>,
+    /// Emails that existed before and are gone.
+    pub emails_destroyed: Vec<EmailId>,
+    /// Folders created since.
+    pub folders_created: Vec<FolderId>,
+    /// Folders renamed, (un)subscribed, or whose contents changed.
+    pub folders_updated: Vec<FolderId>,
+    /// Folders deleted since.
+    pub folders_destroyed: Vec<FolderId>,
+}
+
+/// What changed in one folder since a MODSEQ (IMAP CONDSTORE/QRESYNC).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FolderChanges {
+    /// Messages still present whose MODSEQ is newer, with that MODSEQ.
+    pub changed: Vec<(Uid, ModSeq)>,
+    /// UIDs expunged since, in order.
+    pub vanished: Vec<Uid>,
+}
+
+#[derive(Default)]
+struct Ops {
+    created: bool,
+    destroyed: bool,
+}
+
+fn classify(
+    ops: BTreeMap<i64, Ops>,
+    created: &mut Vec<i64>,
+    updated: &mut Vec<i64>,
+    destroyed: &mut Vec<i64>,
+) {
+    for (id, o) in ops {
+        match (o.created, o.destroyed) {
+            (true, true) => {}
+            (true, false) => created.push(id),
+            (false, true) => destroyed.push(id),
+            (false, false) => updated.push(id),
+        }
+    }
+}
+
+impl Mailbox {
+    /// Every email and folder changed after `since`.
+    pub fn changes_since(&self, since: ModSeq) -> Result<Changes> {
+        let mut emails: BTreeMap<i64, Ops> = BTreeMap::new();
+        let mut folders: BTreeMap<i64, Ops> = BTreeMap::new();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT kind, object_id, folder_id, op FROM changes WHERE modseq > ?1 ORDER BY id",
+        )?;
+        let mut rows = stmt.query([since as i64])?;
+        while let Some(r) = rows.next()? {
+            let kind: String = r.get(0)?;
+            let op: String = r.get(3)?;
+            let (map, id) = match kind.as_str() {
+                "email" => (&mut emails, r.get::<_, i64>(1)?),
+                "folder" => (&mut folders, r.get::<_, i64>(1)?),
+                // A membership change is a change of the folder's contents.
+                "member" => match r.get::<_, Option<i64>>(2)? {
+                    Some(f) => {
+                        folders.entry(f).or_default();
+                        continue;
+                    }
+                    None => continue,
+                },
+                _ => continue,
+            };
+            let e = map.entry(id).or_default();
+            match op.as_str() {
+                "created" => e.created = true,
+                "destroyed" => e.destroyed = true,
+                _ => {}
+            }
+        }
+        let mut out = Changes {
+            since,
+            current: self.highest_modseq()?,
+            ..Changes::default()
+        };
+        let (mut c, mut u, mut d) = (Vec::new(), Vec::new(), Vec::new());
+        classify(emails, &mut c, &mut u, &mut d);
+        out.emails_created = c.drain(..).map(EmailId).collect();
+        out.emails_updated = u.drain(..).map(EmailId).collect();
+        out.emails_destroyed = d.drain(..).map(EmailId).collect();
+        classify(folders, &mut c, &mut u, &mut d);
+        out.folders_created = c.into_iter().map(FolderId).collect();
+        out.folders_updated = u.into_iter().map(FolderId).collect();
+        out.folders_destroyed = d.into_iter().map(FolderId).collect();
+        Ok(out)
+    }
+
+    /// Messages of one folder changed or expunged after `since`.
+    pub fn folder_changes(&self, folder: FolderId, since: ModSeq) -> Result<FolderChanges> {
+        let mut out = FolderChanges::default();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT uid, modseq FROM mailbox_messages WHERE folder_id = ?1 AND modseq > ?2
+             ORDER BY uid",
+        )?;
+        let mut rows = stmt.query(params![folder.0, since as i64])?;
+        while let Some(r) = rows.next()? {
+            out.changed.push((
+                Uid::try_from(r.get::<_, u32>(0)?)?,
+                r.get::<_, i64>(1)? as ModSeq,
+            ));
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT DISTINCT uid FROM changes WHERE folder_id = ?1 AND modseq > ?2
+             AND kind = 'member' AND op = 'destroyed' ORDER BY uid",
+        )?;
+        let mut rows = stmt.query(params![folder.0, since as i64])?;
+        while let Some(r) = rows.next()? {
+            out.vanished.push(Uid::try_from(r.get::<_, u32>(0)?)?);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,197 @@
+//! One alias's mailbox: a SQLCipher database opened with the raw data key.
+//!
+//! The API is typed Rust with no protocol knowledge: folders, emails,
+//! keywords, UIDs, MODSEQs, search and changes. IMAP, JMAP and REST are
+//! built on top of it elsewhere. Every write runs in one immediate
+//! transaction that takes the next MODSEQ, so a write is whole or absent.
+
+mod append;
+mod changes;
+mod folders;
+mod keywords;
+pub mod parse;
+mod read;
+pub mod schema;
+pub mod search;
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+
+use crate::db::{self, Mode};
+use crate::error::Result;
+use crate::keys::SecretKey;
+use crate::types::{FolderId, ModSeq, Role};
+
+pub use append::{AppendOptions, Appended};
+pub use changes::{Changes, FolderChanges};
+pub use folders::Folder;
+pub use parse::Addr;
+pub use read::{EmailSummary, MimePart};
+pub use search::{Filter, Query, SearchHit, Sort, SortKey, TextField};
+
+/// Tunables of a mailbox, with the defaults a server uses.
+#[derive(Debug, Clone)]
+pub struct MailboxOptions {
+    /// Largest message accepted, in bytes. Default 50 MiB.
+    pub max_message_size: u64,
+    /// Compress message skeletons and attachment bodies with zstd when it
+    /// saves at least 10%. Default on.
+    pub compress: bool,
+    /// Quota in bytes (sum of message sizes), if any.
+    pub quota: Option<u64>,
+}
+
+impl Default for MailboxOptions {
+    fn default() -> Self {
+        MailboxOptions {
+            max_message_size: 50 * 1024 * 1024,
+            compress: true,
+            quota: None,
+        }
+    }
+}
+
+/// An open mailbox. Not `Sync`: one writer owns it; readers open their own.
+pub struct Mailbox {
+    conn: Connection,
+    path: PathBuf,
+    options: MailboxOptions,
+}
+
+impl std::fmt::Debug for Mailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailbox").field("path", &self.path).finish()
+    }
+}
+
+impl Mailbox {
+    /// Creates a new mailbox file with the default folders.
+    pub fn create(path: &Path, key: &SecretKey, options: MailboxOptions) -> Result<Mailbox> {
+        let mut conn = db::open(path, Some(key), Mode::Create)?;
+        schema::migrate(&mut conn)?;
+        let mut mb = Mailbox {
+            conn,
+            path: path.to_path_buf(),
+            options,
+        };
+        mb.write(|tx, modseq| {
+            for role in Role::ALL {
+                folders::insert_folder(tx, role.default_name(), Some(role), modseq)?;
+            }
+            Ok(())
+        })?;
+        Ok(mb)
+    }
+
+    /// Opens an existing mailbox; a wrong key fails with
+    /// [`Error::WrongKey`](crate::Error::WrongKey) before anything is written.
+    pub fn open(path: &Path, key: &SecretKey, options: MailboxOptions) -> Result<Mailbox> {
+        let mut conn = db::open(path, Some(key), Mode::Existing)?;
+        schema::migrate(&mut conn)?;
+        Ok(Mailbox {
+            conn,
+            path: path.to_path_buf(),
+            options,
+        })
+    }
+
+    /// Where the file lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The options this mailbox was opened with.
+    pub fn options(&self) -> &MailboxOptions {
+        &self.options
+    }
+
+    /// Changes the quota enforced on appends.
+    pub fn set_quota(&mut self, quota: Option<u64>) {
+        self.options.quota = quota;
+    }
+
+    /// The raw connection, for the backup and export code in this crate.
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The highest MODSEQ handed out so far (the JMAP state).
+    pub fn highest_modseq(&self) -> Result<ModSeq> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'modseq'", [], |r| {
+                r.get::<_, i64>(0)
+            })? as ModSeq)
+    }
+
+    /// Bytes used: the sum of the sizes of all stored messages.
+    pub fn usage(&self) -> Result<u64> {
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(SUM(size), 0) FROM emails", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+    }
+
+    /// Number of distinct emails.
+    pub fn email_count(&self) -> Result<u64> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM emails", [], |r| r.get::<_, i64>(0))?
+            as u64)
+    }
+
+    /// Runs `f` in an immediate transaction with a fresh MODSEQ; commits on
+    /// `Ok`, rolls back on `Err`.
+    pub(crate) fn write<T>(
+        &mut self,
+        f: impl FnOnce(&Transaction<'_>, ModSeq) -> Result<T>,
+    ) -> Result<T> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let modseq: i64 = tx.query_row(
+            "UPDATE meta SET value = value + 1 WHERE key = 'modseq' RETURNING value",
+            [],
+            |r| r.get(0),
+        )?;
+        let out = f(&tx, modseq as ModSeq)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// The folder with a role (every mailbox has all six).
+    pub fn folder_by_role(&self, role: Role) -> Result<Folder> {
+        folders::by_role(&self.conn, role)
+    }
+
+    /// Looks a folder up by id.
+    pub fn folder(&self, id: FolderId) -> Result<Folder> {
+        folders::by_id(&self.conn, id)
+    }
+}
+
+/// Records one change-log row.
+pub(crate) fn log_change(
+    tx: &Transaction<'_>,
+    modseq: ModSeq,
+    kind: &str,
+    object_id: i64,
+    folder: Option<(FolderId, u32)>,
+    op: &str,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO changes (modseq, kind, object_id, folder_id, uid, op)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(rusqlite::params![
+        modseq as i64,
+        kind,
+        object_id,
+        folder.map(|f| f.0.0),
+        folder.map(|f| f.1),
+        op
+    ])?;
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! The mailbox schema and its forward-only migrations.
+//!
+//! `PRAGMA user_version` records how many entries of [`MIGRATIONS`] a file has
+//! had applied. Opening a file applies the rest, each in its own transaction.
+//! Entries are never edited once released: a change is a new entry.
+
+use rusqlite::Connection;
+
+use crate::error::{Error, Result};
+
+/// Every migration, oldest first. Version N means the first N were applied.
+pub const MIGRATIONS: &[&str] = &[V1, V2];
+
+/// The schema version this build writes.
+pub const CURRENT: i64 = MIGRATIONS.len() as i64;
+
+/// Version 1: folders, emails, membership, keywords, threads, deduplicated
+/// blobs, the change log and the substring (trigram) index.
+const V1: &str = r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO meta (key, value) VALUES ('modseq', 1), ('next_uid_validity', 0);
+
+CREATE TABLE folders (
+    id             INTEGER PRIMARY KEY,
+    name           TEXT NOT NULL UNIQUE,
+    role           TEXT UNIQUE,
+    uid_validity   INTEGER NOT NULL,
+    uid_next       INTEGER NOT NULL DEFAULT 1,
+    highest_modseq INTEGER NOT NULL,
+    subscribed     INTEGER NOT NULL DEFAULT 1,
+    sort_order     INTEGER NOT NULL DEFAULT 0,
+    created_at     TEXT NOT NULL
+);
+
+CREATE TABLE threads (
+    id           INTEGER PRIMARY KEY,
+    base_subject TEXT NOT NULL
+);
+CREATE INDEX threads_base_subject ON threads (base_subject);
+
+-- Message-IDs seen in this mailbox (own and referenced), for threading.
+CREATE TABLE message_ids (
+    message_id TEXT PRIMARY KEY,
+    thread_id  INTEGER NOT NULL REFERENCES threads (id)
+) WITHOUT ROWID;
+
+CREATE TABLE emails (
+    id             INTEGER PRIMARY KEY,
+    thread_id      INTEGER NOT NULL REFERENCES threads (id),
+    message_id     TEXT,
+    in_reply_to    TEXT NOT NULL DEFAULT '',
+    references_ids TEXT NOT NULL DEFAULT '',
+    subject        TEXT NOT NULL DEFAULT '',
+    sort_subject   TEXT NOT NULL DEFAULT '',
+    from_list      TEXT NOT NULL DEFAULT '',
+    sender_list    TEXT NOT NULL DEFAULT '',
+    reply_to_list  TEXT NOT NULL DEFAULT '',
+    to_list        TEXT NOT NULL DEFAULT '',
+    cc_list        TEXT NOT NULL DEFAULT '',
+    bcc_list       TEXT NOT NULL DEFAULT '',
+    sort_from      TEXT NOT NULL DEFAULT '',
+    sort_to        TEXT NOT NULL DEFAULT '',
+    sent_at        TEXT,
+    sent_day       TEXT,
+    received_at    TEXT NOT NULL,
+    size           INTEGER NOT NULL,
+    has_attachment INTEGER NOT NULL DEFAULT 0,
+    preview        TEXT NOT NULL DEFAULT '',
+    skeleton       BLOB NOT NULL,
+    compressed     INTEGER NOT NULL DEFAULT 0,
+    delivery_ref   TEXT UNIQUE,
+    modseq         INTEGER NOT NULL
+);
+CREATE INDEX emails_thread ON emails (thread_id);
+CREATE INDEX emails_message_id ON emails (message_id);
+CREATE INDEX emails_received ON emails (received_at);
+CREATE INDEX emails_sent ON emails (sent_at);
+CREATE INDEX emails_sent_day ON emails (sent_day);
+CREATE INDEX emails_size ON emails (size);
+CREATE INDEX emails_sort_subject ON emails (sort_subject);
+CREATE INDEX emails_sort_from ON emails (sort_from);
+CREATE INDEX emails_sort_to ON emails (sort_to);
+CREATE INDEX emails_has_attachment ON emails (has_attachment);
+CREATE INDEX emails_modseq ON emails (modseq);
+
+CREATE TABLE keywords (
+    email_id INTEGER NOT NULL REFERENCES emails (id) ON DELETE CASCADE,
+    keyword  TEXT NOT NULL,
+    PRIMARY KEY (email_id, keyword)
+) WITHOUT ROWID;
+CREATE INDEX keywords_keyword ON keywords (keyword, email_id);
+
+CREATE TABLE mailbox_messages (
+    folder_id INTEGER NOT NULL REFERENCES folders (id) ON DELETE CASCADE,
+    uid       INTEGER NOT NULL,
+    email_id  INTEGER NOT NULL REFERENCES emails (id) ON DELETE CASCADE,
+    modseq    INTEGER NOT NULL,
+    PRIMARY KEY (folder_id, uid)
+) WITHOUT ROWID;
+CREATE INDEX mailbox_messages_email ON mailbox_messages (email_id);
+CREATE INDEX mailbox_messages_modseq ON mailbox_messages (folder_id, modseq);
+
+-- Attachment bodies, deduplicated by SHA-256 of their encoded bytes.
+CREATE TABLE blobs (
+    id         INTEGER PRIMARY KEY,
+    sha256     BLOB NOT NULL UNIQUE,
+    size       INTEGER NOT NULL,
+    refcount   INTEGER NOT NULL,
+    compressed INTEGER NOT NULL DEFAULT 0,
+    data       BLOB NOT NULL
+);
+
+-- Where each blob goes back into its email's skeleton.
+CREATE TABLE email_blobs (
+    email_id INTEGER NOT NULL REFERENCES emails (id) ON DELETE CASCADE,
+    seq      INTEGER NOT NULL,
+    offset   INTEGER NOT NULL,
+    blob_id  INTEGER NOT NULL REFERENCES blobs (id),
+    PRIMARY KEY (email_id, seq)
+) WITHOUT ROWID;
+CREATE INDEX email_blobs_blob ON email_blobs (blob_id);
+
+-- The change log: one row per changed object per write, MODSEQ-ordered.
+-- kind: 'email' | 'folder' | 'member'; op: 'created' | 'updated' | 'destroyed'.
+CREATE TABLE changes (
+    id        INTEGER PRIMARY KEY,
+    modseq    INTEGER NOT NULL,
+    kind      TEXT NOT NULL,
+    object_id INTEGER NOT NULL,
+    folder_id INTEGER,
+    uid       INTEGER,
+    op        TEXT NOT NULL
+);
+CREATE INDEX changes_modseq ON changes (modseq);
+CREATE INDEX changes_folder ON changes (folder_id, modseq);
+
+-- Substring search (IMAP SEARCH semantics): trigram, case-folded.
+CREATE VIRTUAL TABLE email_text USING fts5 (
+    subject, from_text, to_text, cc_text, bcc_text, body, headers,
+    tokenize = 'trigram'
+);
+"#;
+
+/// Version 2: a word index for JMAP's word search, filled from the text the
+/// substring index already holds.
+const V2: &str = r#"
+CREATE VIRTUAL TABLE email_words USING fts5 (
+    subject, from_text, to_text, cc_text, bcc_text, body,
+    content = '', contentless_delete = 1,
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+INSERT INTO email_words (rowid, subject, from_text, to_text, cc_text, bcc_text, body)
+    SELECT rowid, subject, from_text, to_text, cc_text, bcc_text, body FROM email_text;
+"#;
+
+/// Brings a database to [`CURRENT`], refusing one from a newer build.
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    migrate_to(conn, CURRENT)
+}
+
+/// Applies migrations up to `target` (tests use it to build old versions).
+pub fn migrate_to(conn: &mut Connection, target: i64) -> Result<()> {
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > CURRENT {
+        return Err(Error::SchemaTooNew {
+            found,
+            supported: CURRENT,
+        });
+    }
+    for version in found..target.min(CURRENT) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(MIGRATIONS[version as usize])?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", version + 1))?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,491 @@
+//! Search: one filter language that covers every IMAP SEARCH key (RFC 9051
+//! §6.4.4) and every JMAP Email FilterCondition (RFC 8621 §4.4.1), compiled
+//! to one SQL statement.
+//!
+//! Substring conditions (IMAP semantics: case-insensitive substring) use the
+//! trigram index; word conditions (JMAP text search) use the word index;
+//! regular expressions run the Rust `regex` crate over the stored text.
+
+use rusqlite::types::Value;
+
+use super::Mailbox;
+use crate::error::{Error, Result};
+use crate::time;
+use crate::types::{Day, EmailId, FolderId, Keyword, ModSeq, Uid};
+
+/// Which text of a message a text condition looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextField {
+    /// The Subject.
+    Subject,
+    /// The From addresses and names.
+    From,
+    /// The To addresses and names.
+    To,
+    /// The Cc addresses and names.
+    Cc,
+    /// The Bcc addresses and names.
+    Bcc,
+    /// The decoded body text.
+    Body,
+    /// Every header field, decoded.
+    Headers,
+    /// Headers and body (IMAP TEXT, JMAP text).
+    Text,
+}
+
+impl TextField {
+    fn columns(self) -> &'static [&'static str] {
+        match self {
+            TextField::Subject => &["subject"],
+            TextField::From => &["from_text"],
+            TextField::To => &["to_text"],
+            TextField::Cc => &["cc_text"],
+            TextField::Bcc => &["bcc_text"],
+            TextField::Body => &["body"],
+            TextField::Headers => &["headers"],
+            TextField::Text => &["headers", "body"],
+        }
+    }
+
+    fn word_columns(self) -> &'static [&'static str] {
+        match self {
+            TextField::Headers => &[],
+            TextField::Text => &[
+                "subject",
+                "from_text",
+                "to_text",
+                "cc_text",
+                "bcc_text",
+                "body",
+            ],
+            other => other.columns(),
+        }
+    }
+}
+
+/// A search condition. Combine with `And`, `Or`, `Not` to any depth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filter {
+    /// Every message.
+    All,
+    /// All of these.
+    And(Vec<Filter>),
+    /// Any of these.
+    Or(Vec<Filter>),
+    /// Not this.
+    Not(Box<Filter>),
+    /// In this folder (JMAP inMailbox).
+    InFolder(FolderId),
+    /// In some folder other than these (JMAP inMailboxOtherThan).
+    InFolderOtherThan(Vec<FolderId>),
+    /// UIDs in these inclusive ranges; needs a query folder (IMAP UID set).
+    Uids(Vec<(u32, u32)>),
+    /// These emails.
+    Emails(Vec<EmailId>),
+    /// Received strictly before (Unix seconds; JMAP before, IMAP BEFORE).
+    ReceivedBefore(i64),
+    /// Received at or after (JMAP after, IMAP SINCE).
+    ReceivedSince(i64),
+    /// Date header strictly before (UTC).
+    SentBefore(i64),
+    /// Date header at or after (UTC).
+    SentSince(i64),
+    /// Date header's own calendar day is before (IMAP SENTBEFORE).
+    SentDayBefore(Day),
+    /// Date header's own calendar day is (IMAP SENTON).
+    SentDayOn(Day),
+    /// Date header's own calendar day is on or after (IMAP SENTSINCE).
+    SentDaySince(Day),
+    /// Size strictly larger (IMAP LARGER; JMAP minSize is `Larger(n - 1)`).
+    Larger(u64),
+    /// Size strictly smaller (IMAP SMALLER, JMAP maxSize).
+    Smaller(u64),
+    /// Has this keyword (IMAP KEYWORD/SEEN/…, JMAP hasKeyword).
+    Keyword(Keyword),
+    /// Every email of its thread has this keyword.
+    AllInThreadHaveKeyword(Keyword),
+    /// Some email of its thread has this keyword.
+    SomeInThreadHaveKeyword(Keyword),
+    /// No email of its thread has this keyword.
+    NoneInThreadHaveKeyword(Keyword),
+    /// Has (or has not) attachments.
+    HasAttachment(bool),
+    /// Case-insensitive substring (IMAP SUBJECT/FROM/BODY/TEXT/…).
+    Contains(TextField, String),
+    /// Every word present, in any order (JMAP text/subject/body/…).
+    Words(TextField, String),
+    /// A header field whose value contains a substring; an empty string
+    /// asks only that the field exists (IMAP HEADER, JMAP header).
+    Header(String, String),
+    /// A regular expression (Rust `regex` syntax) matches the text.
+    Regex(TextField, String),
+    /// MODSEQ at least this (IMAP MODSEQ).
+    ModSeqAtLeast(ModSeq),
+}
+
+/// What to sort by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SortKey {
+    /// Internal date.
+    ReceivedAt,
+    /// Date header.
+    SentAt,
+    /// Size in bytes.
+    Size,
+    /// First From name or address.
+    From,
+    /// First To name or address.
+    To,
+    /// Base subject.
+    Subject,
+    /// UID (needs a query folder).
+    Uid,
+    /// Whether the email has this keyword (with it sorts after, ascending).
+    Keyword(Keyword),
+}
+
+/// One sort criterion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sort {
+    /// The key.
+    pub key: SortKey,
+    /// Ascending if true.
+    pub ascending: bool,
+}
+
+/// A complete search request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    /// Restrict to one folder; hits then carry UIDs.
+    pub folder: Option<FolderId>,
+    /// The condition.
+    pub filter: Filter,
+    /// Sort order; ties go by UID (with a folder) or by email id.
+    pub sort: Vec<Sort>,
+    /// Keep only the first email of each thread (JMAP collapseThreads).
+    pub collapse_threads: bool,
+    /// Skip this many hits.
+    pub position: usize,
+    /// Return at most this many hits.
+    pub limit: Option<usize>,
+}
+
+impl Query {
+    /// Every message of a folder matching `filter`, in UID order.
+    pub fn in_folder(folder: FolderId, filter: Filter) -> Query {
+        Query {
+            folder: Some(folder),
+            filter,
+            sort: Vec::new(),
+            collapse_threads: false,
+            position: 0,
+            limit: None,
+        }
+    }
+
+    /// Every email of the mailbox matching `filter`, oldest id first.
+    pub fn everywhere(filter: Filter) -> Query {
+        Query {
+            folder: None,
+            ..Query::in_folder(FolderId(0), filter)
+        }
+    }
+}
+
+/// One search result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchHit {
+    /// The email.
+    pub email_id: EmailId,
+    /// Its UID in the query folder, if the query had one.
+    pub uid: Option<Uid>,
+}
+
+/// Quotes a string as an FTS5 phrase.
+fn phrase(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+struct Builder {
+    in_folder: bool,
+    params: Vec<Value>,
+}
+
+impl Builder {
+    fn bind(&mut self, v: impl Into<Value>) -> String {
+        self.params.push(v.into());
+        format!("?{}", self.params.len())
+    }
+
+    fn keyword_exists(&mut self, email: &str, k: &Keyword) -> String {
+        let p = self.bind(k.as_str().to_string());
+        format!("EXISTS (SELECT 1 FROM keywords k WHERE k.email_id = {email} AND k.keyword = {p})")
+    }
+
+    fn sql(&mut self, f: &Filter) -> Result<String> {
+        Ok(match f {
+            Filter::All => "1".into(),
+            Filter::And(v) if v.is_empty() => "1".into(),
+            Filter::Or(v) if v.is_empty() => "0".into(),
+            Filter::And(v) => self.join(v, " AND ")?,
+            Filter::Or(v) => self.join(v, " OR ")?,
+            Filter::Not(inner) => format!("NOT ({})", self.sql(inner)?),
+            Filter::InFolder(id) => {
+                let p = self.bind(id.0);
+                format!(
+                    "EXISTS (SELECT 1 FROM mailbox_messages x WHERE x.email_id = e.id AND x.folder_id = {p})"
+                )
+            }
+            Filter::InFolderOtherThan(ids) => {
+                let list: Vec<String> = ids.iter().map(|i| self.bind(i.0)).collect();
+                let list = if list.is_empty() {
+                    "NULL".into()
+                } else {
+                    list.join(", ")
+                };
+                format!(
+                    "EXISTS (SELECT 1 FROM mailbox_messages x WHERE x.email_id = e.id AND x.folder_id NOT IN ({list}))"
+                )
+            }
+            Filter::Uids(ranges) => {
+                if !self.in_folder {
+                    return Err(Error::Invalid("a UID condition needs a folder".into()));
+                }
+                if ranges.is_empty() {
+                    return Ok("0".into());
+                }
+                let parts: Vec<String> = ranges
+                    .iter()
+                    .map(|(a, b)| {
+                        let (lo, hi) = if a <= b { (*a, *b) } else { (*b, *a) };
+                        let (lo, hi) = (self.bind(lo), self.bind(hi));
+                        format!("m.uid BETWEEN {lo} AND {hi}")
+                    })
+                    .collect();
+                format!("({})", parts.join(" OR "))
+            }
+            Filter::Emails(ids) => {
+                let json = format!(
+                    "[{}]",
+                    ids.iter()
+                        .map(|i| i.0.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                );
+                let p = self.bind(json);
+                format!("e.id IN (SELECT value FROM json_each({p}))")
+            }
+            Filter::ReceivedBefore(t) => format!("e.received_at < {}", self.bind(time::iso(*t))),
+            Filter::ReceivedSince(t) => format!("e.received_at >= {}", self.bind(time::iso(*t))),
+            Filter::SentBefore(t) => format!("e.sent_at < {}", self.bind(time::iso(*t))),
+            Filter::SentSince(t) => format!("e.sent_at >= {}", self.bind(time::iso(*t))),
+            Filter::SentDayBefore(d) => {
+                format!("e.sent_day < {}", self.bind(d.as_str().to_string()))
+            }
+            Filter::SentDayOn(d) => format!("e.sent_day = {}", self.bind(d.as_str().to_string())),
+            Filter::SentDaySince(d) => {
+                format!("e.sent_day >= {}", self.bind(d.as_str().to_string()))
+            }
+            Filter::Larger(n) => format!("e.size > {}", self.bind(clamp(*n))),
+            Filter::Smaller(n) => format!("e.size < {}", self.bind(clamp(*n))),
+            Filter::Keyword(k) => self.keyword_exists("e.id", k),
+            Filter::SomeInThreadHaveKeyword(k) => {
+                let p = self.bind(k.as_str().to_string());
+                format!(
+                    "e.thread_id IN (SELECT t.thread_id FROM emails t JOIN keywords k ON k.email_id = t.id AND k.keyword = {p})"
+                )
+            }
+            Filter::NoneInThreadHaveKeyword(k) => {
+                let some = self.sql(&Filter::SomeInThreadHaveKeyword(k.clone()))?;
+                format!("NOT ({some})")
+            }
+            Filter::AllInThreadHaveKeyword(k) => {
+                let has = self.keyword_exists("t.id", k);
+                format!(
+                    "NOT EXISTS (SELECT 1 FROM emails t WHERE t.thread_id = e.thread_id AND NOT {has})"
+                )
+            }
+            Filter::HasAttachment(b) => format!("e.has_attachment = {}", self.bind(*b)),
+            Filter::Contains(field, needle) => self.contains(*field, needle),
+            Filter::Words(field, text) => {
+                let words: Vec<&str> = text.split_whitespace().collect();
+                let cols = field.word_columns();
+                if words.is_empty() {
+                    "1".into()
+                } else if cols.is_empty() {
+                    self.sql(&Filter::And(
+                        words
+                            .iter()
+                            .map(|w| Filter::Contains(*field, w.to_string()))
+                            .collect(),
+                    ))?
+                } else {
+                    let q = format!(
+                        "{{{}}}: ({})",
+                        cols.join(" "),
+                        words
+                            .iter()
+                            .map(|w| phrase(w))
+                            .collect::<Vec<_>>()
+                            .join(" AND ")
+                    );
+                    let p = self.bind(q);
+                    format!("e.id IN (SELECT rowid FROM email_words WHERE email_words MATCH {p})")
+                }
+            }
+            Filter::Header(name, value) => {
+                let (n, v) = (self.bind(name.clone()), self.bind(value.clone()));
+                let narrow = if value.chars().count() >= 3 {
+                    format!(
+                        " AND email_text MATCH {}",
+                        self.bind(format!("{{headers}}: {}", phrase(value)))
+                    )
+                } else {
+                    String::new()
+                };
+                format!(
+                    "e.id IN (SELECT rowid FROM email_text WHERE header_has(headers, {n}, {v}){narrow})"
+                )
+            }
+            Filter::Regex(field, pattern) => {
+                regex::Regex::new(pattern)
+                    .map_err(|e| Error::Invalid(format!("regular expression: {e}")))?;
+                let p = self.bind(pattern.clone());
+                let any: Vec<String> = field
+                    .columns()
+                    .iter()
+                    .map(|c| format!("regexp({p}, {c})"))
+                    .collect();
+                format!(
+                    "e.id IN (SELECT rowid FROM email_text WHERE {})",
+                    any.join(" OR ")
+                )
+            }
+            Filter::ModSeqAtLeast(m) => {
+                let col = if self.in_folder {
+                    "m.modseq"
+                } else {
+                    "e.modseq"
+                };
+                format!("{col} >= {}", self.bind(*m as i64))
+            }
+        })
+    }
+
+    fn join(&mut self, v: &[Filter], sep: &str) -> Result<String> {
+        let parts: Result<Vec<String>> = v
+            .iter()
+            .map(|f| self.sql(f).map(|s| format!("({s})")))
+            .collect();
+        Ok(parts?.join(sep))
+    }
+
+    fn contains(&mut self, field: TextField, needle: &str) -> String {
+        if needle.is_empty() {
+            return "1".into();
+        }
+        let cols = field.columns();
+        if needle.chars().count() >= 3 {
+            let p = self.bind(format!("{{{}}}: {}", cols.join(" "), phrase(needle)));
+            format!("e.id IN (SELECT rowid FROM email_text WHERE email_text MATCH {p})")
+        } else {
+            // Too short for trigrams: scan the stored text.
+            let p = self.bind(needle.to_string());
+            let any: Vec<String> = cols
+                .iter()
+                .map(|c| format!("contains_ci({c}, {p})"))
+                .collect();
+            format!(
+                "e.id IN (SELECT rowid FROM email_text WHERE {})",
+                any.join(" OR ")
+            )
+        }
+    }
+
+    fn order(&mut self, sort: &[Sort]) -> Result<String> {
+        let mut parts = Vec::new();
+        for s in sort {
+            let dir = if s.ascending { "ASC" } else { "DESC" };
+            let expr = match &s.key {
+                SortKey::ReceivedAt => "e.received_at".to_string(),
+                SortKey::SentAt => "e.sent_at".to_string(),
+                SortKey::Size => "e.size".to_string(),
+                SortKey::From => "e.sort_from".to_string(),
+                SortKey::To => "e.sort_to".to_string(),
+                SortKey::Subject => "e.sort_subject".to_string(),
+                SortKey::Uid => {
+                    if !self.in_folder {
+                        return Err(Error::Invalid("sorting by UID needs a folder".into()));
+                    }
+                    "m.uid".to_string()
+                }
+                SortKey::Keyword(k) => self.keyword_exists("e.id", k),
+            };
+            parts.push(format!("{expr} {dir}"));
+        }
+        parts.push(if self.in_folder {
+            "m.uid ASC".into()
+        } else {
+            "e.id ASC".into()
+        });
+        Ok(parts.join(", "))
+    }
+}
+
+fn clamp(n: u64) -> i64 {
+    n.min(i64::MAX as u64) as i64
+}
+
+impl Mailbox {
+    /// Runs a query; hits come sorted, threads collapsed if asked, then
+    /// `position` and `limit` applied.
+    pub fn search(&self, q: &Query) -> Result<Vec<SearchHit>> {
+        let mut b = Builder {
+            in_folder: q.folder.is_some(),
+            params: Vec::new(),
+        };
+        let (from, folder_cond, uid_col) = match q.folder {
+            Some(f) => {
+                let p = b.bind(f.0);
+                (
+                    "mailbox_messages m JOIN emails e ON e.id = m.email_id",
+                    format!("m.folder_id = {p}"),
+                    "m.uid",
+                )
+            }
+            None => ("emails e", "1".to_string(), "NULL"),
+        };
+        let cond = b.sql(&q.filter)?;
+        let order = b.order(&q.sort)?;
+        let sql = format!(
+            "SELECT e.id, {uid_col}, e.thread_id FROM {from} WHERE {folder_cond} AND ({cond}) ORDER BY {order}"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(b.params.iter()))?;
+        let mut seen_threads = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        let mut skipped = 0;
+        while let Some(r) = rows.next()? {
+            if q.collapse_threads && !seen_threads.insert(r.get::<_, i64>(2)?) {
+                continue;
+            }
+            if skipped < q.position {
+                skipped += 1;
+                continue;
+            }
+            if q.limit.is_some_and(|l| out.len() >= l) {
+                break;
+            }
+            let uid = match r.get::<_, Option<u32>>(1)? {
+                Some(u) => Some(Uid::try_from(u)?),
+                None => None,
+            };
+            out.push(SearchHit {
+                email_id: EmailId(r.get(0)?),
+                uid,
+            });
+        }
+        Ok(out)
+    }
+}
