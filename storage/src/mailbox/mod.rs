@@ -52,6 +52,19 @@ impl Default for MailboxOptions {
     }
 }
 
+/// Counts of what a mailbox stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StorageStats {
+    /// Distinct emails.
+    pub emails: u64,
+    /// Sum of message sizes (what quotas count).
+    pub usage: u64,
+    /// Distinct deduplicated attachment bodies.
+    pub blobs: u64,
+    /// Bytes of deduplicated attachment bodies, before compression.
+    pub blob_bytes: u64,
+}
+
 /// An open mailbox. Not `Sync`: one writer owns it; readers open their own.
 pub struct Mailbox {
     conn: Connection,
@@ -132,6 +145,23 @@ impl Mailbox {
             .query_row("SELECT COALESCE(SUM(size), 0) FROM emails", [], |r| {
                 r.get::<_, i64>(0)
             })? as u64)
+    }
+
+    /// What the mailbox stores, counted.
+    pub fn storage_stats(&self) -> Result<StorageStats> {
+        Ok(self.conn.query_row(
+            "SELECT (SELECT count(*) FROM emails), (SELECT COALESCE(SUM(size), 0) FROM emails),
+                    (SELECT count(*) FROM blobs), (SELECT COALESCE(SUM(size), 0) FROM blobs)",
+            [],
+            |r| {
+                Ok(StorageStats {
+                    emails: r.get::<_, i64>(0)? as u64,
+                    usage: r.get::<_, i64>(1)? as u64,
+                    blobs: r.get::<_, i64>(2)? as u64,
+                    blob_bytes: r.get::<_, i64>(3)? as u64,
+                })
+            },
+        )?)
     }
 
     /// Number of distinct emails.

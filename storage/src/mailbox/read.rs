@@ -310,7 +310,7 @@ impl Mailbox {
 /// is one `text/plain` part spanning everything.
 pub fn structure_of(raw: &[u8]) -> MimePart {
     match MessageParser::default().parse(raw) {
-        Some(msg) => node(&msg, 0, 0, raw),
+        Some(msg) => node(&msg, 0, raw),
         None => MimePart {
             media_type: "text".into(),
             media_subtype: "plain".into(),
@@ -334,7 +334,9 @@ pub fn structure_of(raw: &[u8]) -> MimePart {
     }
 }
 
-fn node(msg: &mail_parser::Message<'_>, index: usize, base: usize, raw: &[u8]) -> MimePart {
+/// One node of the tree. mail-parser reports offsets of nested messages'
+/// parts relative to the outermost raw message, so they index `raw` as is.
+fn node(msg: &mail_parser::Message<'_>, index: usize, raw: &[u8]) -> MimePart {
     let part: &ParserPart<'_> = &msg.parts[index];
     let ct = part.content_type();
     let (media_type, media_subtype) = match ct {
@@ -354,8 +356,8 @@ fn node(msg: &mail_parser::Message<'_>, index: usize, base: usize, raw: &[u8]) -
         .unwrap_or_default();
     let disp = part.content_disposition();
     let (body_start, body_end) = (
-        base + part.offset_body as usize,
-        (base + part.offset_end as usize).min(raw.len()),
+        part.offset_body as usize,
+        (part.offset_end as usize).min(raw.len()),
     );
     let body_lines = raw
         .get(body_start..body_end)
@@ -366,12 +368,12 @@ fn node(msg: &mail_parser::Message<'_>, index: usize, base: usize, raw: &[u8]) -
     match &part.body {
         PartType::Multipart(ids) => {
             for id in ids {
-                children.push(node(msg, *id as usize, base, raw));
+                children.push(node(msg, *id as usize, raw));
             }
         }
         PartType::Message(inner) => {
             is_message = true;
-            children.push(node(inner, 0, body_start, raw));
+            children.push(node(inner, 0, raw));
         }
         _ => {}
     }
@@ -400,7 +402,7 @@ fn node(msg: &mail_parser::Message<'_>, index: usize, base: usize, raw: &[u8]) -
             .unwrap_or_default(),
         location: part.content_location().map(str::to_string),
         filename: part.attachment_name().map(str::to_string),
-        header_start: base + part.offset_header as usize,
+        header_start: part.offset_header as usize,
         body_start,
         body_end,
         body_lines,

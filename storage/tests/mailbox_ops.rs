@@ -1,0 +1,397 @@
+//! Folders, keywords, copy/move/expunge, changes, threads and attachment
+//! deduplication.
+
+mod common;
+
+use cofre_storage::mailbox::{AppendOptions, Filter, Query};
+use cofre_storage::{Error, FolderName, Keyword, Mailbox, Role, Uid};
+
+fn name(s: &str) -> FolderName {
+    FolderName::try_from(s).unwrap()
+}
+
+fn uid(n: u32) -> Uid {
+    Uid::try_from(n).unwrap()
+}
+
+fn blob_rows(mb: &Mailbox) -> u64 {
+    mb.storage_stats().unwrap().blobs
+}
+
+fn with_attachment(subject: &str, attachment: &str) -> Vec<u8> {
+    format!(
+        "From: a@b.c\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=q\r\n\r\n\
+         --q\r\nContent-Type: text/plain\r\n\r\n{subject} text\r\n--q\r\nContent-Type: application/zip\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n{attachment}\r\n--q--\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn default_folders_have_roles_and_distinct_uidvalidity() {
+    let (_d, mb) = common::mailbox();
+    let folders = mb.folders().unwrap();
+    let names: Vec<_> = folders.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["INBOX", "Archive", "Drafts", "Junk", "Sent", "Trash"]
+    );
+    for role in Role::ALL {
+        assert_eq!(mb.folder_by_role(role).unwrap().role, Some(role));
+    }
+    let mut v: Vec<_> = folders.iter().map(|f| f.uid_validity).collect();
+    v.dedup();
+    assert_eq!(v.len(), 6);
+    assert!(folders.iter().all(|f| f.uid_next == 1 && f.subscribed));
+}
+
+#[test]
+fn folder_lifecycle() {
+    let (_d, mut mb) = common::mailbox();
+    let child = mb.create_folder(&name("Work/Projects/Cofre")).unwrap();
+    assert!(mb.folder_by_name(&name("Work")).is_ok(), "parents created");
+    assert!(matches!(
+        mb.create_folder(&name("Work")),
+        Err(Error::AlreadyExists(_))
+    ));
+    let work = mb.folder_by_name(&name("Work")).unwrap();
+    let a = mb
+        .append(
+            child.id,
+            &common::msg("a@b.c", "d@e.f", "x", "y"),
+            &AppendOptions::default(),
+        )
+        .unwrap();
+    let renamed = mb.rename_folder(work.id, &name("Jobs")).unwrap();
+    assert_eq!(renamed.name, "Jobs");
+    let moved = mb.folder_by_name(&name("Jobs/Projects/Cofre")).unwrap();
+    assert_eq!(moved.id, child.id);
+    assert_eq!(
+        moved.uid_validity, child.uid_validity,
+        "rename keeps UIDVALIDITY"
+    );
+    assert_eq!(mb.email_at(moved.id, a.uid).unwrap(), a.email_id);
+    assert!(
+        mb.rename_folder(work.id, &name("Jobs/Projects/Inside"))
+            .is_err()
+    );
+    let inbox = mb.folder_by_role(Role::Inbox).unwrap();
+    assert!(mb.rename_folder(inbox.id, &name("Other")).is_err());
+    assert!(mb.delete_folder(inbox.id).is_err());
+    assert!(mb.delete_folder(work.id).is_err(), "has children");
+    mb.set_subscribed(moved.id, false).unwrap();
+    assert!(!mb.folder(moved.id).unwrap().subscribed);
+    mb.delete_folder(moved.id).unwrap();
+    assert!(
+        matches!(mb.summary(a.email_id), Err(Error::NotFound(_))),
+        "email only there is destroyed"
+    );
+    let again = mb.create_folder(&name("Jobs/Projects/Cofre")).unwrap();
+    assert!(
+        again.uid_validity > child.uid_validity,
+        "a re-created folder gets a new UIDVALIDITY"
+    );
+}
+
+#[test]
+fn keywords_copy_move_expunge_and_uids_never_reused() {
+    let (_d, mut mb) = common::mailbox();
+    let inbox = mb.folder_by_role(Role::Inbox).unwrap().id;
+    let archive = mb.folder_by_role(Role::Archive).unwrap().id;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(
+            mb.append(
+                inbox,
+                &common::msg("a@b.c", "d@e.f", &format!("m{i}"), "x"),
+                &common::with_keywords(&["$seen"]),
+            )
+            .unwrap(),
+        );
+    }
+    assert_eq!(
+        ids.iter().map(|a| a.uid.get()).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    let f = mb.folder(inbox).unwrap();
+    assert_eq!((f.total, f.unseen, f.uid_next), (4, 0, 5));
+
+    mb.set_keywords(
+        &[ids[0].email_id],
+        &[Keyword::deleted(), Keyword::flagged()],
+        &[Keyword::seen()],
+    )
+    .unwrap();
+    let s = mb.summary(ids[0].email_id).unwrap();
+    assert_eq!(s.keywords, [Keyword::deleted(), Keyword::flagged()]);
+    assert_eq!(mb.folder(inbox).unwrap().unseen, 1);
+    mb.replace_keywords(ids[1].email_id, &[Keyword::try_from("$Junk").unwrap()])
+        .unwrap();
+    assert_eq!(
+        mb.summary(ids[1].email_id).unwrap().keywords,
+        [Keyword::try_from("$junk").unwrap()]
+    );
+
+    let copied = mb.copy(inbox, &[uid(2), uid(3)], archive).unwrap();
+    assert_eq!(copied, [(uid(2), uid(1)), (uid(3), uid(2))]);
+    assert_eq!(mb.summary(ids[1].email_id).unwrap().folders.len(), 2);
+    assert_eq!(
+        mb.copy(inbox, &[uid(2)], archive).unwrap(),
+        [(uid(2), uid(1))],
+        "already there"
+    );
+    assert!(matches!(
+        mb.copy(inbox, &[uid(99)], archive),
+        Err(Error::NotFound(_))
+    ));
+
+    let moved = mb.move_messages(inbox, &[uid(4)], archive).unwrap();
+    assert_eq!(moved, [(uid(4), uid(3))]);
+    assert!(mb.email_at(inbox, uid(4)).is_err());
+
+    let expunged = mb.expunge(inbox, None).unwrap();
+    assert_eq!(expunged, [uid(1)]);
+    assert!(matches!(
+        mb.summary(ids[0].email_id),
+        Err(Error::NotFound(_))
+    ));
+    // UIDs are never reused.
+    let next = mb
+        .append(
+            inbox,
+            &common::msg("a@b.c", "d@e.f", "new", "x"),
+            &AppendOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(next.uid, uid(5));
+    // Expunge limited to some UIDs (UID EXPUNGE).
+    mb.set_keywords(
+        &[ids[1].email_id, next.email_id],
+        &[Keyword::deleted()],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(mb.expunge(inbox, Some(&[uid(5)])).unwrap(), [uid(5)]);
+    assert!(mb.email_at(inbox, uid(2)).is_ok());
+    // Removing from one folder keeps the copy in the other.
+    mb.remove_from_folder(inbox, &[uid(2)]).unwrap();
+    assert_eq!(
+        mb.summary(ids[1].email_id).unwrap().folders,
+        [(archive, uid(1))]
+    );
+}
+
+#[test]
+fn changes_since_a_modseq() {
+    let (_d, mut mb) = common::mailbox();
+    let inbox = mb.folder_by_role(Role::Inbox).unwrap().id;
+    let a = mb
+        .append(
+            inbox,
+            &common::msg("a@b.c", "d@e.f", "a", "x"),
+            &AppendOptions::default(),
+        )
+        .unwrap();
+    let b = mb
+        .append(
+            inbox,
+            &common::msg("a@b.c", "d@e.f", "b", "x"),
+            &AppendOptions::default(),
+        )
+        .unwrap();
+    let state = mb.highest_modseq().unwrap();
+    assert_eq!(mb.folder(inbox).unwrap().highest_modseq, state);
+
+    let c = mb
+        .append(
+            inbox,
+            &common::msg("a@b.c", "d@e.f", "c", "x"),
+            &AppendOptions::default(),
+        )
+        .unwrap();
+    mb.set_keywords(&[a.email_id], &[Keyword::seen()], &[])
+        .unwrap();
+    mb.set_keywords(&[b.email_id], &[Keyword::deleted()], &[])
+        .unwrap();
+    mb.expunge(inbox, None).unwrap();
+    let t = mb
+        .append(
+            inbox,
+            &common::msg("a@b.c", "d@e.f", "temp", "x"),
+            &AppendOptions::default(),
+        )
+        .unwrap();
+    mb.destroy_emails(&[t.email_id]).unwrap();
+    let f = mb.create_folder(&name("New")).unwrap();
+
+    let ch = mb.changes_since(state).unwrap();
+    assert_eq!(ch.emails_created, [c.email_id]);
+    assert_eq!(ch.emails_updated, [a.email_id]);
+    assert_eq!(
+        ch.emails_destroyed,
+        [b.email_id],
+        "created-then-destroyed is not reported"
+    );
+    assert_eq!(ch.folders_created, [f.id]);
+    assert_eq!(ch.folders_updated, [inbox]);
+    assert!(ch.current > state);
+
+    let fc = mb.folder_changes(inbox, state).unwrap();
+    let ms = mb.summary(a.email_id).unwrap().modseq;
+    assert_eq!(
+        fc.changed.iter().map(|(u, _)| *u).collect::<Vec<_>>(),
+        [a.uid, c.uid]
+    );
+    assert!(fc.changed.contains(&(a.uid, ms)));
+    assert_eq!(
+        fc.vanished,
+        [b.uid, t.uid],
+        "VANISHED includes every expunged UID"
+    );
+    let none = mb.changes_since(mb.highest_modseq().unwrap()).unwrap();
+    assert!(
+        none.emails_created.is_empty()
+            && none.emails_updated.is_empty()
+            && none.folders_updated.is_empty()
+    );
+    // A no-op keyword change does not touch the email.
+    let before = mb.summary(a.email_id).unwrap().modseq;
+    mb.set_keywords(&[a.email_id], &[Keyword::seen()], &[])
+        .unwrap();
+    assert_eq!(mb.summary(a.email_id).unwrap().modseq, before);
+}
+
+#[test]
+fn threads_follow_references_then_subjects() {
+    let (_d, mut mb) = common::mailbox();
+    let inbox = mb.folder_by_role(Role::Inbox).unwrap().id;
+    let add = |mb: &mut Mailbox, raw: &str| {
+        let a = mb
+            .append(inbox, raw.as_bytes(), &AppendOptions::default())
+            .unwrap();
+        mb.summary(a.email_id).unwrap().thread_id
+    };
+    let t1 = add(&mut mb, "Message-ID: <1@x>\r\nSubject: Plan\r\n\r\nx");
+    let t2 = add(
+        &mut mb,
+        "Message-ID: <2@x>\r\nIn-Reply-To: <1@x>\r\nSubject: other words\r\n\r\nx",
+    );
+    let t3 = add(
+        &mut mb,
+        "Message-ID: <3@x>\r\nReferences: <1@x> <2@x>\r\nSubject: Re: Plan\r\n\r\nx",
+    );
+    let t4 = add(&mut mb, "Message-ID: <4@x>\r\nSubject: Re: Plan\r\n\r\nx");
+    let t5 = add(&mut mb, "Message-ID: <5@x>\r\nSubject: Plan\r\n\r\nx");
+    // A reply that arrives before its parent: the parent joins its thread.
+    let t7 = add(
+        &mut mb,
+        "Message-ID: <7@x>\r\nIn-Reply-To: <6@x>\r\nSubject: Re: Late\r\n\r\nx",
+    );
+    let t6 = add(&mut mb, "Message-ID: <6@x>\r\nSubject: Late\r\n\r\nx");
+    assert_eq!([t2, t3], [t1, t1]);
+    assert_eq!(t4, t1, "a reply with no references joins by subject");
+    assert_ne!(t5, t1, "a non-reply with the same subject starts a thread");
+    assert_eq!(t6, t7);
+}
+
+#[test]
+fn identical_attachments_are_stored_once_and_freed_with_the_last_reference() {
+    let (_d, mut mb) = common::mailbox();
+    let inbox = mb.folder_by_role(Role::Inbox).unwrap().id;
+    let att = "UEsDBBQAAAAIAFZ".repeat(400);
+    let other = "AAAAAAAAAAAAAAAB".repeat(400);
+    let r1 = with_attachment("first", &att);
+    let r2 = with_attachment("second", &att);
+    let r3 = with_attachment("third", &other);
+    let a = mb.append(inbox, &r1, &AppendOptions::default()).unwrap();
+    let b = mb.append(inbox, &r2, &AppendOptions::default()).unwrap();
+    assert_eq!(blob_rows(&mb), 1, "one copy for two messages");
+    mb.append(inbox, &r3, &AppendOptions::default()).unwrap();
+    assert_eq!(blob_rows(&mb), 2);
+    mb.destroy_emails(&[a.email_id]).unwrap();
+    assert_eq!(blob_rows(&mb), 2);
+    assert_eq!(
+        mb.raw(b.email_id).unwrap(),
+        r2,
+        "the other message keeps its attachment"
+    );
+    mb.destroy_emails(&[b.email_id]).unwrap();
+    assert_eq!(blob_rows(&mb), 1, "freed with the last reference");
+    let hits = mb.search(&Query::in_folder(inbox, Filter::All)).unwrap();
+    assert_eq!(hits.len(), 1);
+}
+
+#[test]
+fn idempotent_append_with_a_delivery_reference() {
+    let (_d, mut mb) = common::mailbox();
+    let inbox = mb.folder_by_role(Role::Inbox).unwrap().id;
+    let opts = AppendOptions {
+        delivery_ref: Some("smtp:abc".into()),
+        ..Default::default()
+    };
+    let raw = common::msg("a@b.c", "d@e.f", "once", "x");
+    let first = mb.append(inbox, &raw, &opts).unwrap();
+    let second = mb.append(inbox, &raw, &opts).unwrap();
+    assert!(!first.duplicate && second.duplicate);
+    assert_eq!(first.email_id, second.email_id);
+    assert_eq!(mb.email_count().unwrap(), 1);
+}
+
+#[test]
+fn quota_is_enforced() {
+    let (_d, mut mb) = common::mailbox();
+    let inbox = mb.folder_by_role(Role::Inbox).unwrap().id;
+    let raw = common::msg("a@b.c", "d@e.f", "q", &"x".repeat(500));
+    mb.set_quota(Some(raw.len() as u64 * 2));
+    mb.append(inbox, &raw, &AppendOptions::default()).unwrap();
+    mb.append(inbox, &raw, &AppendOptions::default()).unwrap();
+    let err = mb
+        .append(inbox, &raw, &AppendOptions::default())
+        .unwrap_err();
+    assert!(matches!(err, Error::OverQuota { .. }), "{err}");
+    assert_eq!(mb.usage().unwrap(), raw.len() as u64 * 2);
+}
+
+#[test]
+fn mime_structure_and_parts() {
+    let (_d, mut mb) = common::mailbox();
+    let inbox = mb.folder_by_role(Role::Inbox).unwrap().id;
+    let raw = b"From: a@b.c\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"o\"\r\n\r\n--o\r\n\
+Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9\r\n--o\r\n\
+Content-Type: message/rfc822\r\n\r\nSubject: inner\r\nContent-Type: multipart/alternative; boundary=i\r\n\r\n\
+--i\r\nContent-Type: text/plain\r\n\r\nplain\r\n--i\r\nContent-Type: text/html\r\n\r\n<b>html</b>\r\n--i--\r\n\r\n\
+--o\r\nContent-Type: image/png; name=\"dot.png\"\r\nContent-Disposition: attachment; filename=\"dot.png\"\r\n\
+Content-Transfer-Encoding: base64\r\n\r\niVBORw0K\r\n--o--\r\n";
+    let a = mb.append(inbox, raw, &AppendOptions::default()).unwrap();
+    let root = mb.structure(a.email_id).unwrap();
+    assert_eq!(
+        (root.media_type.as_str(), root.media_subtype.as_str()),
+        ("multipart", "mixed")
+    );
+    assert_eq!(root.children.len(), 3);
+    let text = &root.children[0];
+    assert_eq!(text.params, [("charset".to_string(), "utf-8".to_string())]);
+    assert_eq!(text.transfer_encoding.as_deref(), Some("quoted-printable"));
+    assert_eq!(&raw[text.body_start..text.body_end], b"caf=C3=A9");
+    let msg = &root.children[1];
+    assert!(msg.is_message);
+    let inner = &msg.children[0];
+    assert_eq!(inner.media_subtype, "alternative");
+    assert_eq!(
+        &raw[inner.children[1].body_start..inner.children[1].body_end],
+        b"<b>html</b>"
+    );
+    let img = &root.children[2];
+    assert_eq!(img.filename.as_deref(), Some("dot.png"));
+    assert_eq!(img.disposition.as_deref(), Some("attachment"));
+    assert_eq!(
+        mb.part_decoded(a.email_id, &[0]).unwrap(),
+        "café".as_bytes()
+    );
+    assert_eq!(mb.part_decoded(a.email_id, &[2]).unwrap(), b"\x89PNG\r\n");
+    assert_eq!(
+        mb.part_decoded(a.email_id, &[1, 0, 1]).unwrap(),
+        b"<b>html</b>"
+    );
+    assert!(mb.part_decoded(a.email_id, &[5]).is_err());
+}
