@@ -2,6 +2,7 @@
 //! workload (deliveries, queueing, drain, flag changes, deletes, an export),
 //! every byte of every file is scanned for the messages' subjects, bodies,
 //! addresses and attachment bytes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -21,12 +22,11 @@ const SECRETS: &[&str] = &[
 fn workload_messages() -> Vec<Vec<u8>> {
     let attachment = "ATTACHMENT-PLAINTEXT-MARKER ".repeat(200);
     let mut v = vec![
-        format!(
-            "From: Ingrid Bergstrom-Nakamura <whistleblower@source.example>\r\nTo: hello@example.com\r\n\
-             Subject: Zanzibar-merger-plan\r\nMessage-ID: <s1@source.example>\r\n\r\n\
-             the launch codes are 7734\r\n"
-        )
-        .into_bytes(),
+        "From: Ingrid Bergstrom-Nakamura <whistleblower@source.example>\r\nTo: hello@example.com\r\n\
+         Subject: Zanzibar-merger-plan\r\nMessage-ID: <s1@source.example>\r\n\r\n\
+         the launch codes are 7734\r\n"
+            .as_bytes()
+            .to_vec(),
         format!(
             "From: whistleblower@source.example\r\nTo: hello@example.com\r\nSubject: files\r\n\
              MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"XX\"\r\n\r\n--XX\r\n\

@@ -1,5 +1,6 @@
 //! Folders, keywords, copy/move/expunge, changes, threads and attachment
 //! deduplication.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

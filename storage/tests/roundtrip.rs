@@ -1,5 +1,6 @@
 //! Append then read returns the identical bytes, for any message: a varied
 //! hand-made corpus, generated messages (proptest), and a 20 MB attachment.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Smoke test: the main paths of a mailbox work together.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 mod common;
 
 use cofre_storage::Role;

@@ -1,6 +1,7 @@
 //! A data directory as a whole: aliases, passwords and keys, the key cache,
 //! the sealed queue and its exactly-once drain, deletion, and the export as
 //! the standard `sqlcipher` tool sees it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
