@@ -1,0 +1,238 @@
+//! The `cofre` binary, run as an operator would: create an alias, import an
+//! mbox, a Maildir and an .eml, export, rotate the password, delete.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn cofre(data: &Path, password: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cofre"));
+    cmd.arg("--data")
+        .arg(data)
+        .args(args)
+        .env_remove("COFRE_PASSWORD");
+    if let Some(p) = password {
+        cmd.env("COFRE_PASSWORD", p);
+    }
+    cmd.output().unwrap()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    assert!(!o.status.success());
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn an_operator_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+
+    // Create: the password alone on the last line, or JSON.
+    let out = ok(&cofre(
+        &data,
+        None,
+        &[
+            "alias",
+            "create",
+            "Hello@Example.com",
+            "--quota",
+            "10000000",
+        ],
+    ));
+    let password = out.lines().last().unwrap().to_string();
+    assert_eq!(password.len(), 29, "{out}");
+    let json = ok(&cofre(
+        &data,
+        None,
+        &["alias", "create", "bot@example.com", "--json"],
+    ));
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["address"], "bot@example.com");
+    assert_eq!(v["password"].as_str().unwrap().len(), 29);
+    assert!(
+        err(&cofre(
+            &data,
+            None,
+            &["alias", "create", "hello@example.com"]
+        ))
+        .contains("already exists")
+    );
+    assert!(
+        err(&cofre(&data, None, &["alias", "create", "not an address"])).contains("not an address")
+    );
+    let list = ok(&cofre(&data, None, &["alias", "list"]));
+    assert!(
+        list.contains("hello@example.com\t") && list.contains("10000000 bytes"),
+        "{list}"
+    );
+
+    // Sources: an mbox with a >From line, a Maildir with flags, an .eml.
+    let mbox = tmp.path().join("old.mbox");
+    std::fs::write(
+        &mbox,
+        "From alice@example.org Mon May  6 10:00:00 2024\nFrom: alice@example.org\nSubject: mbox one\n\nHello\n>From the start\n\n\
+         From bob@example.org Tue May  7 10:00:00 2024\nFrom: bob@example.org\nSubject: mbox two\n\nSecond\n",
+    )
+    .unwrap();
+    let maildir = tmp.path().join("Maildir");
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    std::fs::write(
+        maildir.join("cur/1700000000.1.host:2,FS"),
+        "Subject: maildir flagged\r\n\r\nx\r\n",
+    )
+    .unwrap();
+    std::fs::write(
+        maildir.join("new/1700000001.2.host"),
+        "Subject: maildir new\r\n\r\ny\r\n",
+    )
+    .unwrap();
+    let eml = tmp.path().join("one.eml");
+    std::fs::write(&eml, "Subject: single eml\r\n\r\nz\r\n").unwrap();
+
+    // Import needs the password: never from argv.
+    assert!(
+        err(&cofre(
+            &data,
+            None,
+            &[
+                "mailbox",
+                "import",
+                "hello@example.com",
+                eml.to_str().unwrap()
+            ]
+        ))
+        .contains("COFRE_PASSWORD")
+    );
+    assert!(
+        err(&cofre(
+            &data,
+            Some("wrong"),
+            &[
+                "mailbox",
+                "import",
+                "hello@example.com",
+                eml.to_str().unwrap()
+            ]
+        ))
+        .contains("wrong password")
+    );
+    let out = ok(&cofre(
+        &data,
+        Some(&password),
+        &[
+            "mailbox",
+            "import",
+            "hello@example.com",
+            mbox.to_str().unwrap(),
+            maildir.to_str().unwrap(),
+            eml.to_str().unwrap(),
+            "--folder",
+            "Imported/2024",
+        ],
+    ));
+    assert!(
+        out.contains("Imported 5 messages into Imported/2024 (0 refused)"),
+        "{out}"
+    );
+
+    // Export and read it with the standard tool.
+    let export = tmp.path().join("hello.db");
+    ok(&cofre(
+        &data,
+        Some(&password),
+        &[
+            "mailbox",
+            "export",
+            "hello@example.com",
+            "--out",
+            export.to_str().unwrap(),
+        ],
+    ));
+    let sql = format!(
+        "PRAGMA key = '{password}';\nSELECT folder, keywords, replace(CAST(raw AS TEXT), char(10), '|') FROM messages ORDER BY uid;\n"
+    );
+    let mut child = Command::new("sqlcipher")
+        .arg(&export)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sqlcipher must be installed (scripts/test installs it)");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), sql.as_bytes()).unwrap();
+    let rows = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+    assert!(
+        rows.contains(
+            "Imported/2024||From: alice@example.org|Subject: mbox one||Hello|From the start|"
+        ),
+        "{rows}"
+    );
+    assert!(
+        rows.contains("Imported/2024|$flagged $seen|Subject: maildir flagged"),
+        "{rows}"
+    );
+    assert!(rows.contains("Subject: single eml"), "{rows}");
+    assert_eq!(rows.lines().count(), 5, "{rows}");
+
+    // Rotate: the old password stops working, the mail stays.
+    let out = ok(&cofre(
+        &data,
+        Some(&password),
+        &["alias", "password", "hello@example.com"],
+    ));
+    let new_password = out.lines().last().unwrap().to_string();
+    assert_ne!(new_password, password);
+    assert!(
+        err(&cofre(
+            &data,
+            Some(&password),
+            &[
+                "mailbox",
+                "export",
+                "hello@example.com",
+                "--out",
+                "/dev/null/x"
+            ]
+        ))
+        .contains("wrong password")
+    );
+    let export2 = tmp.path().join("hello2.db");
+    ok(&cofre(
+        &data,
+        Some(&new_password),
+        &[
+            "mailbox",
+            "export",
+            "hello@example.com",
+            "--out",
+            export2.to_str().unwrap(),
+        ],
+    ));
+
+    // Delete: every file of the alias goes.
+    ok(&cofre(
+        &data,
+        None,
+        &["alias", "delete", "hello@example.com"],
+    ));
+    let left: Vec<_> = std::fs::read_dir(data.join("mailboxes")).unwrap().collect();
+    assert_eq!(left.len(), 1, "only bot@'s mailbox remains");
+    assert!(
+        err(&cofre(
+            &data,
+            Some(&new_password),
+            &["mailbox", "export", "hello@example.com", "--out", "x"]
+        ))
+        .contains("no such alias")
+    );
+}
