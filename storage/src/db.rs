@@ -13,7 +13,7 @@ use crate::keys::SecretKey;
 
 /// Page cache per connection, in KiB. Thousands of mailboxes may be open on
 /// one machine, so each keeps a small cache (SQLite's default is 2 MiB).
-pub const CACHE_KIB: i64 = 128;
+pub const CACHE_KIB: i64 = 8192;
 
 /// Whether opening may create the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +48,11 @@ pub fn open(path: &Path, key: Option<&SecretKey>, mode: Mode) -> Result<Connecti
     conn.execute_batch("PRAGMA cipher_log_level = NONE;")?;
     if let Some(key) = key {
         conn.execute_batch(&key.sqlcipher_pragma("main"))?;
+        // Page authentication with HMAC-SHA256 rather than SQLCipher 4's
+        // default SHA-512: the CPUs we run on hash SHA-256 in hardware (SHA
+        // extensions), about twice as fast. Not stored in the file, so every
+        // open must say it; this function is the only place files are opened.
+        conn.execute_batch("PRAGMA cipher_hmac_algorithm = HMAC_SHA256;")?;
     }
     prove_key(&conn, path)?;
     configure(&conn)?;

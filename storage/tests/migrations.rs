@@ -19,9 +19,10 @@ fn file_at_version(version: i64, path: &std::path::Path, key: &SecretKey) {
         "INSERT INTO folders (id, name, role, uid_validity, uid_next, highest_modseq, created_at)
              VALUES (1, 'INBOX', 'inbox', 1700000000, 8, 2, '2023-11-14T22:13:20Z');
          INSERT INTO threads (id, base_subject) VALUES (1, 'legacy letter');
-         INSERT INTO emails (id, thread_id, subject, sort_subject, received_at, size, skeleton, modseq)
-             VALUES (1, 1, 'Legacy letter', 'legacy letter', '2023-11-14T22:13:20Z', 48,
-                     CAST('Subject: Legacy letter' || char(13,10,13,10) || 'written by version one' AS BLOB), 2);
+         INSERT INTO emails (id, thread_id, subject, sort_subject, received_at, size, modseq)
+             VALUES (1, 1, 'Legacy letter', 'legacy letter', '2023-11-14T22:13:20Z', 48, 2);
+         INSERT INTO email_bodies (email_id, skeleton)
+             VALUES (1, CAST('Subject: Legacy letter' || char(13,10,13,10) || 'written by version one' AS BLOB));
          INSERT INTO mailbox_messages (folder_id, uid, email_id, modseq) VALUES (1, 7, 1, 2);
          INSERT INTO email_text (rowid, subject, from_text, to_text, cc_text, bcc_text, body, headers)
              VALUES (1, 'Legacy letter', '', '', '', '', 'written by version one', 'Subject: Legacy letter');

@@ -169,10 +169,20 @@ impl Mailbox {
             .collect();
         self.write(|tx, modseq| {
             folders::by_id(tx, folder)?;
-            prepared
+            let appended = prepared
                 .iter()
                 .map(|p| store(tx, folder, p, modseq, compress))
-                .collect()
+                .collect::<Result<Vec<_>>>()?;
+            // Index last, all together: FTS5 flushes its pending terms to
+            // disk whenever another statement opens a savepoint, so
+            // interleaving index inserts with the other writes would write
+            // (and later merge) one tiny index segment per message.
+            for (p, a) in prepared.iter().zip(&appended) {
+                if !a.duplicate {
+                    index(tx, a.email_id, &p.analysis)?;
+                }
+            }
+            Ok(appended)
         })
     }
 }
@@ -196,9 +206,9 @@ fn store(
         "INSERT INTO emails (thread_id, message_id, in_reply_to, references_ids, subject,
             sort_subject, from_list, sender_list, reply_to_list, to_list, cc_list, bcc_list,
             sort_from, sort_to, sent_at, sent_day, received_at, size, has_attachment, preview,
-            skeleton, compressed, delivery_ref, modseq)
+            delivery_ref, modseq)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-            ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+            ?18, ?19, ?20, ?21, ?22)",
     )?
     .execute(params![
         thread_id,
@@ -221,12 +231,14 @@ fn store(
         p.raw.len() as i64,
         a.has_attachment,
         a.preview,
-        p.skeleton,
-        p.skeleton_compressed,
         p.options.delivery_ref,
         modseq as i64,
     ])?;
     let email_id = tx.last_insert_rowid();
+    tx.prepare_cached(
+        "INSERT INTO email_bodies (email_id, compressed, skeleton) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![email_id, p.skeleton_compressed, p.skeleton])?;
     for (seq, (offset, sha, body)) in p.blobs.iter().enumerate() {
         let blob_id = upsert_blob(tx, sha, body, compress)?;
         tx.prepare_cached(
@@ -239,6 +251,18 @@ fn store(
     for k in &p.options.keywords {
         kw.execute(params![email_id, k.as_str()])?;
     }
+    log_change(tx, modseq, "email", email_id, None, "created")?;
+    let uid = add_member(tx, folder, EmailId(email_id), modseq)?;
+    Ok(Appended {
+        email_id: EmailId(email_id),
+        uid,
+        modseq,
+        duplicate: false,
+    })
+}
+
+/// Adds an email's text to the substring and word indexes.
+fn index(tx: &Transaction<'_>, email: EmailId, a: &Analysis) -> Result<()> {
     let (from_t, to_t, cc_t, bcc_t) = (
         parse::addrs_text(&a.from),
         parse::addrs_text(&a.to),
@@ -249,13 +273,13 @@ fn store(
         "INSERT INTO email_text (rowid, subject, from_text, to_text, cc_text, bcc_text, body, headers)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
-    .execute(params![email_id, a.subject, from_t, to_t, cc_t, bcc_t, a.body_text, a.headers_text])?;
+    .execute(params![email.0, a.subject, from_t, to_t, cc_t, bcc_t, a.body_text, a.headers_text])?;
     tx.prepare_cached(
         "INSERT INTO email_words (rowid, subject, from_text, to_text, cc_text, bcc_text, body)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
-        email_id,
+        email.0,
         a.subject,
         from_t,
         to_t,
@@ -263,14 +287,7 @@ fn store(
         bcc_t,
         a.body_text
     ])?;
-    log_change(tx, modseq, "email", email_id, None, "created")?;
-    let uid = add_member(tx, folder, EmailId(email_id), modseq)?;
-    Ok(Appended {
-        email_id: EmailId(email_id),
-        uid,
-        modseq,
-        duplicate: false,
-    })
+    Ok(())
 }
 
 fn find_delivery(tx: &Transaction<'_>, folder: FolderId, r: &str) -> Result<Option<Appended>> {

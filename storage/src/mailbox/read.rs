@@ -116,7 +116,10 @@ impl Mailbox {
     pub fn raw(&self, id: EmailId) -> Result<Vec<u8>> {
         let (skeleton, compressed, size): (Vec<u8>, bool, i64) = self
             .conn
-            .prepare_cached("SELECT skeleton, compressed, size FROM emails WHERE id = ?1")?
+            .prepare_cached(
+                "SELECT b.skeleton, b.compressed, e.size FROM emails e
+                 JOIN email_bodies b ON b.email_id = e.id WHERE e.id = ?1",
+            )?
             .query_row([id.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?
             .ok_or_else(|| Error::NotFound(format!("email {}", id.0)))?;

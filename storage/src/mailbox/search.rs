@@ -207,6 +207,28 @@ fn phrase(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
+/// The FTS5 query "every trigram of `needle`, in these columns", or `None`
+/// when the needle is shorter than a trigram. Each trigram goes to FTS5 as
+/// a quoted string, so FTS5 folds its case exactly as it folded the text.
+fn trigram_query(cols: &[&str], needle: &str) -> Option<String> {
+    let chars: Vec<char> = needle.chars().collect();
+    if chars.len() < 3 {
+        return None;
+    }
+    let mut grams: Vec<String> = chars.windows(3).map(|w| w.iter().collect()).collect();
+    grams.sort();
+    grams.dedup();
+    Some(format!(
+        "{{{}}}: ({})",
+        cols.join(" "),
+        grams
+            .iter()
+            .map(|g| phrase(g))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    ))
+}
+
 struct Builder {
     in_folder: bool,
     params: Vec<Value>,
@@ -321,28 +343,15 @@ impl Builder {
                             .collect(),
                     ))?
                 } else {
-                    let q = format!(
-                        "{{{}}}: ({})",
-                        cols.join(" "),
-                        words
-                            .iter()
-                            .map(|w| phrase(w))
-                            .collect::<Vec<_>>()
-                            .join(" AND ")
-                    );
-                    let p = self.bind(q);
+                    let p = self.words_query(*field, text);
                     format!("e.id IN (SELECT rowid FROM email_words WHERE email_words MATCH {p})")
                 }
             }
             Filter::Header(name, value) => {
                 let (n, v) = (self.bind(name.clone()), self.bind(value.clone()));
-                let narrow = if value.chars().count() >= 3 {
-                    format!(
-                        " AND email_text MATCH {}",
-                        self.bind(format!("{{headers}}: {}", phrase(value)))
-                    )
-                } else {
-                    String::new()
+                let narrow = match trigram_query(&["headers"], value) {
+                    Some(m) => format!(" AND email_text MATCH {}", self.bind(m)),
+                    None => String::new(),
                 };
                 format!(
                     "e.id IN (SELECT rowid FROM email_text WHERE header_has(headers, {n}, {v}){narrow})"
@@ -382,25 +391,77 @@ impl Builder {
     }
 
     fn contains(&mut self, field: TextField, needle: &str) -> String {
+        match self.contains_rows(field, needle) {
+            Some(rows) => format!("e.id IN ({rows})"),
+            None => "1".into(),
+        }
+    }
+
+    /// `SELECT rowid ...` of the emails whose `field` contains `needle`
+    /// (case-insensitively); `None` for an empty needle (everything).
+    fn contains_rows(&mut self, field: TextField, needle: &str) -> Option<String> {
         if needle.is_empty() {
-            return "1".into();
+            return None;
         }
         let cols = field.columns();
-        if needle.chars().count() >= 3 {
-            let p = self.bind(format!("{{{}}}: {}", cols.join(" "), phrase(needle)));
-            format!("e.id IN (SELECT rowid FROM email_text WHERE email_text MATCH {p})")
-        } else {
+        let n = self.bind(needle.to_string());
+        let check: Vec<String> = cols
+            .iter()
+            .map(|c| format!("contains_ci({c}, {n})"))
+            .collect();
+        let check = check.join(" OR ");
+        Some(match trigram_query(cols, needle) {
+            // Rows holding every trigram of the needle in those columns,
+            // then the exact check on the stored text.
+            Some(m) => {
+                let m = self.bind(m);
+                format!("SELECT rowid FROM email_text WHERE email_text MATCH {m} AND ({check})")
+            }
             // Too short for trigrams: scan the stored text.
-            let p = self.bind(needle.to_string());
-            let any: Vec<String> = cols
-                .iter()
-                .map(|c| format!("contains_ci({c}, {p})"))
-                .collect();
-            format!(
-                "e.id IN (SELECT rowid FROM email_text WHERE {})",
-                any.join(" OR ")
-            )
+            None => format!("SELECT rowid FROM email_text WHERE {check}"),
+        })
+    }
+
+    /// A condition selective enough to drive the query from the index:
+    /// `SELECT rowid ...` of its emails.
+    fn driver(&mut self, f: &Filter) -> Option<String> {
+        match f {
+            Filter::Contains(field, needle) if needle.chars().count() >= 3 => {
+                self.contains_rows(*field, needle)
+            }
+            Filter::Words(field, text)
+                if !field.word_columns().is_empty() && !text.trim().is_empty() =>
+            {
+                let q = self.words_query(*field, text);
+                Some(format!(
+                    "SELECT rowid FROM email_words WHERE email_words MATCH {q}"
+                ))
+            }
+            Filter::Emails(ids) => {
+                let json = format!(
+                    "[{}]",
+                    ids.iter()
+                        .map(|i| i.0.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                );
+                let p = self.bind(json);
+                Some(format!("SELECT value AS rowid FROM json_each({p})"))
+            }
+            _ => None,
         }
+    }
+
+    fn words_query(&mut self, field: TextField, text: &str) -> String {
+        let q = format!(
+            "{{{}}}: ({})",
+            field.word_columns().join(" "),
+            text.split_whitespace()
+                .map(phrase)
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        );
+        self.bind(q)
     }
 
     fn order(&mut self, sort: &[Sort]) -> Result<String> {
@@ -433,6 +494,28 @@ impl Builder {
     }
 }
 
+/// Takes the first index-drivable condition out of a filter (the filter
+/// itself, or one member of a top-level AND); returns its row query and what
+/// is left to check.
+fn split_driver(b: &mut Builder, f: &Filter) -> (Option<String>, Filter) {
+    match f {
+        Filter::And(members) => {
+            for (i, m) in members.iter().enumerate() {
+                if let Some(d) = b.driver(m) {
+                    let mut rest = members.clone();
+                    rest.remove(i);
+                    return (Some(d), Filter::And(rest));
+                }
+            }
+            (None, f.clone())
+        }
+        other => match b.driver(other) {
+            Some(d) => (Some(d), Filter::All),
+            None => (None, f.clone()),
+        },
+    }
+}
+
 fn clamp(n: u64) -> i64 {
     n.min(i64::MAX as u64) as i64
 }
@@ -445,18 +528,35 @@ impl Mailbox {
             in_folder: q.folder.is_some(),
             params: Vec::new(),
         };
-        let (from, folder_cond, uid_col) = match q.folder {
-            Some(f) => {
+        // A selective text condition drives the query: its rows are read
+        // from the index first, and only they are joined (CROSS JOIN fixes
+        // that order). Otherwise the folder (or the mailbox) is scanned.
+        let (driver, rest) = split_driver(&mut b, &q.filter);
+        let (from, folder_cond, uid_col) = match (q.folder, driver) {
+            (Some(f), Some(d)) => {
                 let p = b.bind(f.0);
                 (
-                    "mailbox_messages m JOIN emails e ON e.id = m.email_id",
+                    format!("({d}) AS d CROSS JOIN mailbox_messages m CROSS JOIN emails e"),
+                    format!("m.email_id = d.rowid AND m.folder_id = {p} AND e.id = m.email_id"),
+                    "m.uid",
+                )
+            }
+            (Some(f), None) => {
+                let p = b.bind(f.0);
+                (
+                    "mailbox_messages m JOIN emails e ON e.id = m.email_id".to_string(),
                     format!("m.folder_id = {p}"),
                     "m.uid",
                 )
             }
-            None => ("emails e", "1".to_string(), "NULL"),
+            (None, Some(d)) => (
+                format!("({d}) AS d CROSS JOIN emails e"),
+                "e.id = d.rowid".to_string(),
+                "NULL",
+            ),
+            (None, None) => ("emails e".to_string(), "1".to_string(), "NULL"),
         };
-        let cond = b.sql(&q.filter)?;
+        let cond = b.sql(&rest)?;
         let order = b.order(&q.sort)?;
         let sql = format!(
             "SELECT e.id, {uid_col}, e.thread_id FROM {from} WHERE {folder_cond} AND ({cond}) ORDER BY {order}"
