@@ -165,12 +165,12 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// Appends pre-generated messages in batches of 200, as an import or a
-/// queue drain does; returns the time spent storing only.
+/// Appends pre-generated messages in batches of 500, as an import does;
+/// returns the time spent storing only.
 fn fill(mb: &mut Mailbox, raws: &[Vec<u8>]) -> Result<Duration> {
     let inbox = mb.folder_by_role(Role::Inbox)?.id;
     let start = Instant::now();
-    for chunk in raws.chunks(200) {
+    for chunk in raws.chunks(500) {
         let batch: Vec<(&[u8], AppendOptions)> = chunk
             .iter()
             .map(|r| (r.as_slice(), AppendOptions::default()))

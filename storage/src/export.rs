@@ -44,7 +44,7 @@ pub fn export(mailbox: &Mailbox, password: &Password, out: &Path) -> Result<()> 
         conn.execute_batch("PRAGMA export.cipher_compatibility = 3;")?;
         conn.query_row("SELECT sqlcipher_export('export')", [], |_| Ok(()))?;
         conn.execute_batch(
-            "DROP TABLE IF EXISTS export.email_text;
+            "DROP TABLE IF EXISTS export.email_grams;
              DROP TABLE IF EXISTS export.email_words;",
         )?;
         conn.execute_batch(MESSAGES_TABLE)?;

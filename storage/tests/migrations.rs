@@ -4,6 +4,7 @@
 
 use cofre_storage::db::{self, Mode};
 use cofre_storage::mailbox::schema::{self, CURRENT};
+use cofre_storage::mailbox::search::trigram_tokens;
 use cofre_storage::mailbox::{Filter, Query, TextField};
 use cofre_storage::{Error, Mailbox, MailboxOptions, Role, SecretKey};
 
@@ -24,9 +25,17 @@ fn file_at_version(version: i64, path: &std::path::Path, key: &SecretKey) {
          INSERT INTO email_bodies (email_id, skeleton)
              VALUES (1, CAST('Subject: Legacy letter' || char(13,10,13,10) || 'written by version one' AS BLOB));
          INSERT INTO mailbox_messages (folder_id, uid, email_id, modseq) VALUES (1, 7, 1, 2);
-         INSERT INTO email_text (rowid, subject, from_text, to_text, cc_text, bcc_text, body, headers)
+         INSERT INTO email_text (id, subject, from_text, to_text, cc_text, bcc_text, body, headers)
              VALUES (1, 'Legacy letter', '', '', '', '', 'written by version one', 'Subject: Legacy letter');
          UPDATE meta SET value = 2 WHERE key = 'modseq';",
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO email_grams (rowid, subject, body) VALUES (1, ?1, ?2)",
+        [
+            trigram_tokens("Legacy letter"),
+            trigram_tokens("written by version one"),
+        ],
     )
     .unwrap();
 }

@@ -5,6 +5,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use sha2::{Digest, Sha256};
 
 use super::parse::{self, Addr, Analysis};
+use super::search::trigram_tokens;
 use super::{Mailbox, folders, log_change};
 use crate::error::{Error, Result};
 use crate::time;
@@ -40,6 +41,10 @@ pub struct Appended {
 struct Prepared<'a> {
     raw: &'a [u8],
     analysis: Analysis,
+    /// Address fields as searched: from, to, cc, bcc.
+    addr_texts: [String; 4],
+    /// Trigram tokens per searchable column, in `email_grams` order.
+    grams: [String; 7],
     skeleton: Vec<u8>,
     skeleton_compressed: bool,
     /// (offset in skeleton, sha256, encoded body bytes)
@@ -72,9 +77,26 @@ fn prepare<'a>(raw: &'a [u8], options: &'a AppendOptions, compress: bool) -> Pre
         Some(c) => (c, true),
         None => (skeleton, false),
     };
+    let addr_texts = [
+        parse::addrs_text(&analysis.from),
+        parse::addrs_text(&analysis.to),
+        parse::addrs_text(&analysis.cc),
+        parse::addrs_text(&analysis.bcc),
+    ];
+    let grams = [
+        trigram_tokens(&analysis.subject),
+        trigram_tokens(&addr_texts[0]),
+        trigram_tokens(&addr_texts[1]),
+        trigram_tokens(&addr_texts[2]),
+        trigram_tokens(&addr_texts[3]),
+        trigram_tokens(&analysis.body_text),
+        trigram_tokens(&analysis.headers_text),
+    ];
     Prepared {
         raw,
         analysis,
+        addr_texts,
+        grams,
         skeleton,
         skeleton_compressed,
         blobs,
@@ -179,7 +201,7 @@ impl Mailbox {
             // (and later merge) one tiny index segment per message.
             for (p, a) in prepared.iter().zip(&appended) {
                 if !a.duplicate {
-                    index(tx, a.email_id, &p.analysis)?;
+                    index(tx, a.email_id, p)?;
                 }
             }
             Ok(appended)
@@ -262,18 +284,29 @@ fn store(
 }
 
 /// Adds an email's text to the substring and word indexes.
-fn index(tx: &Transaction<'_>, email: EmailId, a: &Analysis) -> Result<()> {
-    let (from_t, to_t, cc_t, bcc_t) = (
-        parse::addrs_text(&a.from),
-        parse::addrs_text(&a.to),
-        parse::addrs_text(&a.cc),
-        parse::addrs_text(&a.bcc),
-    );
+fn index(tx: &Transaction<'_>, email: EmailId, p: &Prepared<'_>) -> Result<()> {
+    let a = &p.analysis;
+    let [from_t, to_t, cc_t, bcc_t] = &p.addr_texts;
     tx.prepare_cached(
-        "INSERT INTO email_text (rowid, subject, from_text, to_text, cc_text, bcc_text, body, headers)
+        "INSERT INTO email_text (id, subject, from_text, to_text, cc_text, bcc_text, body, headers)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
-    .execute(params![email.0, a.subject, from_t, to_t, cc_t, bcc_t, a.body_text, a.headers_text])?;
+    .execute(params![
+        email.0,
+        a.subject,
+        from_t,
+        to_t,
+        cc_t,
+        bcc_t,
+        a.body_text,
+        a.headers_text
+    ])?;
+    let g = &p.grams;
+    tx.prepare_cached(
+        "INSERT INTO email_grams (rowid, subject, from_text, to_text, cc_text, bcc_text, body, headers)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![email.0, g[0], g[1], g[2], g[3], g[4], g[5], g[6]])?;
     tx.prepare_cached(
         "INSERT INTO email_words (rowid, subject, from_text, to_text, cc_text, bcc_text, body)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",

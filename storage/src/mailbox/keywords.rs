@@ -268,7 +268,9 @@ fn destroy_email_row(tx: &Transaction<'_>, email: i64, modseq: ModSeq) -> Result
         tx.prepare_cached("DELETE FROM blobs WHERE id = ?1 AND refcount <= 0")?
             .execute([b])?;
     }
-    tx.prepare_cached("DELETE FROM email_text WHERE rowid = ?1")?
+    tx.prepare_cached("DELETE FROM email_text WHERE id = ?1")?
+        .execute([email])?;
+    tx.prepare_cached("DELETE FROM email_grams WHERE rowid = ?1")?
         .execute([email])?;
     tx.prepare_cached("DELETE FROM email_words WHERE rowid = ?1")?
         .execute([email])?;

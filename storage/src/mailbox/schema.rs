@@ -143,17 +143,32 @@ CREATE TABLE changes (
 CREATE INDEX changes_modseq ON changes (modseq);
 CREATE INDEX changes_folder ON changes (folder_id, modseq);
 
--- Substring search (IMAP SEARCH semantics): trigram, case-folded. The
--- index keeps which columns hold each trigram but no positions (a third of
--- the size, far cheaper to write); a query asks for rows holding every
--- trigram of the needle, then checks the stored text for the substring.
-CREATE VIRTUAL TABLE email_text USING fts5 (
-    subject, from_text, to_text, cc_text, bcc_text, body, headers,
-    tokenize = 'trigram', detail = column
+-- The searchable text of each email, decoded. Substring checks, header
+-- conditions and regular expressions read it.
+CREATE TABLE email_text (
+    id        INTEGER PRIMARY KEY REFERENCES emails (id) ON DELETE CASCADE,
+    subject   TEXT NOT NULL,
+    from_text TEXT NOT NULL,
+    to_text   TEXT NOT NULL,
+    cc_text   TEXT NOT NULL,
+    bcc_text  TEXT NOT NULL,
+    body      TEXT NOT NULL,
+    headers   TEXT NOT NULL
 );
--- Flush pending index terms every 8 MiB instead of 1 MiB: fewer, larger
--- segments, far fewer merges during bulk ingest.
-INSERT INTO email_text (email_text, rank) VALUES ('hashsize', 8388608);
+
+-- Substring search (IMAP SEARCH semantics): an index of the case-folded
+-- trigrams of each column, computed by Cofre (`search::trigram_tokens`),
+-- each trigram once per column, spelled as the hex of its UTF-8 bytes. The
+-- index keeps columns but no positions: a query asks for the emails whose
+-- column holds every trigram of the needle, then checks `email_text`.
+-- (FTS5's own trigram tokenizer hashes three-byte terms into a few thousand
+-- buckets; long, distinct terms keep its pending-terms hash fast.)
+CREATE VIRTUAL TABLE email_grams USING fts5 (
+    subject, from_text, to_text, cc_text, bcc_text, body, headers,
+    content = '', contentless_delete = 1, detail = column,
+    tokenize = 'ascii'
+);
+INSERT INTO email_grams (email_grams, rank) VALUES ('hashsize', 16777216);
 "#;
 
 /// Version 2: a word index for JMAP's word search, filled from the text the
@@ -164,7 +179,7 @@ CREATE VIRTUAL TABLE email_words USING fts5 (
     content = '', contentless_delete = 1,
     tokenize = 'unicode61 remove_diacritics 2'
 );
-INSERT INTO email_words (email_words, rank) VALUES ('hashsize', 8388608);
+INSERT INTO email_words (email_words, rank) VALUES ('hashsize', 16777216);
 INSERT INTO email_words (rowid, subject, from_text, to_text, cc_text, bcc_text, body)
     SELECT rowid, subject, from_text, to_text, cc_text, bcc_text, body FROM email_text;
 "#;

@@ -207,26 +207,59 @@ fn phrase(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
+/// The case-folded characters of a text, as search compares them.
+fn fold(text: &str) -> Vec<char> {
+    text.chars().flat_map(char::to_lowercase).collect()
+}
+
+/// One trigram as an index term: the hex of its UTF-8 bytes.
+fn gram_term(w: &[char]) -> String {
+    let mut buf = [0u8; 4];
+    let mut out = String::with_capacity(w.len() * 4);
+    for c in w {
+        for b in c.encode_utf8(&mut buf).bytes() {
+            out.push(char::from(b"0123456789abcdef"[(b >> 4) as usize]));
+            out.push(char::from(b"0123456789abcdef"[(b & 15) as usize]));
+        }
+    }
+    out
+}
+
+/// The index terms of a text: each distinct case-folded trigram once,
+/// space-separated (what `email_grams` stores for a column).
+pub fn trigram_tokens(text: &str) -> String {
+    let chars = fold(text);
+    // A trigram of chars packs into 63 bits; sorting and deduplicating
+    // integers is far cheaper than hashing strings.
+    let mut packed: Vec<u64> = chars
+        .windows(3)
+        .map(|w| (u64::from(w[0]) << 42) | (u64::from(w[1]) << 21) | u64::from(w[2]))
+        .collect();
+    packed.sort_unstable();
+    packed.dedup();
+    let mut out = String::with_capacity(packed.len() * 7);
+    for p in packed {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        let w = [p >> 42, (p >> 21) & 0x1f_ffff, p & 0x1f_ffff]
+            .map(|c| char::from_u32(c as u32).unwrap_or('\u{fffd}'));
+        out.push_str(&gram_term(&w));
+    }
+    out
+}
+
 /// The FTS5 query "every trigram of `needle`, in these columns", or `None`
-/// when the needle is shorter than a trigram. Each trigram goes to FTS5 as
-/// a quoted string, so FTS5 folds its case exactly as it folded the text.
+/// when the needle is shorter than a trigram.
 fn trigram_query(cols: &[&str], needle: &str) -> Option<String> {
-    let chars: Vec<char> = needle.chars().collect();
+    let chars = fold(needle);
     if chars.len() < 3 {
         return None;
     }
-    let mut grams: Vec<String> = chars.windows(3).map(|w| w.iter().collect()).collect();
-    grams.sort();
-    grams.dedup();
-    Some(format!(
-        "{{{}}}: ({})",
-        cols.join(" "),
-        grams
-            .iter()
-            .map(|g| phrase(g))
-            .collect::<Vec<_>>()
-            .join(" AND ")
-    ))
+    let mut terms: Vec<String> = chars.windows(3).map(gram_term).collect();
+    terms.sort();
+    terms.dedup();
+    Some(format!("{{{}}}: ({})", cols.join(" "), terms.join(" AND ")))
 }
 
 struct Builder {
@@ -350,11 +383,14 @@ impl Builder {
             Filter::Header(name, value) => {
                 let (n, v) = (self.bind(name.clone()), self.bind(value.clone()));
                 let narrow = match trigram_query(&["headers"], value) {
-                    Some(m) => format!(" AND email_text MATCH {}", self.bind(m)),
+                    Some(m) => format!(
+                        " AND id IN (SELECT rowid FROM email_grams WHERE email_grams MATCH {})",
+                        self.bind(m)
+                    ),
                     None => String::new(),
                 };
                 format!(
-                    "e.id IN (SELECT rowid FROM email_text WHERE header_has(headers, {n}, {v}){narrow})"
+                    "e.id IN (SELECT id FROM email_text WHERE header_has(headers, {n}, {v}){narrow})"
                 )
             }
             Filter::Regex(field, pattern) => {
@@ -367,7 +403,7 @@ impl Builder {
                     .map(|c| format!("regexp({p}, {c})"))
                     .collect();
                 format!(
-                    "e.id IN (SELECT rowid FROM email_text WHERE {})",
+                    "e.id IN (SELECT id FROM email_text WHERE {})",
                     any.join(" OR ")
                 )
             }
@@ -415,10 +451,13 @@ impl Builder {
             // then the exact check on the stored text.
             Some(m) => {
                 let m = self.bind(m);
-                format!("SELECT rowid FROM email_text WHERE email_text MATCH {m} AND ({check})")
+                format!(
+                    "SELECT id AS rowid FROM email_text WHERE id IN \
+                     (SELECT rowid FROM email_grams WHERE email_grams MATCH {m}) AND ({check})"
+                )
             }
             // Too short for trigrams: scan the stored text.
-            None => format!("SELECT rowid FROM email_text WHERE {check}"),
+            None => format!("SELECT id AS rowid FROM email_text WHERE {check}"),
         })
     }
 
