@@ -372,5 +372,20 @@ pub fn run(args: BenchArgs) -> Result<()> {
         open.len(),
         after.saturating_sub(before) / open.len().max(1) as u64
     );
+    // The same mailboxes after a burst of searches, then released as the
+    // primary releases idle mailboxes.
+    for mb in &open {
+        let inbox = mb.folder_by_role(Role::Inbox)?.id;
+        mb.search(&Query::in_folder(
+            inbox,
+            Filter::Contains(TextField::Text, "report".into()),
+        ))?;
+        mb.release_memory()?;
+    }
+    let released = rss_kib();
+    println!(
+        "| resident memory per open mailbox after use and release_memory | {} KiB | <= 512 KiB |",
+        released.saturating_sub(before) / open.len().max(1) as u64
+    );
     Ok(())
 }

@@ -11,8 +11,11 @@ use rusqlite::{Connection, OpenFlags};
 use crate::error::{Error, Result};
 use crate::keys::SecretKey;
 
-/// Page cache per connection, in KiB. Thousands of mailboxes may be open on
-/// one machine, so each keeps a small cache (SQLite's default is 2 MiB).
+/// Most page cache one connection may hold, in KiB. Writes and searches
+/// need room (index merges thrash a small cache, and every page read from
+/// disk is decrypted again); SQLite fills the cache only as pages are used,
+/// and `Mailbox::release_memory` empties it when a mailbox goes idle, so
+/// thousands of idle mailboxes stay cheap.
 pub const CACHE_KIB: i64 = 8192;
 
 /// Whether opening may create the file.
