@@ -210,6 +210,21 @@ impl Mailbox {
     }
 }
 
+/// Email ids as a JSON array, for `json_each` in SQL: one statement for any
+/// number of ids.
+pub(crate) fn id_list(ids: &[crate::types::EmailId]) -> String {
+    let mut s = String::with_capacity(ids.len() * 8 + 2);
+    s.push('[');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&id.0.to_string());
+    }
+    s.push(']');
+    s
+}
+
 /// Records one change-log row.
 pub(crate) fn log_change(
     tx: &Transaction<'_>,

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use mail_parser::{MessageParser, MessagePart as ParserPart, MimeHeaders, PartType};
 use rusqlite::{OptionalExtension, params};
 
-use super::Mailbox;
 use super::append::decode_addrs;
 use super::parse::Addr;
+use super::{Mailbox, id_list};
 use crate::error::{Error, Result};
 use crate::time;
 use crate::types::{EmailId, FolderId, Keyword, ModSeq, ThreadId, Uid};
@@ -175,13 +175,7 @@ impl Mailbox {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let json = format!(
-            "[{}]",
-            ids.iter()
-                .map(|i| i.0.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        );
+        let json = id_list(ids);
         let mut keywords: HashMap<i64, Vec<Keyword>> = HashMap::new();
         {
             let mut stmt = self.conn.prepare_cached(

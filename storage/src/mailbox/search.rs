@@ -8,7 +8,7 @@
 
 use rusqlite::types::Value;
 
-use super::Mailbox;
+use super::{Mailbox, id_list};
 use crate::error::{Error, Result};
 use crate::time;
 use crate::types::{Day, EmailId, FolderId, Keyword, ModSeq, Uid};
@@ -321,14 +321,7 @@ impl Builder {
                 format!("({})", parts.join(" OR "))
             }
             Filter::Emails(ids) => {
-                let json = format!(
-                    "[{}]",
-                    ids.iter()
-                        .map(|i| i.0.to_string())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                );
-                let p = self.bind(json);
+                let p = self.bind(id_list(ids));
                 format!("e.id IN (SELECT value FROM json_each({p}))")
             }
             Filter::ReceivedBefore(t) => format!("e.received_at < {}", self.bind(time::iso(*t))),
@@ -477,14 +470,7 @@ impl Builder {
                 ))
             }
             Filter::Emails(ids) => {
-                let json = format!(
-                    "[{}]",
-                    ids.iter()
-                        .map(|i| i.0.to_string())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                );
-                let p = self.bind(json);
+                let p = self.bind(id_list(ids));
                 Some(format!("SELECT value AS rowid FROM json_each({p})"))
             }
             _ => None,
