@@ -18,6 +18,7 @@ pub mod export;
 pub mod import;
 pub mod keys;
 pub mod mailbox;
+pub mod primary;
 pub mod queue;
 pub mod store;
 pub mod time;

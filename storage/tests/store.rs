@@ -407,3 +407,45 @@ fn the_export_opens_in_the_standard_sqlcipher_tool() {
     let (ok, _) = run("wrong password", "SELECT count(*) FROM messages;");
     assert!(!ok, "a wrong password does not open the export");
 }
+
+#[test]
+fn forwards_webhooks_and_quotas_live_in_the_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::store(tmp.path());
+    let (address, _pw, u) = common::alias(&store, "hello@example.com");
+    let id = u.alias.id;
+    let mut dir = store.directory();
+    let fwd = AliasAddress::try_from("me@elsewhere.example").unwrap();
+    dir.add_forward(id, &fwd).unwrap();
+    dir.add_forward(id, &fwd).unwrap();
+    assert_eq!(dir.forwards(id).unwrap(), ["me@elsewhere.example"]);
+    dir.remove_forward(id, &fwd).unwrap();
+    assert!(dir.forwards(id).unwrap().is_empty());
+    let hook = dir
+        .add_webhook(id, "https://hooks.example/mail", b"signing-secret")
+        .unwrap();
+    assert!(matches!(
+        dir.add_webhook(id, "ftp://x", b"s"),
+        Err(Error::Invalid(_))
+    ));
+    let hooks = dir.webhooks(id).unwrap();
+    assert_eq!(hooks.len(), 1);
+    assert_eq!(
+        (
+            hooks[0].id,
+            hooks[0].url.as_str(),
+            hooks[0].secret.as_slice()
+        ),
+        (hook, "https://hooks.example/mail", &b"signing-secret"[..])
+    );
+    assert!(
+        !format!("{:?}", hooks[0]).contains("signing-secret"),
+        "secrets are not printed"
+    );
+    dir.set_quota(id, Some(1234)).unwrap();
+    assert_eq!(dir.alias(&address).unwrap().quota, Some(1234));
+    drop(dir);
+    // Deleting the alias takes its forwards and webhooks with it.
+    store.delete_alias(&address).unwrap();
+    assert!(store.directory().webhooks(id).unwrap().is_empty());
+}

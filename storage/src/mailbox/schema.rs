@@ -171,12 +171,13 @@ CREATE VIRTUAL TABLE email_grams USING fts5 (
 INSERT INTO email_grams (email_grams, rank) VALUES ('hashsize', 16777216);
 "#;
 
-/// Version 2: a word index for JMAP's word search, filled from the text the
-/// substring index already holds.
+/// Version 2: a word index for JMAP's word search (which words are in which
+/// field; no positions, as word search needs none), filled from the stored
+/// text.
 const V2: &str = r#"
 CREATE VIRTUAL TABLE email_words USING fts5 (
     subject, from_text, to_text, cc_text, bcc_text, body,
-    content = '', contentless_delete = 1,
+    content = '', contentless_delete = 1, detail = column,
     tokenize = 'unicode61 remove_diacritics 2'
 );
 INSERT INTO email_words (email_words, rank) VALUES ('hashsize', 16777216);

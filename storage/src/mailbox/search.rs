@@ -202,6 +202,12 @@ pub struct SearchHit {
     pub uid: Option<Uid>,
 }
 
+/// The words of a query text, cut where the word index cuts them.
+fn words(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+}
+
 /// Quotes a string as an FTS5 phrase.
 fn phrase(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
@@ -357,7 +363,7 @@ impl Builder {
             Filter::HasAttachment(b) => format!("e.has_attachment = {}", self.bind(*b)),
             Filter::Contains(field, needle) => self.contains(*field, needle),
             Filter::Words(field, text) => {
-                let words: Vec<&str> = text.split_whitespace().collect();
+                let words: Vec<&str> = words(text).collect();
                 let cols = field.word_columns();
                 if words.is_empty() {
                     "1".into()
@@ -462,7 +468,7 @@ impl Builder {
                 self.contains_rows(*field, needle)
             }
             Filter::Words(field, text)
-                if !field.word_columns().is_empty() && !text.trim().is_empty() =>
+                if !field.word_columns().is_empty() && words(text).next().is_some() =>
             {
                 let q = self.words_query(*field, text);
                 Some(format!(
@@ -477,14 +483,13 @@ impl Builder {
         }
     }
 
+    /// Every word of `text` in the field: words are runs of letters and
+    /// digits, as the word index's tokenizer cuts them.
     fn words_query(&mut self, field: TextField, text: &str) -> String {
         let q = format!(
             "{{{}}}: ({})",
             field.word_columns().join(" "),
-            text.split_whitespace()
-                .map(phrase)
-                .collect::<Vec<_>>()
-                .join(" AND ")
+            words(text).map(phrase).collect::<Vec<_>>().join(" AND ")
         );
         self.bind(q)
     }

@@ -1,0 +1,324 @@
+//! The primary's core: live sessions and one writer thread per open
+//! mailbox.
+//!
+//! A mailbox is open only while its alias has a live session (or for an
+//! idle timeout after work): the unwrapped keys are held in the session
+//! registry, and every operation on the mailbox runs on that mailbox's own
+//! thread, one at a time, fed by a bounded queue. Mail for an alias with a
+//! live session is written straight into its inbox; mail for anyone else is
+//! sealed into the queue, and the next login drains it.
+//!
+//! This module is transport-free: the in-process link and the WebSocket
+//! link both call it.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::directory::AliasRecord;
+use crate::error::{Error, Result};
+use crate::keys::{AliasKeys, Password};
+use crate::mailbox::{AppendOptions, Appended, Mailbox};
+use crate::store::Store;
+use crate::types::{AliasAddress, Role};
+
+/// Settings of the primary, with the defaults a server uses.
+#[derive(Debug, Clone)]
+pub struct PrimaryConfig {
+    /// A mailbox thread with no work for this long closes its file.
+    /// Default 5 minutes.
+    pub idle_timeout: Duration,
+    /// Most mailboxes open at once; past it the least recently used closes.
+    /// Default 1,000.
+    pub max_open: usize,
+    /// Operations that may wait for one mailbox's thread. Default 64.
+    pub queue_depth: usize,
+}
+
+impl Default for PrimaryConfig {
+    fn default() -> Self {
+        PrimaryConfig {
+            idle_timeout: Duration::from_secs(300),
+            max_open: 1000,
+            queue_depth: 64,
+        }
+    }
+}
+
+/// A live session's handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId(pub u64);
+
+/// What happened to delivered mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Written into the inbox of a live mailbox.
+    Stored(Appended),
+    /// Sealed into the queue (no live session); the reference is returned.
+    Queued(String),
+}
+
+type Job = Box<dyn FnOnce(&mut Mailbox) + Send>;
+
+/// What `NotFound` says when an alias has no live session.
+const NOT_LIVE: &str = "live session for this alias";
+
+struct Worker {
+    jobs: SyncSender<Job>,
+    thread: JoinHandle<()>,
+}
+
+struct Live {
+    alias: AliasRecord,
+    keys: AliasKeys,
+    sessions: usize,
+    worker: Option<Worker>,
+    last_used: Instant,
+}
+
+#[derive(Default)]
+struct Registry {
+    sessions: HashMap<SessionId, i64>,
+    live: HashMap<i64, Live>,
+    next_session: u64,
+}
+
+/// The primary: sessions, mailbox threads, delivery.
+pub struct Primary {
+    store: Arc<Store>,
+    config: PrimaryConfig,
+    registry: Mutex<Registry>,
+}
+
+impl Primary {
+    /// A primary over a store.
+    pub fn new(store: Arc<Store>, config: PrimaryConfig) -> Primary {
+        Primary {
+            store,
+            config,
+            registry: Mutex::new(Registry::default()),
+        }
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Proves a password and opens a session; the alias's sealed queue is
+    /// drained into its inbox before this returns.
+    pub fn login(&self, address: &AliasAddress, password: &Password) -> Result<SessionId> {
+        let unlocked = self.store.unlock(address, password)?;
+        let alias_id = unlocked.alias.id;
+        let id = {
+            let mut reg = self.registry();
+            reg.next_session += 1;
+            let id = SessionId(reg.next_session);
+            reg.sessions.insert(id, alias_id);
+            let live = reg.live.entry(alias_id).or_insert_with(|| Live {
+                alias: unlocked.alias.clone(),
+                keys: unlocked.keys.clone(),
+                sessions: 0,
+                worker: None,
+                last_used: Instant::now(),
+            });
+            live.sessions += 1;
+            id
+        };
+        let store = Arc::clone(&self.store);
+        let drained = self.call(id, move |mb| store.drain(&unlocked, mb));
+        if let Err(e) = drained {
+            self.logout(id);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// Ends a session. When an alias's last session ends, its keys leave the
+    /// registry and its mailbox thread finishes its queue and closes.
+    pub fn logout(&self, session: SessionId) {
+        let mut reg = self.registry();
+        let Some(alias_id) = reg.sessions.remove(&session) else {
+            return;
+        };
+        let last = match reg.live.get_mut(&alias_id) {
+            Some(live) => {
+                live.sessions = live.sessions.saturating_sub(1);
+                live.sessions == 0
+            }
+            None => false,
+        };
+        if last {
+            // The unwrapped keys leave the registry; the key cache keeps them
+            // only sealed under the process key, for a quick re-login.
+            reg.live.remove(&alias_id);
+        }
+    }
+
+    /// Number of live sessions.
+    pub fn session_count(&self) -> usize {
+        self.registry().sessions.len()
+    }
+
+    /// Number of mailboxes with an open file and thread.
+    pub fn open_mailboxes(&self) -> usize {
+        self.registry()
+            .live
+            .values()
+            .filter(|l| l.worker.as_ref().is_some_and(|w| !w.thread.is_finished()))
+            .count()
+    }
+
+    /// Whether an alias has a live session anywhere.
+    pub fn is_live(&self, alias_id: i64) -> bool {
+        self.registry().live.contains_key(&alias_id)
+    }
+
+    /// Runs `f` on the session's mailbox, on that mailbox's thread, and
+    /// returns its result.
+    pub fn call<T: Send + 'static>(
+        &self,
+        session: SessionId,
+        f: impl FnOnce(&mut Mailbox) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let alias_id = *self
+            .registry()
+            .sessions
+            .get(&session)
+            .ok_or_else(|| Error::NotFound("session (expired or logged out)".into()))?;
+        self.run_on(alias_id, f)
+    }
+
+    /// Delivers mail to an alias: into its inbox at once if it has a live
+    /// session, else sealed into its queue.
+    pub fn deliver(
+        &self,
+        address: &AliasAddress,
+        raw: Vec<u8>,
+        options: AppendOptions,
+    ) -> Result<Delivery> {
+        let alias = self.store.alias(address)?;
+        let raw = Arc::new(raw);
+        if self.is_live(alias.id) {
+            let message = Arc::clone(&raw);
+            let stored = self.run_on(alias.id, move |mb| {
+                let inbox = mb.folder_by_role(Role::Inbox)?.id;
+                mb.append(inbox, &message, &options)
+            });
+            match stored {
+                Ok(a) => return Ok(Delivery::Stored(a)),
+                // The last session ended meanwhile: the queue takes it.
+                Err(Error::NotFound(ref what)) if what.starts_with(NOT_LIVE) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Delivery::Queued(self.store.enqueue(address, &raw)?))
+    }
+
+    fn run_on<T: Send + 'static>(
+        &self,
+        alias_id: i64,
+        f: impl FnOnce(&mut Mailbox) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+        let mut job: Job = Box::new(move |mb: &mut Mailbox| {
+            // The caller may have gone; then nobody needs the answer.
+            let _ = reply_tx.send(f(mb));
+        });
+        // At most two tries: the second after replacing a thread that had
+        // closed on its idle timeout.
+        for _ in 0..2 {
+            let jobs = self.worker_for(alias_id)?;
+            match jobs.send(job) {
+                Ok(()) => {
+                    return reply_rx.recv().map_err(|_| {
+                        Error::Corrupt("the mailbox thread stopped during an operation".into())
+                    })?;
+                }
+                Err(mpsc::SendError(back)) => {
+                    job = back;
+                    self.clear_worker(alias_id);
+                }
+            }
+        }
+        Err(Error::Corrupt(
+            "the mailbox thread cannot be started".into(),
+        ))
+    }
+
+    fn clear_worker(&self, alias_id: i64) {
+        if let Some(live) = self.registry().live.get_mut(&alias_id) {
+            live.worker = None;
+        }
+    }
+
+    /// The job queue of an alias's mailbox thread, starting one if needed
+    /// (and closing the least recently used mailbox past the cap).
+    fn worker_for(&self, alias_id: i64) -> Result<SyncSender<Job>> {
+        let mut reg = self.registry();
+        let open = reg
+            .live
+            .values()
+            .filter(|l| l.worker.as_ref().is_some_and(|w| !w.thread.is_finished()))
+            .count();
+        let live = reg
+            .live
+            .get_mut(&alias_id)
+            .ok_or_else(|| Error::NotFound(NOT_LIVE.into()))?;
+        live.last_used = Instant::now();
+        if let Some(w) = &live.worker
+            && !w.thread.is_finished()
+        {
+            return Ok(w.jobs.clone());
+        }
+        let path = self.store.mailbox_path(&live.alias);
+        let key = live.keys.data_key.clone();
+        let mut options = self.store.config().mailbox.clone();
+        options.quota = live.alias.quota;
+        let (jobs, rx) = mpsc::sync_channel::<Job>(self.config.queue_depth);
+        let mailbox = Mailbox::open(&path, &key, options)?;
+        let idle = self.config.idle_timeout;
+        let thread = std::thread::Builder::new()
+            .name(format!("mailbox-{}", live.alias.mailbox_id))
+            .spawn(move || mailbox_thread(mailbox, rx, idle))?;
+        live.worker = Some(Worker {
+            jobs: jobs.clone(),
+            thread,
+        });
+        if open >= self.config.max_open {
+            let victim = reg
+                .live
+                .iter()
+                .filter(|(id, l)| **id != alias_id && l.worker.is_some())
+                .min_by_key(|(_, l)| l.last_used)
+                .map(|(id, _)| *id);
+            if let Some(v) = victim
+                && let Some(l) = reg.live.get_mut(&v)
+            {
+                // Dropping the sender lets the thread finish what is queued,
+                // then close the file.
+                l.worker = None;
+            }
+        }
+        Ok(jobs)
+    }
+}
+
+/// One mailbox's thread: runs jobs in order; closes the file after the idle
+/// timeout or when every sender is gone.
+fn mailbox_thread(mut mailbox: Mailbox, jobs: Receiver<Job>, idle: Duration) {
+    loop {
+        match jobs.recv_timeout(idle) {
+            Ok(job) => job(&mut mailbox),
+            Err(mpsc::RecvTimeoutError::Timeout | mpsc::RecvTimeoutError::Disconnected) => {
+                return;
+            }
+        }
+    }
+}

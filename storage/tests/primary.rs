@@ -1,0 +1,175 @@
+//! The primary's core: sessions hold keys, mail for a live alias lands at
+//! once, mail for an offline one is sealed and drained at the next login,
+//! and mailbox threads are capped.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use cofre_storage::mailbox::{AppendOptions, Filter, Query};
+use cofre_storage::primary::{Delivery, Primary, PrimaryConfig};
+use cofre_storage::{AliasAddress, Error, Password, Role};
+
+fn primary(
+    dir: &std::path::Path,
+    config: PrimaryConfig,
+) -> (Primary, Vec<(AliasAddress, Password)>) {
+    let store = common::store(dir);
+    let mut aliases = Vec::new();
+    for a in ["ana@example.com", "bo@example.com"] {
+        let address = AliasAddress::try_from(a).unwrap();
+        let (_, pw) = store.create_alias(&address, None).unwrap();
+        aliases.push((address, pw));
+    }
+    (Primary::new(Arc::new(store), config), aliases)
+}
+
+fn inbox_count(p: &Primary, s: cofre_storage::primary::SessionId) -> usize {
+    p.call(s, |mb| {
+        let inbox = mb.folder_by_role(Role::Inbox)?.id;
+        Ok(mb.search(&Query::in_folder(inbox, Filter::All))?.len())
+    })
+    .unwrap()
+}
+
+#[test]
+fn offline_mail_is_sealed_and_online_mail_lands_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (p, aliases) = primary(tmp.path(), PrimaryConfig::default());
+    let (ana, pw) = &aliases[0];
+    let msg = || common::msg("x@y.z", "ana@example.com", "hi", "body");
+
+    // Offline: sealed into the queue.
+    let d = p.deliver(ana, msg(), AppendOptions::default()).unwrap();
+    assert!(matches!(d, Delivery::Queued(_)));
+    assert_eq!(p.store().queued(ana).unwrap(), 1);
+
+    // Login drains it.
+    let s = p.login(ana, pw).unwrap();
+    assert_eq!(p.store().queued(ana).unwrap(), 0);
+    assert_eq!(inbox_count(&p, s), 1);
+
+    // Online: straight into the inbox, the queue untouched.
+    let d = p.deliver(ana, msg(), AppendOptions::default()).unwrap();
+    assert!(
+        matches!(d, Delivery::Stored(a) if a.uid.get() == 2),
+        "{d:?}"
+    );
+    assert_eq!(p.store().queued(ana).unwrap(), 0);
+    assert_eq!(inbox_count(&p, s), 2);
+
+    // After the last session ends, mail is sealed again.
+    p.logout(s);
+    assert!(matches!(p.call(s, |_| Ok(())), Err(Error::NotFound(_))));
+    let d = p.deliver(ana, msg(), AppendOptions::default()).unwrap();
+    assert!(matches!(d, Delivery::Queued(_)));
+    let s2 = p.login(ana, pw).unwrap();
+    assert_eq!(inbox_count(&p, s2), 3);
+}
+
+#[test]
+fn sessions_are_counted_per_alias_and_wrong_passwords_open_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (p, aliases) = primary(tmp.path(), PrimaryConfig::default());
+    let (ana, pw) = &aliases[0];
+    assert!(matches!(
+        p.login(ana, &Password::new("nope")),
+        Err(Error::WrongPassword)
+    ));
+    assert_eq!(p.session_count(), 0);
+    let s1 = p.login(ana, pw).unwrap();
+    let s2 = p.login(ana, pw).unwrap();
+    assert_eq!(p.session_count(), 2);
+    p.logout(s1);
+    // One session left: still live, mail still lands at once.
+    let d = p
+        .deliver(
+            ana,
+            common::msg("a@b.c", "ana@example.com", "x", "y"),
+            AppendOptions::default(),
+        )
+        .unwrap();
+    assert!(matches!(d, Delivery::Stored(_)));
+    p.logout(s2);
+    p.logout(s2);
+    assert_eq!(p.session_count(), 0);
+}
+
+#[test]
+fn one_alias_session_cannot_reach_another_alias() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (p, aliases) = primary(tmp.path(), PrimaryConfig::default());
+    let ana = p.login(&aliases[0].0, &aliases[0].1).unwrap();
+    p.deliver(
+        &aliases[1].0,
+        common::msg("a@b.c", "bo@example.com", "for bo", "secret"),
+        AppendOptions::default(),
+    )
+    .unwrap();
+    // Ana's session sees only Ana's mailbox.
+    assert_eq!(inbox_count(&p, ana), 0);
+    assert!(matches!(
+        p.store().unlock(&aliases[1].0, &aliases[0].1),
+        Err(Error::WrongPassword)
+    ));
+}
+
+#[test]
+fn open_mailboxes_are_capped_least_recently_used_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (p, aliases) = primary(
+        tmp.path(),
+        PrimaryConfig {
+            max_open: 1,
+            ..Default::default()
+        },
+    );
+    let a = p.login(&aliases[0].0, &aliases[0].1).unwrap();
+    assert_eq!(p.open_mailboxes(), 1);
+    let b = p.login(&aliases[1].0, &aliases[1].1).unwrap();
+    assert_eq!(p.open_mailboxes(), 1, "the cap holds");
+    // The evicted mailbox reopens on demand, with its data.
+    p.deliver(
+        &aliases[0].0,
+        common::msg("a@b.c", "ana@example.com", "x", "y"),
+        AppendOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(inbox_count(&p, a), 1);
+    assert_eq!(inbox_count(&p, b), 0);
+    assert_eq!(p.open_mailboxes(), 1);
+}
+
+#[test]
+fn many_threads_write_through_one_mailbox_thread_without_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (p, aliases) = primary(
+        tmp.path(),
+        PrimaryConfig {
+            queue_depth: 2,
+            ..Default::default()
+        },
+    );
+    let p = Arc::new(p);
+    let s = p.login(&aliases[0].0, &aliases[0].1).unwrap();
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let p = Arc::clone(&p);
+            let address = aliases[0].0.clone();
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let raw = common::msg("a@b.c", "ana@example.com", &format!("t{t} m{i}"), "x");
+                    assert!(matches!(
+                        p.deliver(&address, raw, AppendOptions::default()).unwrap(),
+                        Delivery::Stored(_)
+                    ));
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(inbox_count(&p, s), 100);
+}
