@@ -219,6 +219,21 @@ fn imap_address_and_text_keys_are_case_insensitive_substrings() {
     );
     assert_eq!(fx.inbox(F::Contains(T::Subject, "iz".into())), [PRIZE]);
     assert_eq!(fx.inbox(F::Contains(T::Body, "12".into())), [REPORT]);
+    // Needles across words: found through their words' trigrams, then the
+    // exact text decides.
+    assert_eq!(
+        fx.inbox(F::Contains(T::Body, "us for tea at".into())),
+        [TEA]
+    );
+    assert_eq!(
+        fx.inbox(F::Contains(T::Body, "tea for us".into())),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        fx.inbox(F::Contains(T::Body, "o c".into())),
+        [RE_TEA],
+        "no whole trigram: scan"
+    );
     // Quotes in the needle are data, not query syntax.
     assert_eq!(fx.inbox(F::Contains(T::Body, "Hatter's".into())), [TEA]);
     assert_eq!(
