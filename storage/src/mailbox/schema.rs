@@ -168,7 +168,7 @@ CREATE VIRTUAL TABLE email_grams USING fts5 (
     content = '', contentless_delete = 1, detail = column,
     tokenize = 'ascii'
 );
-INSERT INTO email_grams (email_grams, rank) VALUES ('hashsize', 16777216);
+INSERT INTO email_grams (email_grams, rank) VALUES ('hashsize', 4194304);
 "#;
 
 /// Version 2: a word index for JMAP's word search (which words are in which
@@ -180,7 +180,7 @@ CREATE VIRTUAL TABLE email_words USING fts5 (
     content = '', contentless_delete = 1, detail = column,
     tokenize = 'unicode61 remove_diacritics 2'
 );
-INSERT INTO email_words (email_words, rank) VALUES ('hashsize', 16777216);
+INSERT INTO email_words (email_words, rank) VALUES ('hashsize', 4194304);
 INSERT INTO email_words (rowid, subject, from_text, to_text, cc_text, bcc_text, body)
     SELECT rowid, subject, from_text, to_text, cc_text, bcc_text, body FROM email_text;
 "#;
