@@ -396,3 +396,37 @@ Content-Transfer-Encoding: base64\r\n\r\niVBORw0K\r\n--o--\r\n";
     );
     assert!(mb.part_decoded(a.email_id, &[5]).is_err());
 }
+
+#[test]
+fn a_large_batch_keeps_order_and_bytes() {
+    let (_d, mut mb) = common::mailbox();
+    let inbox = mb.folder_by_role(Role::Inbox).unwrap().id;
+    let raws: Vec<Vec<u8>> = (0..41)
+        .map(|i| {
+            common::msg(
+                "a@b.c",
+                "d@e.f",
+                &format!("batch {i}"),
+                &format!("body number {i}"),
+            )
+        })
+        .collect();
+    let batch: Vec<(&[u8], AppendOptions)> = raws
+        .iter()
+        .map(|r| (r.as_slice(), AppendOptions::default()))
+        .collect();
+    let appended = mb.append_batch(inbox, &batch).unwrap();
+    assert_eq!(appended.len(), 41);
+    for (i, a) in appended.iter().enumerate() {
+        assert_eq!(a.uid.get() as usize, i + 1);
+        assert_eq!(mb.raw(a.email_id).unwrap(), raws[i]);
+    }
+    let hits = mb
+        .search(&Query::in_folder(
+            inbox,
+            Filter::Contains(cofre_storage::mailbox::TextField::Body, "number 40".into()),
+        ))
+        .unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].uid.unwrap().get(), 41);
+}

@@ -57,7 +57,7 @@ fn maybe_compress(data: &[u8], enabled: bool) -> Option<Vec<u8>> {
     if !enabled || data.len() < 256 {
         return None;
     }
-    let c = zstd::bulk::compress(data, 3).ok()?;
+    let c = zstd::bulk::compress(data, 1).ok()?;
     (c.len() <= data.len() / 10 * 9).then_some(c)
 }
 

@@ -215,6 +215,12 @@ fn phrase(s: &str) -> String {
 
 /// The case-folded characters of a text, as search compares them.
 fn fold(text: &str) -> Vec<char> {
+    if text.is_ascii() {
+        return text
+            .bytes()
+            .map(|b| char::from(b.to_ascii_lowercase()))
+            .collect();
+    }
     text.chars().flat_map(char::to_lowercase).collect()
 }
 
