@@ -17,6 +17,7 @@ mod error;
 pub mod export;
 pub mod import;
 pub mod keys;
+pub mod link;
 pub mod mailbox;
 pub mod primary;
 pub mod queue;

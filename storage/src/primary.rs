@@ -11,6 +11,7 @@
 //! This module is transport-free: the in-process link and the WebSocket
 //! link both call it.
 
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,7 +26,7 @@ use crate::store::Store;
 use crate::types::{AliasAddress, Role};
 
 /// Settings of the primary, with the defaults a server uses.
-#[derive(Debug, Clone)]
+#[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct PrimaryConfig {
     /// A mailbox thread with no work for this long closes its file.
     /// Default 5 minutes.
@@ -48,11 +49,11 @@ impl Default for PrimaryConfig {
 }
 
 /// A live session's handle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SessionId(pub u64);
 
 /// What happened to delivered mail.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
     /// Written into the inbox of a live mailbox.
     Stored(Appended),

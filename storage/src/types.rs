@@ -3,22 +3,24 @@
 use std::fmt;
 use std::num::NonZeroU32;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::Error;
 
 /// A folder's row id inside one mailbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct FolderId(pub i64);
 
 /// An email's row id inside one mailbox (stable for the email's life).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct EmailId(pub i64);
 
 /// A thread's row id inside one mailbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ThreadId(pub i64);
 
 /// A message's UID inside one folder: never 0, never reused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Uid(pub NonZeroU32);
 
 impl Uid {
@@ -50,7 +52,7 @@ impl TryFrom<i64> for Uid {
 pub type ModSeq = u64;
 
 /// A folder's special use (RFC 6154), which JMAP calls its role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Role {
     /// The folder new mail arrives in.
     Inbox,
@@ -111,7 +113,8 @@ impl Role {
 ///
 /// Rules: 1 to 1,000 bytes, no control characters, no empty level, no level
 /// with leading or trailing spaces. "INBOX" in any case names the inbox.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct FolderName(String);
 
 impl FolderName {
@@ -168,7 +171,8 @@ impl fmt::Display for FolderName {
 /// `$answered`, `\Flagged` `$flagged`, `\Draft` `$draft`, `\Deleted`
 /// `$deleted`. Rules (RFC 8621 §4.1.1): 1 to 255 ASCII characters from
 /// %x21-%x7E except `( ) { ] % * " \`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Keyword(String);
 
 impl Keyword {
@@ -219,7 +223,8 @@ impl TryFrom<&str> for Keyword {
 }
 
 /// An alias address, `local@domain`, stored in lower case.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct AliasAddress(String);
 
 impl AliasAddress {
@@ -273,7 +278,8 @@ impl fmt::Display for AliasAddress {
 }
 
 /// A calendar day, `YYYY-MM-DD`, for the IMAP date keys that ignore time.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Day(String);
 
 impl Day {
@@ -343,3 +349,22 @@ mod tests {
         assert!(Day::try_from("2024-1-01").is_err());
     }
 }
+
+/// String conversions for the validated types, so that the link can carry
+/// them and every value that arrives is validated again.
+macro_rules! string_newtype {
+    ($($t:ident),*) => {$(
+        impl TryFrom<String> for $t {
+            type Error = Error;
+            fn try_from(s: String) -> Result<Self, Error> {
+                $t::try_from(s.as_str())
+            }
+        }
+        impl From<$t> for String {
+            fn from(v: $t) -> String {
+                v.0
+            }
+        }
+    )*};
+}
+string_newtype!(FolderName, Keyword, AliasAddress, Day);

@@ -2,6 +2,7 @@
 //! threading, keywords, UIDs and the search indexes.
 
 use rusqlite::{OptionalExtension, Transaction, params};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::parse::{self, Addr, Analysis};
@@ -12,7 +13,7 @@ use crate::time;
 use crate::types::{EmailId, FolderId, Keyword, ModSeq, Uid};
 
 /// How a message is appended.
-#[derive(Debug, Clone, Default)]
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
 pub struct AppendOptions {
     /// Keywords (flags) to set on it.
     pub keywords: Vec<Keyword>,
@@ -24,7 +25,7 @@ pub struct AppendOptions {
 }
 
 /// What an append produced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
     /// The email's id.
     pub email_id: EmailId,

@@ -1,6 +1,7 @@
 //! Changes since a MODSEQ: what JMAP `/changes` and IMAP CONDSTORE/QRESYNC
 //! (including VANISHED UIDs) are answered from.
 
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use rusqlite::params;
@@ -10,7 +11,7 @@ use crate::error::Result;
 use crate::types::{EmailId, FolderId, ModSeq, Uid};
 
 /// Objects changed since a MODSEQ, each listed once.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
     /// The MODSEQ asked about.
     pub since: ModSeq,
@@ -31,7 +32,7 @@ pub struct Changes {
 }
 
 /// What changed in one folder since a MODSEQ (IMAP CONDSTORE/QRESYNC).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct FolderChanges {
     /// Messages still present whose MODSEQ is newer, with that MODSEQ.
     pub changed: Vec<(Uid, ModSeq)>,

@@ -3,6 +3,7 @@
 //! the same name never shows a client an old UIDVALIDITY.
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction};
+use serde::{Deserialize, Serialize};
 
 use super::{Mailbox, log_change};
 use crate::error::{Error, Result};
@@ -10,7 +11,7 @@ use crate::time;
 use crate::types::{FolderId, FolderName, ModSeq, Role};
 
 /// A folder as the protocol layers see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Folder {
     /// Row id (stable for the folder's life).
     pub id: FolderId,

@@ -3,6 +3,7 @@
 //! out; nothing here touches the database.
 
 use mail_parser::{Address, HeaderValue, MessageParser, PartType};
+use serde::{Deserialize, Serialize};
 
 use crate::time;
 
@@ -14,7 +15,7 @@ pub const DEDUP_MIN_BYTES: usize = 1024;
 pub const MAX_INDEXED_TEXT: usize = 1 << 20;
 
 /// One address from a header, as the summary carries it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Addr {
     /// Display name, if any.
     pub name: Option<String>,

@@ -1,6 +1,7 @@
 //! Reading emails: exact raw bytes, header summaries, MIME structure and
 //! single body parts.
 
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 use mail_parser::{MessageParser, MessagePart as ParserPart, MimeHeaders, PartType};
@@ -14,7 +15,7 @@ use crate::time;
 use crate::types::{EmailId, FolderId, Keyword, ModSeq, ThreadId, Uid};
 
 /// The header summary of an email: what a message list shows.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct EmailSummary {
     /// The email.
     pub id: EmailId,
@@ -59,7 +60,7 @@ pub struct EmailSummary {
 }
 
 /// One node of a message's MIME tree. Offsets index the raw message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct MimePart {
     /// Media type, lower case (`text`).
     pub media_type: String,

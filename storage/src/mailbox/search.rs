@@ -7,6 +7,7 @@
 //! regular expressions run the Rust `regex` crate over the stored text.
 
 use rusqlite::types::Value;
+use serde::{Deserialize, Serialize};
 
 use super::{Mailbox, id_list};
 use crate::error::{Error, Result};
@@ -14,7 +15,7 @@ use crate::time;
 use crate::types::{Day, EmailId, FolderId, Keyword, ModSeq, Uid};
 
 /// Which text of a message a text condition looks at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TextField {
     /// The Subject.
     Subject,
@@ -65,7 +66,7 @@ impl TextField {
 }
 
 /// A search condition. Combine with `And`, `Or`, `Not` to any depth.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Filter {
     /// Every message.
     All,
@@ -125,7 +126,7 @@ pub enum Filter {
 }
 
 /// What to sort by.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum SortKey {
     /// Internal date.
     ReceivedAt,
@@ -146,7 +147,7 @@ pub enum SortKey {
 }
 
 /// One sort criterion.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Sort {
     /// The key.
     pub key: SortKey,
@@ -155,7 +156,7 @@ pub struct Sort {
 }
 
 /// A complete search request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Query {
     /// Restrict to one folder; hits then carry UIDs.
     pub folder: Option<FolderId>,
@@ -194,7 +195,7 @@ impl Query {
 }
 
 /// One search result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SearchHit {
     /// The email.
     pub email_id: EmailId,

@@ -1,0 +1,586 @@
+//! The link between the primary and its secondaries: one versioned message
+//! enum, its binary encoding, the node handshake, and the dispatcher that
+//! turns a request into a call on the [`Primary`].
+//!
+//! Bytes in, values out: no socket here. The WebSocket transport carries
+//! one [`Frame`] per binary WebSocket message; the in-process link calls
+//! [`dispatch`] directly with the same types.
+//!
+//! Frames are postcard-encoded (compact, binary-safe: a message body costs
+//! its length plus a varint). Every frame that arrives is bounded by
+//! [`Limits`] before it is decoded, and every validated type (addresses,
+//! folder names, keywords) is validated again as it is decoded.
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::error::Error;
+use crate::keys::{Password, constant_time_eq, random_bytes};
+use crate::mailbox::{
+    AppendOptions, Appended, Changes, EmailSummary, Folder, FolderChanges, Query, SearchHit,
+};
+use crate::primary::{Delivery, Primary, SessionId};
+use crate::types::{AliasAddress, EmailId, FolderId, FolderName, Keyword, ModSeq, Uid};
+
+/// The protocol version; a peer with another version is refused.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Size limits on what a peer may send.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest frame accepted, in bytes. Default 64 MiB: the 50 MiB message
+    /// limit plus room for the request around it.
+    pub max_frame: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame: 64 << 20,
+        }
+    }
+}
+
+/// Everything that crosses the link.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Frame {
+    /// Secondary → primary, first frame: who I am, proven.
+    Hello(Hello),
+    /// Primary → secondary, answer to a good `Hello`: proven back.
+    Welcome(Hello),
+    /// Primary → secondary: the handshake failed; the link closes.
+    Refused(String),
+    /// Secondary → primary.
+    Request(Request),
+    /// Primary → secondary, one per request.
+    Response(Response),
+    /// Primary → secondary, unasked: something changed.
+    Event(Event),
+}
+
+/// A handshake message: version, node name, a fresh nonce, and an
+/// HMAC-SHA256 over them keyed with the cluster secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub version: u16,
+    /// The sender's node name (for logs).
+    pub node: String,
+    /// Random, fresh per handshake.
+    pub nonce: [u8; 32],
+    /// HMAC-SHA256(secret, role ‖ version ‖ node ‖ nonce ‖ peer nonce).
+    pub proof: [u8; 32],
+}
+
+/// A request: an id the response will carry, and an operation.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Request {
+    /// Chosen by the secondary, unique per link.
+    pub id: u64,
+    /// The operation.
+    pub op: Op,
+}
+
+/// Every operation a secondary can ask of the primary.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Op {
+    /// Prove a password; opens a session and drains the sealed queue.
+    Login {
+        /// The alias.
+        address: AliasAddress,
+        /// Its password.
+        password: Password,
+    },
+    /// End a session.
+    Logout {
+        /// The session.
+        session: SessionId,
+    },
+    /// Deliver mail (from MX): into the inbox if live, else sealed.
+    Deliver {
+        /// The recipient alias.
+        address: AliasAddress,
+        /// The message's bytes.
+        raw: Vec<u8>,
+        /// Idempotency key: a retried delivery is stored once.
+        delivery_ref: Option<String>,
+    },
+    /// List folders.
+    Folders {
+        /// The session.
+        session: SessionId,
+    },
+    /// Create a folder (and missing parents).
+    CreateFolder {
+        /// The session.
+        session: SessionId,
+        /// Its name.
+        name: FolderName,
+    },
+    /// Rename a folder.
+    RenameFolder {
+        /// The session.
+        session: SessionId,
+        /// The folder.
+        folder: FolderId,
+        /// Its new name.
+        name: FolderName,
+    },
+    /// Delete a folder.
+    DeleteFolder {
+        /// The session.
+        session: SessionId,
+        /// The folder.
+        folder: FolderId,
+    },
+    /// Subscribe or unsubscribe.
+    Subscribe {
+        /// The session.
+        session: SessionId,
+        /// The folder.
+        folder: FolderId,
+        /// Subscribed or not.
+        subscribed: bool,
+    },
+    /// Append a message.
+    Append {
+        /// The session.
+        session: SessionId,
+        /// The folder.
+        folder: FolderId,
+        /// The message's bytes.
+        raw: Vec<u8>,
+        /// Keywords, date and idempotency key.
+        options: AppendOptions,
+    },
+    /// A message's exact bytes.
+    Raw {
+        /// The session.
+        session: SessionId,
+        /// The email.
+        email: EmailId,
+    },
+    /// Header summaries.
+    Summaries {
+        /// The session.
+        session: SessionId,
+        /// The emails.
+        emails: Vec<EmailId>,
+    },
+    /// (UID, email) of every message of a folder.
+    FolderIndex {
+        /// The session.
+        session: SessionId,
+        /// The folder.
+        folder: FolderId,
+    },
+    /// Search.
+    Search {
+        /// The session.
+        session: SessionId,
+        /// The query.
+        query: Query,
+    },
+    /// Add and remove keywords.
+    SetKeywords {
+        /// The session.
+        session: SessionId,
+        /// The emails.
+        emails: Vec<EmailId>,
+        /// Keywords to add.
+        add: Vec<Keyword>,
+        /// Keywords to remove.
+        remove: Vec<Keyword>,
+    },
+    /// Copy messages.
+    Copy {
+        /// The session.
+        session: SessionId,
+        /// Source folder.
+        from: FolderId,
+        /// Their UIDs.
+        uids: Vec<Uid>,
+        /// Target folder.
+        to: FolderId,
+    },
+    /// Move messages.
+    Move {
+        /// The session.
+        session: SessionId,
+        /// Source folder.
+        from: FolderId,
+        /// Their UIDs.
+        uids: Vec<Uid>,
+        /// Target folder.
+        to: FolderId,
+    },
+    /// Expunge `$deleted` messages (all, or only these UIDs).
+    Expunge {
+        /// The session.
+        session: SessionId,
+        /// The folder.
+        folder: FolderId,
+        /// Limit to these UIDs.
+        only: Option<Vec<Uid>>,
+    },
+    /// Destroy emails.
+    Destroy {
+        /// The session.
+        session: SessionId,
+        /// The emails.
+        emails: Vec<EmailId>,
+    },
+    /// Changes since a MODSEQ.
+    Changes {
+        /// The session.
+        session: SessionId,
+        /// The MODSEQ.
+        since: ModSeq,
+    },
+    /// One folder's changes since a MODSEQ.
+    FolderChanges {
+        /// The session.
+        session: SessionId,
+        /// The folder.
+        folder: FolderId,
+        /// The MODSEQ.
+        since: ModSeq,
+    },
+}
+
+/// The answer to one request.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Response {
+    /// The request's id.
+    pub id: u64,
+    /// What happened.
+    pub result: Result<Reply, LinkError>,
+}
+
+/// Successful results.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Reply {
+    /// Done, nothing to return.
+    Done,
+    /// A new session.
+    Session(SessionId),
+    /// Where delivered mail went.
+    Delivery(Delivery),
+    /// Folders.
+    Folders(Vec<Folder>),
+    /// One folder.
+    Folder(Folder),
+    /// An append.
+    Appended(Appended),
+    /// Message bytes.
+    Raw(Vec<u8>),
+    /// Summaries.
+    Summaries(Vec<EmailSummary>),
+    /// A folder's index.
+    FolderIndex(Vec<(Uid, EmailId)>),
+    /// Search hits.
+    Hits(Vec<SearchHit>),
+    /// A MODSEQ.
+    ModSeq(ModSeq),
+    /// (source UID, new UID) pairs.
+    UidPairs(Vec<(Uid, Uid)>),
+    /// UIDs.
+    Uids(Vec<Uid>),
+    /// Mailbox changes.
+    Changes(Changes),
+    /// Folder changes.
+    FolderChanges(FolderChanges),
+}
+
+/// Unsolicited news from the primary, for IDLE, JMAP push and web clients.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Event {
+    /// An alias's mailbox changed; its MODSEQ is now `modseq`.
+    Changed {
+        /// The alias.
+        address: AliasAddress,
+        /// The new highest MODSEQ.
+        modseq: ModSeq,
+    },
+}
+
+/// Why a request failed, as the secondary may tell its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// Wrong password.
+    WrongPassword,
+    /// No such alias, folder, email or session.
+    NotFound,
+    /// Already exists.
+    AlreadyExists,
+    /// Invalid input.
+    Invalid,
+    /// Message too large.
+    TooLarge,
+    /// Over quota.
+    OverQuota,
+    /// The primary failed; details are in its log, not here.
+    Internal,
+}
+
+/// A failed request: a stable code and a message fit for the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct LinkError {
+    /// What kind of failure.
+    pub code: ErrorCode,
+    /// Human-readable; never internal details.
+    pub message: String,
+}
+
+impl From<Error> for LinkError {
+    fn from(e: Error) -> LinkError {
+        let code = match &e {
+            Error::WrongPassword => ErrorCode::WrongPassword,
+            Error::NoSuchAlias(_) | Error::NotFound(_) => ErrorCode::NotFound,
+            Error::AliasExists(_) | Error::AlreadyExists(_) => ErrorCode::AlreadyExists,
+            Error::Invalid(_) => ErrorCode::Invalid,
+            Error::TooLarge { .. } => ErrorCode::TooLarge,
+            Error::OverQuota { .. } => ErrorCode::OverQuota,
+            _ => ErrorCode::Internal,
+        };
+        let message = if code == ErrorCode::Internal {
+            "internal error".to_string()
+        } else {
+            e.to_string()
+        };
+        LinkError { code, message }
+    }
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Larger than [`Limits::max_frame`].
+    #[error("frame of {size} bytes exceeds the limit of {limit}")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Not a frame of this protocol version.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+}
+
+/// Encodes a frame.
+pub fn encode(frame: &Frame) -> Vec<u8> {
+    // Serializing owned data into a Vec cannot fail.
+    postcard::to_stdvec(frame).unwrap_or_default()
+}
+
+/// Decodes a frame, refusing oversized and malformed input (and input with
+/// trailing bytes).
+pub fn decode(bytes: &[u8], limits: Limits) -> Result<Frame, DecodeError> {
+    if bytes.len() > limits.max_frame {
+        return Err(DecodeError::TooLarge {
+            size: bytes.len(),
+            limit: limits.max_frame,
+        });
+    }
+    match postcard::take_from_bytes::<Frame>(bytes) {
+        Ok((frame, [])) => Ok(frame),
+        Ok((_, rest)) => Err(DecodeError::Malformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        ))),
+        Err(e) => Err(DecodeError::Malformed(e.to_string())),
+    }
+}
+
+/// Which side of the handshake a proof is for (so one cannot be replayed as
+/// the other).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The secondary's `Hello`.
+    Secondary,
+    /// The primary's `Welcome`.
+    Primary,
+}
+
+fn proof(
+    secret: &[u8],
+    side: Side,
+    version: u16,
+    node: &str,
+    nonce: &[u8; 32],
+    peer: &[u8; 32],
+) -> [u8; 32] {
+    // HMAC accepts keys of any length; were that ever to fail, an all-zero
+    // proof matches nothing and the handshake is refused.
+    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(secret) else {
+        return [0; 32];
+    };
+    mac.update(match side {
+        Side::Secondary => b"cofre/link/hello\0",
+        Side::Primary => b"cofre/link/welcome",
+    });
+    mac.update(&version.to_be_bytes());
+    mac.update(&(node.len() as u64).to_be_bytes());
+    mac.update(node.as_bytes());
+    mac.update(nonce);
+    mac.update(peer);
+    mac.finalize().into_bytes().into()
+}
+
+/// Makes a handshake message. `peer_nonce` is the other side's nonce (all
+/// zeros for the secondary's first `Hello`, which has not seen one yet: the
+/// primary's `Welcome` then binds both nonces).
+pub fn hello(secret: &[u8], side: Side, node: &str, peer_nonce: &[u8; 32]) -> Hello {
+    let nonce: [u8; 32] = random_bytes();
+    Hello {
+        version: PROTOCOL_VERSION,
+        node: node.to_string(),
+        nonce,
+        proof: proof(secret, side, PROTOCOL_VERSION, node, &nonce, peer_nonce),
+    }
+}
+
+/// Checks a handshake message; the error says why, for the log and for a
+/// `Refused` frame.
+pub fn verify(secret: &[u8], side: Side, h: &Hello, peer_nonce: &[u8; 32]) -> Result<(), String> {
+    if h.version != PROTOCOL_VERSION {
+        return Err(format!(
+            "protocol version {} is not {PROTOCOL_VERSION}: upgrade the older node",
+            h.version
+        ));
+    }
+    let want = proof(secret, side, h.version, &h.node, &h.nonce, peer_nonce);
+    if !constant_time_eq(&want, &h.proof) {
+        return Err("wrong cluster secret".into());
+    }
+    Ok(())
+}
+
+/// Carries out one operation on the primary.
+pub fn dispatch(primary: &Primary, op: Op) -> Result<Reply, LinkError> {
+    Ok(match op {
+        Op::Login { address, password } => Reply::Session(primary.login(&address, &password)?),
+        Op::Logout { session } => {
+            primary.logout(session);
+            Reply::Done
+        }
+        Op::Deliver {
+            address,
+            raw,
+            delivery_ref,
+        } => Reply::Delivery(primary.deliver(
+            &address,
+            raw,
+            AppendOptions {
+                delivery_ref,
+                ..AppendOptions::default()
+            },
+        )?),
+        Op::Folders { session } => Reply::Folders(primary.call(session, |mb| mb.folders())?),
+        Op::CreateFolder { session, name } => {
+            Reply::Folder(primary.call(session, move |mb| mb.create_folder(&name))?)
+        }
+        Op::RenameFolder {
+            session,
+            folder,
+            name,
+        } => Reply::Folder(primary.call(session, move |mb| mb.rename_folder(folder, &name))?),
+        Op::DeleteFolder { session, folder } => {
+            primary.call(session, move |mb| mb.delete_folder(folder))?;
+            Reply::Done
+        }
+        Op::Subscribe {
+            session,
+            folder,
+            subscribed,
+        } => {
+            primary.call(session, move |mb| mb.set_subscribed(folder, subscribed))?;
+            Reply::Done
+        }
+        Op::Append {
+            session,
+            folder,
+            raw,
+            options,
+        } => Reply::Appended(primary.call(session, move |mb| mb.append(folder, &raw, &options))?),
+        Op::Raw { session, email } => Reply::Raw(primary.call(session, move |mb| mb.raw(email))?),
+        Op::Summaries { session, emails } => {
+            Reply::Summaries(primary.call(session, move |mb| mb.summaries(&emails))?)
+        }
+        Op::FolderIndex { session, folder } => {
+            Reply::FolderIndex(primary.call(session, move |mb| mb.folder_index(folder))?)
+        }
+        Op::Search { session, query } => {
+            Reply::Hits(primary.call(session, move |mb| mb.search(&query))?)
+        }
+        Op::SetKeywords {
+            session,
+            emails,
+            add,
+            remove,
+        } => {
+            Reply::ModSeq(primary.call(session, move |mb| mb.set_keywords(&emails, &add, &remove))?)
+        }
+        Op::Copy {
+            session,
+            from,
+            uids,
+            to,
+        } => Reply::UidPairs(primary.call(session, move |mb| mb.copy(from, &uids, to))?),
+        Op::Move {
+            session,
+            from,
+            uids,
+            to,
+        } => Reply::UidPairs(primary.call(session, move |mb| mb.move_messages(from, &uids, to))?),
+        Op::Expunge {
+            session,
+            folder,
+            only,
+        } => Reply::Uids(primary.call(session, move |mb| mb.expunge(folder, only.as_deref()))?),
+        Op::Destroy { session, emails } => {
+            primary.call(session, move |mb| mb.destroy_emails(&emails))?;
+            Reply::Done
+        }
+        Op::Changes { session, since } => {
+            Reply::Changes(primary.call(session, move |mb| mb.changes_since(since))?)
+        }
+        Op::FolderChanges {
+            session,
+            folder,
+            since,
+        } => {
+            Reply::FolderChanges(primary.call(session, move |mb| mb.folder_changes(folder, since))?)
+        }
+    })
+}
+
+/// Decodes one request frame, runs it, and encodes the response frame: the
+/// whole of the primary's side for one message. A frame that is not a
+/// well-formed request yields `Err`, and the transport closes the link.
+pub fn handle(primary: &Primary, bytes: &[u8], limits: Limits) -> Result<Vec<u8>, DecodeError> {
+    match decode(bytes, limits)? {
+        Frame::Request(Request { id, op }) => Ok(encode(&Frame::Response(Response {
+            id,
+            result: dispatch(primary, op),
+        }))),
+        other => Err(DecodeError::Malformed(format!(
+            "expected a request, got {}",
+            frame_kind(&other)
+        ))),
+    }
+}
+
+fn frame_kind(f: &Frame) -> &'static str {
+    match f {
+        Frame::Hello(_) => "Hello",
+        Frame::Welcome(_) => "Welcome",
+        Frame::Refused(_) => "Refused",
+        Frame::Request(_) => "Request",
+        Frame::Response(_) => "Response",
+        Frame::Event(_) => "Event",
+    }
+}
