@@ -11,6 +11,8 @@
 //! [`Limits`] before it is decoded, and every validated type (addresses,
 //! folder names, keywords) is validated again as it is decoded.
 
+pub mod ws;
+
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;

@@ -1,0 +1,406 @@
+//! The link over WebSocket: the primary's listener and the secondaries'
+//! client. One binary WebSocket message carries one [`Frame`].
+//!
+//! The client never retries a request on its own: when the link drops, every
+//! request in flight fails at once with [`ClientError::LinkDown`] (its
+//! outcome is unknown; writes carry idempotency keys so the caller may retry
+//! safely), new requests fail fast until the link is back, and a background
+//! task reconnects with jittered exponential backoff.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Bytes, Message};
+use zeroize::Zeroizing;
+
+use super::{
+    Event, Frame, Hello, Limits, LinkError, Op, Reply, Request, Response, Side, decode, encode,
+    handle, hello, verify,
+};
+use crate::primary::Primary;
+
+/// How long a peer has to complete the handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What both ends of a link need to know.
+#[derive(Clone)]
+pub struct LinkConfig {
+    /// The cluster secret every node shares.
+    pub secret: Arc<Zeroizing<Vec<u8>>>,
+    /// This node's name, for the peer's logs.
+    pub node: String,
+    /// Frame size limits.
+    pub limits: Limits,
+}
+
+impl std::fmt::Debug for LinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkConfig")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ws_config(limits: Limits) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(limits.max_frame))
+        .max_frame_size(Some(limits.max_frame))
+}
+
+fn binary(frame: &Frame) -> Message {
+    Message::Binary(Bytes::from(encode(frame)))
+}
+
+fn close(reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::Policy,
+        reason: reason.chars().take(100).collect::<String>().into(),
+    }))
+}
+
+/// Accepts secondaries until `shutdown` turns true; each connection is
+/// served until it closes, breaks a rule, or shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    primary: Arc<Primary>,
+    config: LinkConfig,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut stop = shutdown.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = accepted?;
+                let primary = Arc::clone(&primary);
+                let config = config.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    // A failed connection is that peer's problem; the
+                    // listener goes on.
+                    let _ = connection(stream, primary, config, shutdown).await;
+                });
+            }
+            _ = stop.changed() => return Ok(()),
+        }
+    }
+}
+
+/// Why a connection ended early (for logs).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionEnd {
+    /// WebSocket or TCP failure.
+    #[error("websocket: {0}")]
+    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+    /// The peer broke the protocol.
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+async fn connection(
+    stream: TcpStream,
+    primary: Arc<Primary>,
+    config: LinkConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ConnectionEnd> {
+    let _ = stream.set_nodelay(true);
+    let mut ws =
+        tokio_tungstenite::accept_async_with_config(stream, Some(ws_config(config.limits))).await?;
+    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, ws.next()).await;
+    let hello_frame = match first {
+        Ok(Some(Ok(Message::Binary(b)))) => decode(&b, config.limits).ok(),
+        _ => None,
+    };
+    let Some(Frame::Hello(h)) = hello_frame else {
+        let _ = ws.send(close("expected a Hello frame")).await;
+        return Err(ConnectionEnd::Protocol("no Hello".into()));
+    };
+    if let Err(why) = verify(&config.secret, Side::Secondary, &h, &[0; 32]) {
+        let _ = ws.send(binary(&Frame::Refused(why.clone()))).await;
+        let _ = ws.send(close(&why)).await;
+        return Err(ConnectionEnd::Protocol(why));
+    }
+    let welcome = hello(&config.secret, Side::Primary, &config.node, &h.nonce);
+    ws.send(binary(&Frame::Welcome(welcome))).await?;
+
+    let (mut sink, mut source) = ws.split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Message>(256);
+    let writer = tokio::spawn(async move {
+        while let Some(m) = out_rx.recv().await {
+            let last = matches!(m, Message::Close(_));
+            if sink.send(m).await.is_err() || last {
+                break;
+            }
+        }
+    });
+    let result = loop {
+        let next = tokio::select! {
+            m = source.next() => m,
+            _ = shutdown.changed() => {
+                let _ = out_tx.send(close("primary shutting down")).await;
+                break Ok(());
+            }
+        };
+        match next {
+            Some(Ok(Message::Binary(bytes))) => {
+                let primary = Arc::clone(&primary);
+                let out = out_tx.clone();
+                let limits = config.limits;
+                tokio::spawn(async move {
+                    let answer =
+                        tokio::task::spawn_blocking(move || handle(&primary, &bytes, limits)).await;
+                    let message = match answer {
+                        Ok(Ok(response)) => Message::Binary(Bytes::from(response)),
+                        Ok(Err(e)) => close(&e.to_string()),
+                        Err(_) => close("internal error"),
+                    };
+                    let _ = out.send(message).await;
+                });
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Close(_))) | None => break Ok(()),
+            Some(Ok(_)) => {
+                let _ = out_tx
+                    .send(close("text frames are not part of the link"))
+                    .await;
+                break Err(ConnectionEnd::Protocol("text frame".into()));
+            }
+            Some(Err(e)) => break Err(e.into()),
+        }
+    };
+    drop(out_tx);
+    let _ = writer.await;
+    result
+}
+
+/// Why a request through the link failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The link is down (or went down with the request in flight: its
+    /// outcome is unknown).
+    #[error("link to the primary is down: {0}")]
+    LinkDown(String),
+    /// The primary refused this node (wrong secret, other version).
+    #[error("the primary refused this node: {0}")]
+    Refused(String),
+    /// The primary carried out the request and it failed.
+    #[error(transparent)]
+    Remote(#[from] LinkError),
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Reply, LinkError>>>>>;
+
+struct Live {
+    out: mpsc::Sender<Message>,
+    pending: Pending,
+}
+
+struct Shared {
+    url: String,
+    config: LinkConfig,
+    live: Mutex<Option<Live>>,
+    next_id: AtomicU64,
+    connected: watch::Sender<bool>,
+    events: broadcast::Sender<Event>,
+}
+
+/// A secondary's connection to one primary, reconnecting by itself.
+#[derive(Clone)]
+pub struct LinkClient {
+    shared: Arc<Shared>,
+}
+
+impl LinkClient {
+    /// Connects and completes the handshake; from then on the link is kept
+    /// up in the background. A refused handshake is final.
+    pub async fn connect(url: &str, config: LinkConfig) -> Result<LinkClient, ClientError> {
+        let (connected, _) = watch::channel(false);
+        let (events, _) = broadcast::channel(1024);
+        let shared = Arc::new(Shared {
+            url: url.to_string(),
+            config,
+            live: Mutex::new(None),
+            next_id: AtomicU64::new(1),
+            connected,
+            events,
+        });
+        let ended = establish(&shared).await?;
+        tokio::spawn(supervise(Arc::downgrade(&shared), ended));
+        Ok(LinkClient { shared })
+    }
+
+    /// Sends one request and waits for its response.
+    pub async fn request(&self, op: Op) -> Result<Reply, ClientError> {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let out = {
+            let live = lock(&self.shared.live);
+            let Some(live) = live.as_ref() else {
+                return Err(ClientError::LinkDown("not connected".into()));
+            };
+            lock(&live.pending).insert(id, tx);
+            live.out.clone()
+        };
+        if out
+            .send(binary(&Frame::Request(Request { id, op })))
+            .await
+            .is_err()
+        {
+            return Err(ClientError::LinkDown("connection closed".into()));
+        }
+        match rx.await {
+            Ok(result) => result.map_err(ClientError::Remote),
+            Err(_) => Err(ClientError::LinkDown(
+                "connection lost with the request in flight".into(),
+            )),
+        }
+    }
+
+    /// Whether the link is up now.
+    pub fn is_connected(&self) -> bool {
+        *self.shared.connected.borrow()
+    }
+
+    /// Waits until the link is up (`true`) or down (`false`), or the
+    /// timeout passes; returns whether that state was reached.
+    pub async fn wait_for(&self, up: bool, timeout: Duration) -> bool {
+        let mut rx = self.shared.connected.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|now| *now == up))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Change events pushed by the primary.
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.shared.events.subscribe()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Connects, shakes hands, starts the reader and writer; returns a receiver
+/// that fires when this connection ends.
+async fn establish(shared: &Arc<Shared>) -> Result<oneshot::Receiver<()>, ClientError> {
+    let limits = shared.config.limits;
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(
+        shared.url.as_str(),
+        Some(ws_config(limits)),
+        true,
+    )
+    .await
+    .map_err(|e| ClientError::LinkDown(e.to_string()))?;
+    let mine = hello(
+        &shared.config.secret,
+        Side::Secondary,
+        &shared.config.node,
+        &[0; 32],
+    );
+    ws.send(binary(&Frame::Hello(mine.clone())))
+        .await
+        .map_err(|e| ClientError::LinkDown(e.to_string()))?;
+    let answer = tokio::time::timeout(HANDSHAKE_TIMEOUT, ws.next())
+        .await
+        .map_err(|_| ClientError::LinkDown("handshake timed out".into()))?;
+    match answer {
+        Some(Ok(Message::Binary(b))) => match decode(&b, limits) {
+            Ok(Frame::Welcome(w)) => check_welcome(&shared.config, &w, &mine)?,
+            Ok(Frame::Refused(why)) => return Err(ClientError::Refused(why)),
+            _ => return Err(ClientError::Refused("unexpected handshake answer".into())),
+        },
+        other => {
+            return Err(ClientError::LinkDown(format!(
+                "handshake failed: {}",
+                match other {
+                    Some(Err(e)) => e.to_string(),
+                    _ => "connection closed".into(),
+                }
+            )));
+        }
+    }
+    let (mut sink, mut source) = ws.split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Message>(256);
+    let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+    tokio::spawn(async move {
+        while let Some(m) = out_rx.recv().await {
+            if sink.send(m).await.is_err() {
+                break;
+            }
+        }
+    });
+    let (ended_tx, ended_rx) = oneshot::channel();
+    let reader_pending = Arc::clone(&pending);
+    let events = shared.events.clone();
+    let weak = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = source.next().await {
+            let Message::Binary(b) = m else {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+                continue;
+            };
+            match decode(&b, limits) {
+                Ok(Frame::Response(Response { id, result })) => {
+                    if let Some(tx) = lock(&reader_pending).remove(&id) {
+                        let _ = tx.send(result);
+                    }
+                }
+                Ok(Frame::Event(e)) => {
+                    let _ = events.send(e);
+                }
+                _ => break,
+            }
+        }
+        // Down: forget the connection, fail everything in flight.
+        if let Some(shared) = weak.upgrade() {
+            *lock(&shared.live) = None;
+            shared.connected.send_replace(false);
+        }
+        lock(&reader_pending).clear();
+        let _ = ended_tx.send(());
+    });
+    *lock(&shared.live) = Some(Live {
+        out: out_tx,
+        pending,
+    });
+    shared.connected.send_replace(true);
+    Ok(ended_rx)
+}
+
+fn check_welcome(config: &LinkConfig, w: &Hello, mine: &Hello) -> Result<(), ClientError> {
+    verify(&config.secret, Side::Primary, w, &mine.nonce).map_err(ClientError::Refused)
+}
+
+/// Keeps the link up: after a connection ends, reconnects with jittered
+/// exponential backoff (100 ms doubling to 10 s), until the client is dropped.
+async fn supervise(shared: std::sync::Weak<Shared>, mut ended: oneshot::Receiver<()>) {
+    loop {
+        let _ = (&mut ended).await;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let jitter: [u8; 2] = crate::keys::random_bytes();
+            let wait = delay.mul_f64(0.5 + f64::from(u16::from_le_bytes(jitter)) / 65535.0);
+            tokio::time::sleep(wait).await;
+            let Some(s) = shared.upgrade() else { return };
+            match establish(&s).await {
+                Ok(e) => {
+                    ended = e;
+                    break;
+                }
+                // A refusal will not change by retrying soon; keep trying
+                // slowly, in case the operator fixes the secret.
+                Err(ClientError::Refused(_)) => delay = Duration::from_secs(10),
+                Err(_) => delay = (delay * 2).min(Duration::from_secs(10)),
+            }
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! The link over real WebSocket connections on loopback: handshake, requests,
+//! refusal of a wrong secret, a malformed frame closing only its own link,
+//! and a client that fails fast while the primary is gone and reconnects by
+//! itself when it is back.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cofre_storage::link::ws::{ClientError, LinkClient, LinkConfig, serve};
+use cofre_storage::link::{self, Frame, Limits, Op, Reply};
+use cofre_storage::primary::{Delivery, Primary, PrimaryConfig};
+use cofre_storage::{AliasAddress, Password};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::{Bytes, Message};
+use zeroize::Zeroizing;
+
+fn config(secret: &str, node: &str) -> LinkConfig {
+    LinkConfig {
+        secret: Arc::new(Zeroizing::new(secret.as_bytes().to_vec())),
+        node: node.into(),
+        limits: Limits::default(),
+    }
+}
+
+struct Running {
+    url: String,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn start(primary: Arc<Primary>, listener: TcpListener) -> Running {
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(serve(listener, primary, config("s3cret", "primary"), rx));
+    Running { url, stop, task }
+}
+
+fn setup(dir: &std::path::Path) -> (Arc<Primary>, AliasAddress, Password) {
+    let store = common::store(dir);
+    let ana = AliasAddress::try_from("ana@example.com").unwrap();
+    let (_, pw) = store.create_alias(&ana, None).unwrap();
+    (
+        Arc::new(Primary::new(Arc::new(store), PrimaryConfig::default())),
+        ana,
+        pw,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_over_a_real_websocket() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (primary, ana, pw) = setup(tmp.path());
+    let server = start(primary, TcpListener::bind("127.0.0.1:0").await.unwrap()).await;
+    let client = LinkClient::connect(&server.url, config("s3cret", "gateway-1"))
+        .await
+        .unwrap();
+    assert!(client.is_connected());
+    let raw = vec![0u8, 1, 2, 255, b'\r', b'\n'];
+    let mut body = b"Subject: binary\r\n\r\n".to_vec();
+    body.extend(&raw);
+    let r = client
+        .request(Op::Deliver {
+            address: ana.clone(),
+            raw: body.clone(),
+            delivery_ref: None,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(r, Reply::Delivery(Delivery::Queued(_))));
+    let Reply::Session(s) = client
+        .request(Op::Login {
+            address: ana.clone(),
+            password: pw.clone(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let Reply::Folders(f) = client.request(Op::Folders { session: s }).await.unwrap() else {
+        panic!()
+    };
+    let inbox = f.iter().find(|f| f.name == "INBOX").unwrap();
+    let Reply::FolderIndex(idx) = client
+        .request(Op::FolderIndex {
+            session: s,
+            folder: inbox.id,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let Reply::Raw(got) = client
+        .request(Op::Raw {
+            session: s,
+            email: idx[0].1,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(got, body, "bytes cross the link exactly");
+    let err = client
+        .request(Op::Login {
+            address: ana,
+            password: Password::new("wrong"),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Remote(e) if e.code == link::ErrorCode::WrongPassword));
+    // Many requests at once on one link, answered by id.
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            c.request(Op::Folders { session: s }).await
+        }));
+    }
+    for t in tasks {
+        assert!(matches!(t.await.unwrap().unwrap(), Reply::Folders(_)));
+    }
+    server.stop.send(true).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_cluster_secret_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (primary, _, _) = setup(tmp.path());
+    let server = start(primary, TcpListener::bind("127.0.0.1:0").await.unwrap()).await;
+    let err = LinkClient::connect(&server.url, config("guess", "intruder"))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err, ClientError::Refused("wrong cluster secret".into()));
+    server.stop.send(true).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_frame_closes_only_its_own_link() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (primary, _, _) = setup(tmp.path());
+    let server = start(primary, TcpListener::bind("127.0.0.1:0").await.unwrap()).await;
+    let good = LinkClient::connect(&server.url, config("s3cret", "good"))
+        .await
+        .unwrap();
+
+    // A raw peer that shakes hands properly, then sends garbage.
+    let (mut ws, _) = tokio_tungstenite::connect_async(server.url.as_str())
+        .await
+        .unwrap();
+    let hello = link::hello(b"s3cret", link::Side::Secondary, "raw", &[0; 32]);
+    ws.send(Message::Binary(Bytes::from(link::encode(&Frame::Hello(
+        hello,
+    )))))
+    .await
+    .unwrap();
+    assert!(
+        matches!(ws.next().await, Some(Ok(Message::Binary(_)))),
+        "welcomed"
+    );
+    ws.send(Message::Binary(Bytes::from_static(&[
+        0xde, 0xad, 0xbe, 0xef,
+    ])))
+    .await
+    .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return true,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(closed);
+    // The primary and the other link are unharmed.
+    assert!(matches!(
+        good.request(Op::Logout {
+            session: cofre_storage::primary::SessionId(1)
+        })
+        .await
+        .unwrap(),
+        Reply::Done
+    ));
+    server.stop.send(true).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_fails_fast_while_down_and_reconnects_by_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (primary, _, _) = setup(tmp.path());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = start(Arc::clone(&primary), listener).await;
+    let client = LinkClient::connect(&server.url, config("s3cret", "gateway"))
+        .await
+        .unwrap();
+
+    server.stop.send(true).unwrap();
+    server.task.await.unwrap().unwrap();
+    assert!(
+        client.wait_for(false, Duration::from_secs(5)).await,
+        "the client noticed the primary going away"
+    );
+    let started = std::time::Instant::now();
+    let err = client
+        .request(Op::Logout {
+            session: cofre_storage::primary::SessionId(1),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::LinkDown(_)), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "fails fast, never hangs"
+    );
+
+    // The primary comes back on the same address: the client reconnects alone.
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let again = start(primary, listener).await;
+    assert!(
+        client.wait_for(true, Duration::from_secs(15)).await,
+        "reconnected"
+    );
+    assert!(matches!(
+        client
+            .request(Op::Logout {
+                session: cofre_storage::primary::SessionId(1)
+            })
+            .await
+            .unwrap(),
+        Reply::Done
+    ));
+    again.stop.send(true).unwrap();
+}
