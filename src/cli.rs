@@ -32,6 +32,9 @@ enum Command {
     Mailbox(MailboxCommand),
     /// Measure the storage engine on this machine.
     Bench(crate::bench::BenchArgs),
+    /// Run the primary: own the data directory and serve secondaries over
+    /// the WebSocket link. Needs COFRE_CLUSTER_SECRET.
+    Primary(crate::primary::PrimaryArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,12 +101,13 @@ pub fn run() -> Result<()> {
         Command::Alias(cmd) => alias(&cli.data, cmd),
         Command::Mailbox(cmd) => mailbox(&cli.data, cmd),
         Command::Bench(args) => crate::bench::run(args),
+        Command::Primary(args) => crate::primary::run(open_store(&cli.data)?, args),
     }
 }
 
 /// Store settings from the environment: `COFRE_MASTER_KEY` (64 hex digits)
 /// encrypts the directory too.
-fn open_store(data: &Path) -> Result<Store> {
+pub(crate) fn open_store(data: &Path) -> Result<Store> {
     let mut config = StoreConfig::default();
     if let Ok(hex) = std::env::var("COFRE_MASTER_KEY") {
         config.master_key =

@@ -2,6 +2,7 @@
 
 mod bench;
 mod cli;
+mod primary;
 
 use std::process::ExitCode;
 
