@@ -86,11 +86,21 @@ struct Registry {
     next_session: u64,
 }
 
-/// The primary: sessions, mailbox threads, delivery.
+/// The primary: sessions, mailbox threads, delivery, change events.
 pub struct Primary {
     store: Arc<Store>,
     config: PrimaryConfig,
     registry: Mutex<Registry>,
+    events: tokio::sync::broadcast::Sender<Changed>,
+}
+
+/// A mailbox changed: what IDLE, JMAP push and web clients wait for.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Changed {
+    /// Whose mailbox.
+    pub address: AliasAddress,
+    /// Its highest MODSEQ after the change.
+    pub modseq: crate::types::ModSeq,
 }
 
 impl Primary {
@@ -100,6 +110,7 @@ impl Primary {
             store,
             config,
             registry: Mutex::new(Registry::default()),
+            events: tokio::sync::broadcast::channel(4096).0,
         }
     }
 
@@ -196,6 +207,47 @@ impl Primary {
         self.run_on(alias_id, f)
     }
 
+    /// Change events, for every alias (secondaries filter).
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<Changed> {
+        self.events.subscribe()
+    }
+
+    /// Like [`Primary::call`] for an operation that writes: when it succeeds,
+    /// a [`Changed`] event with the mailbox's new MODSEQ goes out.
+    pub fn write<T: Send + 'static>(
+        &self,
+        session: SessionId,
+        f: impl FnOnce(&mut Mailbox) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let alias_id = *self
+            .registry()
+            .sessions
+            .get(&session)
+            .ok_or_else(|| Error::NotFound("session (expired or logged out)".into()))?;
+        self.write_on(alias_id, f)
+    }
+
+    fn write_on<T: Send + 'static>(
+        &self,
+        alias_id: i64,
+        f: impl FnOnce(&mut Mailbox) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (out, modseq) = self.run_on(alias_id, move |mb| {
+            let out = f(mb)?;
+            Ok((out, mb.highest_modseq()?))
+        })?;
+        let address = self
+            .registry()
+            .live
+            .get(&alias_id)
+            .map(|l| l.alias.address.clone());
+        if let Some(address) = address {
+            // Nobody listening is fine.
+            let _ = self.events.send(Changed { address, modseq });
+        }
+        Ok(out)
+    }
+
     /// Delivers mail to an alias: into its inbox at once if it has a live
     /// session, else sealed into its queue.
     pub fn deliver(
@@ -208,7 +260,7 @@ impl Primary {
         let raw = Arc::new(raw);
         if self.is_live(alias.id) {
             let message = Arc::clone(&raw);
-            let stored = self.run_on(alias.id, move |mb| {
+            let stored = self.write_on(alias.id, move |mb| {
                 let inbox = mb.folder_by_role(Role::Inbox)?.id;
                 mb.append(inbox, &message, &options)
             });

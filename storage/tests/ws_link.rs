@@ -115,6 +115,34 @@ async fn requests_over_a_real_websocket() {
         .await
         .unwrap_err();
     assert!(matches!(err, ClientError::Remote(e) if e.code == link::ErrorCode::WrongPassword));
+    // A write through one link is an event on every link.
+    let other = LinkClient::connect(&server.url, config("s3cret", "gateway-2"))
+        .await
+        .unwrap();
+    let mut events = other.events();
+    let r = client
+        .request(Op::SetKeywords {
+            session: s,
+            emails: vec![idx[0].1],
+            add: vec![cofre_storage::Keyword::seen()],
+            remove: vec![],
+        })
+        .await
+        .unwrap();
+    let Reply::ModSeq(modseq) = r else {
+        panic!("{r:?}")
+    };
+    let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        event,
+        link::Event::Changed(cofre_storage::primary::Changed {
+            address: "ana@example.com".try_into().unwrap(),
+            modseq
+        })
+    );
     // Many requests at once on one link, answered by id.
     let mut tasks = Vec::new();
     for _ in 0..50 {

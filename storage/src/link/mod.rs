@@ -22,7 +22,7 @@ use crate::keys::{Password, constant_time_eq, random_bytes};
 use crate::mailbox::{
     AppendOptions, Appended, Changes, EmailSummary, Folder, FolderChanges, Query, SearchHit,
 };
-use crate::primary::{Delivery, Primary, SessionId};
+use crate::primary::{Changed, Delivery, Primary, SessionId};
 use crate::types::{AliasAddress, EmailId, FolderId, FolderName, Keyword, ModSeq, Uid};
 
 /// The protocol version; a peer with another version is refused.
@@ -296,15 +296,10 @@ pub enum Reply {
 }
 
 /// Unsolicited news from the primary, for IDLE, JMAP push and web clients.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
-    /// An alias's mailbox changed; its MODSEQ is now `modseq`.
-    Changed {
-        /// The alias.
-        address: AliasAddress,
-        /// The new highest MODSEQ.
-        modseq: ModSeq,
-    },
+    /// An alias's mailbox changed.
+    Changed(Changed),
 }
 
 /// Why a request failed, as the secondary may tell its client.
@@ -483,15 +478,15 @@ pub fn dispatch(primary: &Primary, op: Op) -> Result<Reply, LinkError> {
         )?),
         Op::Folders { session } => Reply::Folders(primary.call(session, |mb| mb.folders())?),
         Op::CreateFolder { session, name } => {
-            Reply::Folder(primary.call(session, move |mb| mb.create_folder(&name))?)
+            Reply::Folder(primary.write(session, move |mb| mb.create_folder(&name))?)
         }
         Op::RenameFolder {
             session,
             folder,
             name,
-        } => Reply::Folder(primary.call(session, move |mb| mb.rename_folder(folder, &name))?),
+        } => Reply::Folder(primary.write(session, move |mb| mb.rename_folder(folder, &name))?),
         Op::DeleteFolder { session, folder } => {
-            primary.call(session, move |mb| mb.delete_folder(folder))?;
+            primary.write(session, move |mb| mb.delete_folder(folder))?;
             Reply::Done
         }
         Op::Subscribe {
@@ -499,7 +494,7 @@ pub fn dispatch(primary: &Primary, op: Op) -> Result<Reply, LinkError> {
             folder,
             subscribed,
         } => {
-            primary.call(session, move |mb| mb.set_subscribed(folder, subscribed))?;
+            primary.write(session, move |mb| mb.set_subscribed(folder, subscribed))?;
             Reply::Done
         }
         Op::Append {
@@ -507,7 +502,7 @@ pub fn dispatch(primary: &Primary, op: Op) -> Result<Reply, LinkError> {
             folder,
             raw,
             options,
-        } => Reply::Appended(primary.call(session, move |mb| mb.append(folder, &raw, &options))?),
+        } => Reply::Appended(primary.write(session, move |mb| mb.append(folder, &raw, &options))?),
         Op::Raw { session, email } => Reply::Raw(primary.call(session, move |mb| mb.raw(email))?),
         Op::Summaries { session, emails } => {
             Reply::Summaries(primary.call(session, move |mb| mb.summaries(&emails))?)
@@ -523,28 +518,28 @@ pub fn dispatch(primary: &Primary, op: Op) -> Result<Reply, LinkError> {
             emails,
             add,
             remove,
-        } => {
-            Reply::ModSeq(primary.call(session, move |mb| mb.set_keywords(&emails, &add, &remove))?)
-        }
+        } => Reply::ModSeq(
+            primary.write(session, move |mb| mb.set_keywords(&emails, &add, &remove))?,
+        ),
         Op::Copy {
             session,
             from,
             uids,
             to,
-        } => Reply::UidPairs(primary.call(session, move |mb| mb.copy(from, &uids, to))?),
+        } => Reply::UidPairs(primary.write(session, move |mb| mb.copy(from, &uids, to))?),
         Op::Move {
             session,
             from,
             uids,
             to,
-        } => Reply::UidPairs(primary.call(session, move |mb| mb.move_messages(from, &uids, to))?),
+        } => Reply::UidPairs(primary.write(session, move |mb| mb.move_messages(from, &uids, to))?),
         Op::Expunge {
             session,
             folder,
             only,
-        } => Reply::Uids(primary.call(session, move |mb| mb.expunge(folder, only.as_deref()))?),
+        } => Reply::Uids(primary.write(session, move |mb| mb.expunge(folder, only.as_deref()))?),
         Op::Destroy { session, emails } => {
-            primary.call(session, move |mb| mb.destroy_emails(&emails))?;
+            primary.write(session, move |mb| mb.destroy_emails(&emails))?;
             Reply::Done
         }
         Op::Changes { session, since } => {

@@ -140,6 +140,25 @@ async fn connection(
             }
         }
     });
+    // Change events go to every secondary; each filters what it serves.
+    let mut events = primary.events();
+    let event_out = out_tx.clone();
+    let forwarder = tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(changed) => {
+                    let frame = binary(&Frame::Event(Event::Changed(changed)));
+                    if event_out.send(frame).await.is_err() {
+                        return;
+                    }
+                }
+                // A slow link missed some events; later ones still say
+                // where each mailbox is now.
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
     let result = loop {
         let next = tokio::select! {
             m = source.next() => m,
@@ -175,6 +194,7 @@ async fn connection(
             Some(Err(e)) => break Err(e.into()),
         }
     };
+    forwarder.abort();
     drop(out_tx);
     let _ = writer.await;
     result
