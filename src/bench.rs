@@ -13,6 +13,9 @@ use cofre_storage::{
 /// What to measure, and how big.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
+    /// What to measure: the storage engine, or the link.
+    #[arg(value_enum, default_value_t = Suite::Storage)]
+    suite: Suite,
     /// 10 KB messages ingested to measure ingest rate.
     #[arg(long, default_value_t = 5_000)]
     ingest_messages: usize,
@@ -22,6 +25,15 @@ pub struct BenchArgs {
     /// Idle mailboxes opened to measure memory per mailbox.
     #[arg(long, default_value_t = 200)]
     idle_mailboxes: usize,
+}
+
+/// The benchmark suites.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Suite {
+    /// Ingest, search, summaries, opens, memory, Argon2id.
+    Storage,
+    /// Link latency, throughput and memory, over loopback WebSocket.
+    Link,
 }
 
 /// A small deterministic generator, so every run measures the same corpus.
@@ -182,6 +194,13 @@ fn fill(mb: &mut Mailbox, raws: &[Vec<u8>]) -> Result<Duration> {
 
 /// Runs every measurement and prints a table.
 pub fn run(args: BenchArgs) -> Result<()> {
+    match args.suite {
+        Suite::Storage => storage(args),
+        Suite::Link => crate::bench_link::run(),
+    }
+}
+
+fn storage(args: BenchArgs) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut rng = Rng(0x5eed_cafe);
     let vocab = Vocabulary::new(&mut rng);

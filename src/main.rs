@@ -1,6 +1,7 @@
 //! The `cofre` command: administration of a data directory, and benchmarks.
 
 mod bench;
+mod bench_link;
 mod cli;
 mod primary;
 

@@ -558,8 +558,17 @@ pub fn dispatch(primary: &Primary, op: Op) -> Result<Reply, LinkError> {
 /// Decodes one request frame, runs it, and encodes the response frame: the
 /// whole of the primary's side for one message. A frame that is not a
 /// well-formed request yields `Err`, and the transport closes the link.
-pub fn handle(primary: &Primary, bytes: &[u8], limits: Limits) -> Result<Vec<u8>, DecodeError> {
-    match decode(bytes, limits)? {
+///
+/// It takes the frame's bytes by value and frees them once decoded, so a
+/// large message is held once, not twice, while it is stored.
+pub fn handle(
+    primary: &Primary,
+    bytes: impl AsRef<[u8]>,
+    limits: Limits,
+) -> Result<Vec<u8>, DecodeError> {
+    let frame = decode(bytes.as_ref(), limits)?;
+    drop(bytes);
+    match frame {
         Frame::Request(Request { id, op }) => Ok(encode(&Frame::Response(Response {
             id,
             result: dispatch(primary, op),

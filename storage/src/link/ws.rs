@@ -172,15 +172,15 @@ async fn connection(
                 let primary = Arc::clone(&primary);
                 let out = out_tx.clone();
                 let limits = config.limits;
-                tokio::spawn(async move {
-                    let answer =
-                        tokio::task::spawn_blocking(move || handle(&primary, &bytes, limits)).await;
-                    let message = match answer {
-                        Ok(Ok(response)) => Message::Binary(Bytes::from(response)),
-                        Ok(Err(e)) => close(&e.to_string()),
-                        Err(_) => close("internal error"),
+                // Requests may block (a password check, a mailbox busy with
+                // a large write): each runs on the blocking pool and sends
+                // its own answer, so a slow one never delays the others.
+                tokio::task::spawn_blocking(move || {
+                    let message = match handle(&primary, bytes, limits) {
+                        Ok(response) => Message::Binary(Bytes::from(response)),
+                        Err(e) => close(&e.to_string()),
                     };
-                    let _ = out.send(message).await;
+                    let _ = out.blocking_send(message);
                 });
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
