@@ -19,7 +19,7 @@ fn request(id: u64, op: Op) -> Vec<u8> {
 }
 
 fn reply(primary: &Primary, id: u64, op: Op) -> Result<Reply, link::LinkError> {
-    let bytes = link::handle(primary, &request(id, op), Limits::default()).unwrap();
+    let bytes = link::handle(primary, request(id, op), Limits::default()).unwrap();
     match link::decode(&bytes, Limits::default()).unwrap() {
         Frame::Response(Response { id: got, result }) => {
             assert_eq!(got, id, "the response carries the request's id");
