@@ -78,6 +78,23 @@ pub fn run() -> Result<()> {
         }
         anyhow::Ok(())
     })?;
+    let mut noop = Vec::new();
+    rt.block_on(async {
+        for _ in 0..2000 {
+            let s = Instant::now();
+            client
+                .request(Op::Logout {
+                    session: SessionId(0),
+                })
+                .await?;
+            noop.push(s.elapsed());
+        }
+        anyhow::Ok(())
+    })?;
+    println!(
+        "| no-op request round trip over the link, median | {:.0} µs | - |",
+        median(noop).as_secs_f64() * 1e6
+    );
     let (l, r) = (median(local), median(remote));
     println!(
         "| small read (folder list): in process / over the link, median | {:.0} µs / {:.0} µs | - |",
