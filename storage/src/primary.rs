@@ -180,11 +180,7 @@ impl Primary {
 
     /// Number of mailboxes with an open file and thread.
     pub fn open_mailboxes(&self) -> usize {
-        self.registry()
-            .live
-            .values()
-            .filter(|l| l.worker.as_ref().is_some_and(|w| !w.thread.is_finished()))
-            .count()
+        open_count(&self.registry())
     }
 
     /// Whether an alias has a live session anywhere.
@@ -199,12 +195,16 @@ impl Primary {
         session: SessionId,
         f: impl FnOnce(&mut Mailbox) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let alias_id = *self
-            .registry()
+        self.run_on(self.alias_of(session)?, f)
+    }
+
+    /// The alias a live session belongs to.
+    fn alias_of(&self, session: SessionId) -> Result<i64> {
+        self.registry()
             .sessions
             .get(&session)
-            .ok_or_else(|| Error::NotFound("session (expired or logged out)".into()))?;
-        self.run_on(alias_id, f)
+            .copied()
+            .ok_or_else(|| Error::NotFound("session (expired or logged out)".into()))
     }
 
     /// Change events, for every alias (secondaries filter).
@@ -219,12 +219,7 @@ impl Primary {
         session: SessionId,
         f: impl FnOnce(&mut Mailbox) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let alias_id = *self
-            .registry()
-            .sessions
-            .get(&session)
-            .ok_or_else(|| Error::NotFound("session (expired or logged out)".into()))?;
-        self.write_on(alias_id, f)
+        self.write_on(self.alias_of(session)?, f)
     }
 
     fn write_on<T: Send + 'static>(
@@ -315,11 +310,7 @@ impl Primary {
     /// (and closing the least recently used mailbox past the cap).
     fn worker_for(&self, alias_id: i64) -> Result<SyncSender<Job>> {
         let mut reg = self.registry();
-        let open = reg
-            .live
-            .values()
-            .filter(|l| l.worker.as_ref().is_some_and(|w| !w.thread.is_finished()))
-            .count();
+        let open = open_count(&reg);
         let live = reg
             .live
             .get_mut(&alias_id)
@@ -361,6 +352,14 @@ impl Primary {
         }
         Ok(jobs)
     }
+}
+
+/// Mailboxes whose thread is running.
+fn open_count(reg: &Registry) -> usize {
+    reg.live
+        .values()
+        .filter(|l| l.worker.as_ref().is_some_and(|w| !w.thread.is_finished()))
+        .count()
 }
 
 /// One mailbox's thread: runs jobs in order; closes the file after the idle
