@@ -112,6 +112,23 @@ pub(crate) fn insert_folder(
     Ok(FolderId(id))
 }
 
+/// Creates the missing ancestors of `name`, outermost first.
+fn create_parents(tx: &Transaction<'_>, name: &FolderName, modseq: ModSeq) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut cur = name.parent();
+    while let Some(p) = cur {
+        if id_by_name(tx, p.as_str())?.is_some() {
+            break;
+        }
+        cur = p.parent();
+        missing.push(p);
+    }
+    for n in missing.iter().rev() {
+        insert_folder(tx, n.as_str(), None, modseq)?;
+    }
+    Ok(())
+}
+
 impl Mailbox {
     /// Every folder, sorted by name (INBOX first).
     pub fn folders(&self) -> Result<Vec<Folder>> {
@@ -135,20 +152,8 @@ impl Mailbox {
             if id_by_name(tx, name.as_str())?.is_some() {
                 return Err(Error::AlreadyExists(format!("folder {name}")));
             }
-            let mut missing = vec![name.clone()];
-            let mut cur = name.parent();
-            while let Some(p) = cur {
-                if id_by_name(tx, p.as_str())?.is_some() {
-                    break;
-                }
-                cur = p.parent();
-                missing.push(p);
-            }
-            let mut id = FolderId(0);
-            for n in missing.iter().rev() {
-                id = insert_folder(tx, n.as_str(), None, modseq)?;
-            }
-            Ok(id)
+            create_parents(tx, name, modseq)?;
+            insert_folder(tx, name.as_str(), None, modseq)
         })?;
         by_id(&self.conn, id)
     }
@@ -187,20 +192,7 @@ impl Mailbox {
                 set.execute(rusqlite::params![cid, new, modseq as i64])?;
                 log_change(tx, modseq, "folder", cid, None, "updated")?;
             }
-            // Create any missing parents of the new name.
-            let mut cur = to.parent();
-            let mut missing = Vec::new();
-            while let Some(p) = cur {
-                if id_by_name(tx, p.as_str())?.is_some() {
-                    break;
-                }
-                cur = p.parent();
-                missing.push(p);
-            }
-            for n in missing.iter().rev() {
-                insert_folder(tx, n.as_str(), None, modseq)?;
-            }
-            Ok(())
+            create_parents(tx, to, modseq)
         })?;
         by_id(&self.conn, id)
     }

@@ -5,8 +5,6 @@
 use mail_parser::{Address, HeaderValue, MessageParser, PartType};
 use serde::{Deserialize, Serialize};
 
-use crate::time;
-
 /// Attachment bodies at least this long are stored once per mailbox however
 /// many messages carry them; smaller ones stay inline (a row costs more).
 pub const DEDUP_MIN_BYTES: usize = 1024;
@@ -254,14 +252,10 @@ pub fn base_subject(subject: &str) -> String {
     s.to_lowercase()
 }
 
-/// Current time as the default received date.
-pub fn now_iso() -> String {
-    time::iso(time::now())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time;
 
     #[test]
     fn base_subjects() {
