@@ -48,9 +48,16 @@ impl Default for PrimaryConfig {
     }
 }
 
-/// A live session's handle.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SessionId(pub u64);
+/// A live session's handle: 128 random bits, a bearer capability for that
+/// alias's mailbox until logout. Its debug form hides the value.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId(pub u128);
+
+impl std::fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionId(…)")
+    }
+}
 
 /// What happened to delivered mail.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -83,7 +90,6 @@ struct Live {
 struct Registry {
     sessions: HashMap<SessionId, i64>,
     live: HashMap<i64, Live>,
-    next_session: u64,
 }
 
 /// The primary: sessions, mailbox threads, delivery, change events.
@@ -130,8 +136,7 @@ impl Primary {
         let alias_id = unlocked.alias.id;
         let id = {
             let mut reg = self.registry();
-            reg.next_session += 1;
-            let id = SessionId(reg.next_session);
+            let id = SessionId(u128::from_le_bytes(crate::keys::random_bytes()));
             reg.sessions.insert(id, alias_id);
             let live = reg.live.entry(alias_id).or_insert_with(|| Live {
                 alias: unlocked.alias.clone(),

@@ -311,7 +311,7 @@ proptest! {
 
     #[test]
     fn frames_round_trip(id in any::<u64>(), k in "[a-z$]{1,20}") {
-        let op = Op::SetKeywords { session: SessionId(id), emails: vec![], add: vec![k.as_str().try_into().unwrap()], remove: vec![] };
+        let op = Op::SetKeywords { session: SessionId(u128::from(id)), emails: vec![], add: vec![k.as_str().try_into().unwrap()], remove: vec![] };
         let bytes = link::encode(&Frame::Request(Request { id, op }));
         match link::decode(&bytes, Limits::default()).unwrap() {
             Frame::Request(Request { id: got, op: Op::SetKeywords { add, .. } }) => {

@@ -173,3 +173,29 @@ fn many_threads_write_through_one_mailbox_thread_without_loss() {
     }
     assert_eq!(inbox_count(&p, s), 100);
 }
+
+#[test]
+fn session_ids_cannot_be_guessed_from_one_another() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (p, aliases) = primary(tmp.path(), PrimaryConfig::default());
+    let (ana, ana_pw) = &aliases[0];
+    let (bo, bo_pw) = &aliases[1];
+    let a = p.login(ana, ana_pw).unwrap();
+    let b = p.login(bo, bo_pw).unwrap();
+    let a2 = p.login(ana, ana_pw).unwrap();
+    // Ids are random, not a counter a neighbour could step along.
+    for guess in [a.0.wrapping_add(1), a.0.wrapping_sub(1), b.0 ^ 1, 0, 1] {
+        let forged = cofre_storage::primary::SessionId(guess);
+        if forged == a || forged == b || forged == a2 {
+            continue;
+        }
+        assert!(matches!(
+            p.call(forged, |mb| mb.folders()),
+            Err(Error::NotFound(_))
+        ));
+    }
+    assert!(a.0.abs_diff(b.0) > 1 << 40 && b.0.abs_diff(a2.0) > 1 << 40);
+    // The debug form never shows the capability itself.
+    assert!(!format!("{a:?}").contains(&a.0.to_string()));
+    assert!(!format!("{a:?}").contains(&format!("{:x}", a.0)));
+}
