@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use cofre_storage::link::ws::{LinkClient, LinkConfig, serve};
-use cofre_storage::link::{self, Limits, Op, Reply};
+use cofre_storage::link::{self, Op, Reply};
 use cofre_storage::primary::{Primary, PrimaryConfig, SessionId};
 use cofre_storage::{AliasAddress, Store, StoreConfig};
 use zeroize::Zeroizing;
@@ -37,11 +37,10 @@ pub fn run() -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let config = LinkConfig {
-        secret: Arc::new(Zeroizing::new(b"benchmark cluster secret".to_vec())),
-        node: "bench".into(),
-        limits: Limits::default(),
-    };
+    let config = LinkConfig::new(
+        Arc::new(Zeroizing::new(b"benchmark cluster secret".to_vec())),
+        "bench",
+    );
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let url = format!("ws://{}", listener.local_addr()?);
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use cofre_storage::Store;
-use cofre_storage::link::Limits;
 use cofre_storage::link::ws::{LinkConfig, serve};
 use cofre_storage::primary::{Primary, PrimaryConfig};
 use zeroize::Zeroizing;
@@ -44,11 +43,7 @@ pub fn run(store: Store, args: PrimaryArgs) -> Result<()> {
             .with_context(|| format!("binding the link address {}", args.link))?;
         let addr = listener.local_addr()?;
         let primary = Arc::new(Primary::new(Arc::new(store), PrimaryConfig::default()));
-        let config = LinkConfig {
-            secret,
-            node: args.node,
-            limits: Limits::default(),
-        };
+        let config = LinkConfig::new(secret, args.node);
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let server = tokio::spawn(serve(listener, primary, config, stopped));
         println!("link listening on ws://{addr}");

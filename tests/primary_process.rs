@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cofre_storage::link::ws::{ClientError, LinkClient, LinkConfig};
-use cofre_storage::link::{Limits, Op, Reply};
+use cofre_storage::link::{Op, Reply};
 use cofre_storage::mailbox::AppendOptions;
 use cofre_storage::{AliasAddress, Password};
 use zeroize::Zeroizing;
@@ -69,10 +69,11 @@ fn acknowledged_writes_survive_sigkill_and_the_link_comes_back() {
         .enable_all()
         .build()
         .unwrap();
-    let config = |secret: &str| LinkConfig {
-        secret: Arc::new(Zeroizing::new(secret.as_bytes().to_vec())),
-        node: "test-gateway".into(),
-        limits: Limits::default(),
+    let config = |secret: &str| {
+        LinkConfig::new(
+            Arc::new(Zeroizing::new(secret.as_bytes().to_vec())),
+            "test-gateway",
+        )
     };
     let refused = rt
         .block_on(LinkClient::connect(&url, config("not the secret at all")))

@@ -23,6 +23,7 @@ pub mod primary;
 pub mod queue;
 pub mod store;
 pub mod time;
+pub mod tls;
 pub mod types;
 
 pub use directory::{AliasRecord, Directory};

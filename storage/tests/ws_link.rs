@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cofre_storage::link::ws::{ClientError, LinkClient, LinkConfig, serve};
-use cofre_storage::link::{self, Frame, Limits, Op, Reply};
+use cofre_storage::link::{self, Frame, Op, Reply};
 use cofre_storage::primary::{Delivery, Primary, PrimaryConfig};
 use cofre_storage::{AliasAddress, Password};
 use futures_util::{SinkExt, StreamExt};
@@ -20,11 +20,7 @@ use tokio_tungstenite::tungstenite::{Bytes, Message};
 use zeroize::Zeroizing;
 
 fn config(secret: &str, node: &str) -> LinkConfig {
-    LinkConfig {
-        secret: Arc::new(Zeroizing::new(secret.as_bytes().to_vec())),
-        node: node.into(),
-        limits: Limits::default(),
-    }
+    LinkConfig::new(Arc::new(Zeroizing::new(secret.as_bytes().to_vec())), node)
 }
 
 struct Running {
@@ -268,4 +264,69 @@ async fn the_client_fails_fast_while_down_and_reconnects_by_itself() {
         Reply::Done
     ));
     again.stop.send(true).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_link_speaks_tls_and_trusts_only_its_configured_roots() {
+    use cofre_storage::tls;
+    let tmp = tempfile::tempdir().unwrap();
+    let (primary, ana, pw) = setup(tmp.path());
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    let (files, made) = tls::self_signed(&tmp.path().join("tls"), &names).unwrap();
+    assert!(made);
+    // A second start reuses the same certificate.
+    let (again, made_again) = tls::self_signed(&tmp.path().join("tls"), &names).unwrap();
+    assert!(!made_again);
+    assert_eq!(files, again);
+    let mode = std::fs::metadata(&files.key).unwrap().permissions();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o077, 0);
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut server_config = config("s3cret", "primary");
+    server_config.accept_tls = Some(tls::server_config(&files).unwrap());
+    let (_stop, rx) = watch::channel(false);
+    tokio::spawn(serve(listener, primary, server_config, rx));
+
+    // Trusting the primary's certificate: the link works.
+    let mut trusting = config("s3cret", "gateway");
+    trusting.connect_tls = Some(tls::client_config(&files.cert).unwrap());
+    let url = format!("wss://localhost:{port}");
+    let client = LinkClient::connect(&url, trusting.clone()).await.unwrap();
+    let r = client
+        .request(Op::Login {
+            address: ana.clone(),
+            password: pw.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(r, Reply::Session(_)));
+
+    // Trusting another certificate: the TLS handshake fails.
+    let (other, _) = tls::self_signed(&tmp.path().join("other"), &names).unwrap();
+    let mut wrong = config("s3cret", "gateway");
+    wrong.connect_tls = Some(tls::client_config(&other.cert).unwrap());
+    let err = LinkClient::connect(&url, wrong).await.err().unwrap();
+    assert!(
+        matches!(err, ClientError::LinkDown(ref m) if m.contains("TLS")),
+        "{err}"
+    );
+
+    // Plain WebSocket to a TLS listener goes nowhere.
+    let plain = format!("ws://127.0.0.1:{port}");
+    assert!(
+        LinkClient::connect(&plain, config("s3cret", "gateway"))
+            .await
+            .is_err()
+    );
+    // wss:// without trusted roots is refused before connecting.
+    let err = LinkClient::connect(&url, config("s3cret", "gateway"))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, ClientError::Refused(_)), "{err}");
+    // Certificate files that are not PEM are reported with their path.
+    std::fs::write(tmp.path().join("junk.pem"), "not a certificate").unwrap();
+    let err = tls::client_config(&tmp.path().join("junk.pem")).unwrap_err();
+    assert!(err.to_string().contains("junk.pem"), "{err}");
 }

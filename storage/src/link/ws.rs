@@ -13,8 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio_rustls::rustls;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -39,12 +43,32 @@ pub struct LinkConfig {
     pub node: String,
     /// Frame size limits.
     pub limits: Limits,
+    /// The primary's TLS settings: with them the listener speaks `wss://`
+    /// only.
+    pub accept_tls: Option<Arc<rustls::ServerConfig>>,
+    /// The secondary's TLS settings (trusted roots), needed for `wss://`.
+    pub connect_tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl LinkConfig {
+    /// A plain configuration: default limits, no TLS.
+    pub fn new(secret: Arc<Zeroizing<Vec<u8>>>, node: impl Into<String>) -> LinkConfig {
+        LinkConfig {
+            secret,
+            node: node.into(),
+            limits: Limits::default(),
+            accept_tls: None,
+            connect_tls: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for LinkConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LinkConfig")
             .field("node", &self.node)
+            .field("accept_tls", &self.accept_tls.is_some())
+            .field("connect_tls", &self.connect_tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -67,7 +91,9 @@ fn close(reason: &str) -> Message {
 }
 
 /// Accepts secondaries until `shutdown` turns true; each connection is
-/// served until it closes, breaks a rule, or shutdown.
+/// served until it closes, breaks a rule, or shutdown. With
+/// [`LinkConfig::accept_tls`] every connection must begin with a TLS
+/// handshake.
 pub async fn serve(
     listener: TcpListener,
     primary: Arc<Primary>,
@@ -75,17 +101,44 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let mut stop = shutdown.clone();
+    let tls = config
+        .accept_tls
+        .clone()
+        .map(tokio_rustls::TlsAcceptor::from);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = accepted?;
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    // Out of descriptors and the like: wait, keep serving.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "link accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
                 let primary = Arc::clone(&primary);
                 let config = config.clone();
                 let shutdown = shutdown.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
+                    let ended = match tls {
+                        Some(acceptor) => {
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                Ok(Ok(s)) => connection(s, primary, config, shutdown).await,
+                                Ok(Err(e)) => Err(ConnectionEnd::Protocol(format!("TLS: {e}"))),
+                                Err(_) => Err(ConnectionEnd::Protocol("TLS handshake timed out".into())),
+                            }
+                        }
+                        None => connection(stream, primary, config, shutdown).await,
+                    };
                     // A failed connection is that peer's problem; the
                     // listener goes on.
-                    let _ = connection(stream, primary, config, shutdown).await;
+                    match ended {
+                        Ok(node) => tracing::info!(%peer, node, "secondary disconnected"),
+                        Err(e) => tracing::warn!(%peer, error = %e, "secondary link ended"),
+                    }
                 });
             }
             _ = stop.changed() => return Ok(()),
@@ -104,13 +157,16 @@ pub enum ConnectionEnd {
     Protocol(String),
 }
 
-async fn connection(
-    stream: TcpStream,
+/// Serves one secondary; returns its node name when it ends cleanly.
+async fn connection<S>(
+    stream: S,
     primary: Arc<Primary>,
     config: LinkConfig,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), ConnectionEnd> {
-    let _ = stream.set_nodelay(true);
+) -> Result<String, ConnectionEnd>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut ws =
         tokio_tungstenite::accept_async_with_config(stream, Some(ws_config(config.limits))).await?;
     let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, ws.next()).await;
@@ -129,6 +185,7 @@ async fn connection(
     }
     let welcome = hello(&config.secret, Side::Primary, &config.node, &h.nonce);
     ws.send(binary(&Frame::Welcome(welcome))).await?;
+    tracing::info!(node = h.node, "secondary connected");
 
     let (mut sink, mut source) = ws.split();
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(256);
@@ -164,7 +221,7 @@ async fn connection(
             m = source.next() => m,
             _ = shutdown.changed() => {
                 let _ = out_tx.send(close("primary shutting down")).await;
-                break Ok(());
+                break Ok(h.node.clone());
             }
         };
         match next {
@@ -184,7 +241,7 @@ async fn connection(
                 });
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            Some(Ok(Message::Close(_))) | None => break Ok(()),
+            Some(Ok(Message::Close(_))) | None => break Ok(h.node.clone()),
             Some(Ok(_)) => {
                 let _ = out_tx
                     .send(close("text frames are not part of the link"))
@@ -307,17 +364,78 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Connects, shakes hands, starts the reader and writer; returns a receiver
-/// that fires when this connection ends.
+/// Connects (over TLS for `wss://`), shakes hands, starts the reader and
+/// writer; returns a receiver that fires when this connection ends.
 async fn establish(shared: &Arc<Shared>) -> Result<oneshot::Receiver<()>, ClientError> {
+    let down = |e: &dyn std::fmt::Display| ClientError::LinkDown(e.to_string());
+    let request = shared
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| ClientError::Refused(format!("bad primary URL: {e}")))?;
+    let uri = request.uri().clone();
+    let secure = match uri.scheme_str() {
+        Some("wss") => true,
+        Some("ws") => false,
+        _ => {
+            return Err(ClientError::Refused(
+                "the primary URL must be ws:// or wss://".into(),
+            ));
+        }
+    };
+    let host = uri
+        .host()
+        .ok_or_else(|| ClientError::Refused("the primary URL has no host".into()))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let tcp = TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| down(&e))?;
+    let _ = tcp.set_nodelay(true);
+    if !secure && !tcp.peer_addr().is_ok_and(|a| a.ip().is_loopback()) {
+        return Err(ClientError::Refused(
+            "plain ws:// is only allowed on loopback; use wss://".into(),
+        ));
+    }
+    let ws_config = Some(ws_config(shared.config.limits));
+    if secure {
+        let Some(tls) = shared.config.connect_tls.clone() else {
+            return Err(ClientError::Refused(
+                "wss:// needs TLS settings (trusted roots) on this node".into(),
+            ));
+        };
+        let name = rustls::pki_types::ServerName::try_from(host)
+            .map_err(|e| ClientError::Refused(format!("bad primary host name: {e}")))?;
+        let stream = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            tokio_rustls::TlsConnector::from(tls).connect(name, tcp),
+        )
+        .await
+        .map_err(|_| ClientError::LinkDown("TLS handshake timed out".into()))?
+        .map_err(|e| ClientError::LinkDown(format!("TLS: {e}")))?;
+        let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, ws_config)
+            .await
+            .map_err(|e| down(&e))?;
+        start(shared, ws).await
+    } else {
+        let (ws, _) = tokio_tungstenite::client_async_with_config(request, tcp, ws_config)
+            .await
+            .map_err(|e| down(&e))?;
+        start(shared, ws).await
+    }
+}
+
+/// The handshake and the reader and writer tasks, over any stream.
+async fn start<S>(
+    shared: &Arc<Shared>,
+    mut ws: WebSocketStream<S>,
+) -> Result<oneshot::Receiver<()>, ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let limits = shared.config.limits;
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(
-        shared.url.as_str(),
-        Some(ws_config(limits)),
-        true,
-    )
-    .await
-    .map_err(|e| ClientError::LinkDown(e.to_string()))?;
     let mine = hello(
         &shared.config.secret,
         Side::Secondary,
