@@ -67,6 +67,8 @@ pub struct Store {
     directory: Mutex<Directory>,
     cache: KeyCache,
     config: StoreConfig,
+    /// Sealed messages waiting, once counted.
+    queue_depth: Mutex<Option<u64>>,
 }
 
 const DRAIN_BATCH: usize = 64;
@@ -84,6 +86,7 @@ impl Store {
             directory: Mutex::new(directory),
             cache: KeyCache::new(config.key_cache_capacity, config.key_cache_ttl),
             config,
+            queue_depth: Mutex::new(None),
         })
     }
 
@@ -255,7 +258,36 @@ impl Store {
         if raw.is_empty() {
             return Err(Error::Invalid("a message cannot be empty".into()));
         }
-        Queue::open(&self.queue_path(&alias))?.enqueue(&alias.public_key, raw, time::now())
+        let reference =
+            Queue::open(&self.queue_path(&alias))?.enqueue(&alias.public_key, raw, time::now())?;
+        if let Some(n) = self.queue_depth_cell().as_mut() {
+            *n += 1;
+        }
+        Ok(reference)
+    }
+
+    fn queue_depth_cell(&self) -> MutexGuard<'_, Option<u64>> {
+        self.queue_depth.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sealed messages waiting across every alias. The first call counts
+    /// every queue (the primary makes it before serving); later ones are kept
+    /// current by enqueue and drain.
+    pub fn queue_depth(&self) -> Result<u64> {
+        let mut depth = self.queue_depth_cell();
+        if let Some(n) = *depth {
+            return Ok(n);
+        }
+        let aliases = self.directory().aliases()?;
+        let mut total = 0u64;
+        for alias in &aliases {
+            let path = self.queue_path(alias);
+            if path.exists() {
+                total += Queue::open(&path)?.len()? as u64;
+            }
+        }
+        *depth = Some(total);
+        Ok(total)
     }
 
     /// Number of sealed messages waiting for an alias.
@@ -318,6 +350,9 @@ impl Store {
             delivered += appended.iter().filter(|a| !a.duplicate).count();
             observe(DrainStep::Appended);
             queue.remove(&batch.iter().map(|i| i.id).collect::<Vec<_>>())?;
+            if let Some(n) = self.queue_depth_cell().as_mut() {
+                *n = n.saturating_sub(batch.len() as u64);
+            }
             observe(DrainStep::Removed);
         }
         if !pending.is_empty() {

@@ -330,3 +330,96 @@ async fn the_link_speaks_tls_and_trusts_only_its_configured_roots() {
     let err = tls::client_config(&tmp.path().join("junk.pem")).unwrap_err();
     assert!(err.to_string().contains("junk.pem"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_sends_each_alias_to_the_primary_that_owns_it() {
+    use cofre_storage::link::route::{Link, Router};
+    // Two primaries, each owning one alias; one reached in-process, one over
+    // WebSocket.
+    let tmp1 = tempfile::tempdir().unwrap();
+    let tmp2 = tempfile::tempdir().unwrap();
+    let (p1, ana, ana_pw) = setup(tmp1.path());
+    let store2 = common::store(tmp2.path());
+    let bo = AliasAddress::try_from("bo@example.com").unwrap();
+    let (_, bo_pw) = store2.create_alias(&bo, None).unwrap();
+    let p2 = Arc::new(Primary::new(Arc::new(store2), PrimaryConfig::default()));
+    let server = start(
+        Arc::clone(&p2),
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .await;
+    let remote = LinkClient::connect(&server.url, config("s3cret", "gw"))
+        .await
+        .unwrap();
+    let router = Router::new(vec![
+        ("one".into(), Link::Local(Arc::clone(&p1))),
+        ("two".into(), Link::Remote(remote)),
+    ]);
+    let mut events = router.events();
+
+    for (who, pw, owner) in [(&ana, &ana_pw, &p1), (&bo, &bo_pw, &p2)] {
+        let Reply::Session(s) = router
+            .request(
+                who,
+                Op::Login {
+                    address: who.clone(),
+                    password: pw.clone(),
+                },
+            )
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            owner.session_count(),
+            1,
+            "{who} logged in on its own primary"
+        );
+        let Reply::Folders(folders) = router
+            .request(who, Op::Folders { session: s })
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        router
+            .request(
+                who,
+                Op::CreateFolder {
+                    session: s,
+                    name: "Work".try_into().unwrap(),
+                },
+            )
+            .await
+            .unwrap();
+        assert!(!folders.is_empty());
+        // The change event of either primary reaches the router's listeners.
+        let link::Event::Changed(c) = tokio::time::timeout(Duration::from_secs(2), events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&c.address, who);
+    }
+    // An alias nobody owns is NotFound, not a hang.
+    let nobody = AliasAddress::try_from("nobody@example.com").unwrap();
+    let err = router
+        .request(
+            &nobody,
+            Op::Login {
+                address: nobody.clone(),
+                password: Password::new("x"),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Remote(ref e) if e.code == link::ErrorCode::NotFound),
+        "{err}"
+    );
+    // Counts per operation are kept for /metrics.
+    let stats = router.stats();
+    let login = stats.iter().find(|(n, _)| *n == "login").unwrap();
+    assert_eq!(login.1.count.load(std::sync::atomic::Ordering::Relaxed), 3);
+    assert_eq!(login.1.errors.load(std::sync::atomic::Ordering::Relaxed), 1);
+}

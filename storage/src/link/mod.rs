@@ -11,6 +11,7 @@
 //! [`Limits`] before it is decoded, and every validated type (addresses,
 //! folder names, keywords) is validated again as it is decoded.
 
+pub mod route;
 pub mod ws;
 
 use hmac::{Hmac, Mac};
@@ -93,6 +94,12 @@ pub enum Op {
         address: AliasAddress,
         /// Its password.
         password: Password,
+    },
+    /// Whether this primary's directory holds an alias (the shard map:
+    /// each primary's directory lists the aliases it owns).
+    Locate {
+        /// The alias.
+        address: AliasAddress,
     },
     /// End a session.
     Logout {
@@ -251,6 +258,35 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The operation's name, for metrics and logs (never its arguments).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Login { .. } => "login",
+            Op::Locate { .. } => "locate",
+            Op::Logout { .. } => "logout",
+            Op::Deliver { .. } => "deliver",
+            Op::Folders { .. } => "folders",
+            Op::CreateFolder { .. } => "create_folder",
+            Op::RenameFolder { .. } => "rename_folder",
+            Op::DeleteFolder { .. } => "delete_folder",
+            Op::Subscribe { .. } => "subscribe",
+            Op::Append { .. } => "append",
+            Op::Raw { .. } => "raw",
+            Op::Summaries { .. } => "summaries",
+            Op::FolderIndex { .. } => "folder_index",
+            Op::Search { .. } => "search",
+            Op::SetKeywords { .. } => "set_keywords",
+            Op::Copy { .. } => "copy",
+            Op::Move { .. } => "move",
+            Op::Expunge { .. } => "expunge",
+            Op::Destroy { .. } => "destroy",
+            Op::Changes { .. } => "changes",
+            Op::FolderChanges { .. } => "folder_changes",
+        }
+    }
+}
+
 /// The answer to one request.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Response {
@@ -267,6 +303,8 @@ pub enum Reply {
     Done,
     /// A new session.
     Session(SessionId),
+    /// Whether this primary owns the alias.
+    Holds(bool),
     /// Where delivered mail went.
     Delivery(Delivery),
     /// Folders.
@@ -460,6 +498,11 @@ pub fn verify(secret: &[u8], side: Side, h: &Hello, peer_nonce: &[u8; 32]) -> Re
 pub fn dispatch(primary: &Primary, op: Op) -> Result<Reply, LinkError> {
     Ok(match op {
         Op::Login { address, password } => Reply::Session(primary.login(&address, &password)?),
+        Op::Locate { address } => Reply::Holds(match primary.store().alias(&address) {
+            Ok(_) => true,
+            Err(Error::NoSuchAlias(_)) => false,
+            Err(e) => return Err(e.into()),
+        }),
         Op::Logout { session } => {
             primary.logout(session);
             Reply::Done
