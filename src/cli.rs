@@ -15,9 +15,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[derive(Debug, Parser)]
 #[command(name = "cofre", version, about)]
 struct Cli {
-    /// The data directory.
-    #[arg(long, global = true, env = "COFRE_DATA", default_value = "./data")]
-    data: PathBuf,
+    /// The data directory [default: ./data].
+    #[arg(long, global = true, env = "COFRE_DATA")]
+    data: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -32,9 +32,15 @@ enum Command {
     Mailbox(MailboxCommand),
     /// Measure the storage engine on this machine.
     Bench(crate::bench::BenchArgs),
-    /// Run the primary: own the data directory and serve secondaries over
-    /// the WebSocket link. Needs COFRE_CLUSTER_SECRET.
-    Primary(crate::primary::PrimaryArgs),
+    /// Run everything in one process: the primary and every service, linked
+    /// in-process. Creates the data directory on first start.
+    Serve(crate::config::ServerArgs),
+    /// Run the primary alone: own the data directory and serve secondaries
+    /// over the link. Needs COFRE_CLUSTER_SECRET.
+    Primary(crate::config::ServerArgs),
+    /// Run the services alone, linked to one or more primaries
+    /// (--primary wss://HOST:PORT). Needs COFRE_CLUSTER_SECRET.
+    Gateway(crate::config::ServerArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -97,11 +103,15 @@ struct ImportArgs {
 /// Parses the command line and runs the command.
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
+    let flag = cli.data.as_deref();
+    let data = flag.unwrap_or(Path::new("./data"));
     match cli.command {
-        Command::Alias(cmd) => alias(&cli.data, cmd),
-        Command::Mailbox(cmd) => mailbox(&cli.data, cmd),
+        Command::Alias(cmd) => alias(data, cmd),
+        Command::Mailbox(cmd) => mailbox(data, cmd),
         Command::Bench(args) => crate::bench::run(args),
-        Command::Primary(args) => crate::primary::run(open_store(&cli.data)?, args),
+        Command::Serve(args) => crate::serve::run(crate::serve::Role::Serve, &args, flag),
+        Command::Primary(args) => crate::serve::run(crate::serve::Role::Primary, &args, flag),
+        Command::Gateway(args) => crate::serve::run(crate::serve::Role::Gateway, &args, flag),
     }
 }
 

@@ -1,9 +1,11 @@
-//! The `cofre` command: administration of a data directory, and benchmarks.
+//! The `cofre` command: the servers (`serve`, `primary`, `gateway`),
+//! administration of a data directory, and benchmarks.
 
 mod bench;
 mod bench_link;
 mod cli;
-mod primary;
+mod config;
+mod serve;
 
 use std::process::ExitCode;
 

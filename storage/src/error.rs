@@ -56,6 +56,9 @@ pub enum Error {
         /// The newest version this build knows.
         supported: i64,
     },
+    /// The server cannot serve this now (shutting down); try again later.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// Stored data failed an integrity check (bad seal, bad wrapped key).
     #[error("corrupt data: {0}")]
     Corrupt(String),
@@ -72,7 +75,11 @@ impl Error {
     pub fn is_user_error(&self) -> bool {
         !matches!(
             self,
-            Error::Io(_) | Error::Sqlite(_) | Error::Corrupt(_) | Error::SchemaTooNew { .. }
+            Error::Io(_)
+                | Error::Sqlite(_)
+                | Error::Corrupt(_)
+                | Error::SchemaTooNew { .. }
+                | Error::Unavailable(_)
         )
     }
 }

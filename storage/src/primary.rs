@@ -90,6 +90,8 @@ struct Live {
 struct Registry {
     sessions: HashMap<SessionId, i64>,
     live: HashMap<i64, Live>,
+    /// Set by [`Primary::shutdown`]: no mailbox opens again.
+    closing: bool,
 }
 
 /// The primary: sessions, mailbox threads, delivery, change events.
@@ -175,6 +177,25 @@ impl Primary {
             // The unwrapped keys leave the registry; the key cache keeps them
             // only sealed under the process key, for a quick re-login.
             reg.live.remove(&alias_id);
+        }
+    }
+
+    /// Stops for good: no new mailbox thread starts, and every running one
+    /// finishes the operations already queued, closes its file and is
+    /// joined. Blocks until then.
+    pub fn shutdown(&self) {
+        let threads: Vec<JoinHandle<()>> = {
+            let mut reg = self.registry();
+            reg.closing = true;
+            reg.live
+                .values_mut()
+                .filter_map(|l| l.worker.take())
+                .map(|w| w.thread)
+                .collect()
+        };
+        // The senders are dropped above; each thread drains and ends.
+        for t in threads {
+            let _ = t.join();
         }
     }
 
@@ -315,6 +336,9 @@ impl Primary {
     /// (and closing the least recently used mailbox past the cap).
     fn worker_for(&self, alias_id: i64) -> Result<SyncSender<Job>> {
         let mut reg = self.registry();
+        if reg.closing {
+            return Err(Error::Unavailable("the primary is shutting down".into()));
+        }
         let open = open_count(&reg);
         let live = reg
             .live

@@ -355,6 +355,8 @@ pub enum ErrorCode {
     TooLarge,
     /// Over quota.
     OverQuota,
+    /// The primary cannot serve this now (shutting down); retry later.
+    Unavailable,
     /// The primary failed; details are in its log, not here.
     Internal,
 }
@@ -378,6 +380,7 @@ impl From<Error> for LinkError {
             Error::Invalid(_) => ErrorCode::Invalid,
             Error::TooLarge { .. } => ErrorCode::TooLarge,
             Error::OverQuota { .. } => ErrorCode::OverQuota,
+            Error::Unavailable(_) => ErrorCode::Unavailable,
             _ => ErrorCode::Internal,
         };
         let message = if code == ErrorCode::Internal {

@@ -313,6 +313,27 @@ impl LinkClient {
         Ok(LinkClient { shared })
     }
 
+    /// A client whose first connection is made in the background: requests
+    /// fail with [`ClientError::LinkDown`] until it is up. For a secondary
+    /// that starts before its primary.
+    pub fn connect_later(url: &str, config: LinkConfig) -> LinkClient {
+        let (connected, _) = watch::channel(false);
+        let (events, _) = broadcast::channel(1024);
+        let shared = Arc::new(Shared {
+            url: url.to_string(),
+            config,
+            live: Mutex::new(None),
+            next_id: AtomicU64::new(1),
+            connected,
+            events,
+        });
+        // An already-ended "connection" sends the supervisor straight to
+        // reconnecting.
+        let (_, ended) = oneshot::channel();
+        tokio::spawn(supervise(Arc::downgrade(&shared), ended));
+        LinkClient { shared }
+    }
+
     /// Sends one request and waits for its response.
     pub async fn request(&self, op: Op) -> Result<Reply, ClientError> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
@@ -531,6 +552,7 @@ async fn supervise(shared: std::sync::Weak<Shared>, mut ended: oneshot::Receiver
             let Some(s) = shared.upgrade() else { return };
             match establish(&s).await {
                 Ok(e) => {
+                    tracing::info!(url = s.url, "link to the primary is up");
                     ended = e;
                     break;
                 }

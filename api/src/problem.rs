@@ -1,0 +1,92 @@
+//! Errors as `application/problem+json` (RFC 9457) with a stable `code`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cofre_storage::link::ErrorCode;
+use cofre_storage::link::ws::ClientError;
+use serde::Serialize;
+
+/// An error answer: HTTP status, a stable machine-readable code, and a
+/// message fit for the client (never internal details).
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    #[serde(skip)]
+    status: StatusCode,
+    /// Stable identifier of the kind of error.
+    code: &'static str,
+    /// The status's reason phrase.
+    title: &'static str,
+    /// What went wrong, for a person.
+    detail: String,
+    /// The HTTP status as a number.
+    #[serde(rename = "status")]
+    status_code: u16,
+}
+
+impl Problem {
+    /// A problem with a status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Problem {
+        Problem {
+            status,
+            code,
+            title: status.canonical_reason().unwrap_or("Error"),
+            detail: detail.into(),
+            status_code: status.as_u16(),
+        }
+    }
+
+    /// The answer to a missing or wrong password: the same whether or not
+    /// the address exists.
+    pub fn unauthorized() -> Problem {
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "wrong address or password",
+        )
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(&self)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"cofre\", charset=\"UTF-8\""),
+            );
+        }
+        response
+    }
+}
+
+impl From<ClientError> for Problem {
+    fn from(e: ClientError) -> Problem {
+        match e {
+            ClientError::LinkDown(_) | ClientError::Refused(_) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "primary_unavailable",
+                "the mail store is unreachable; try again shortly",
+            ),
+            ClientError::Remote(e) => {
+                let (status, code) = match e.code {
+                    ErrorCode::WrongPassword => return Problem::unauthorized(),
+                    ErrorCode::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+                    ErrorCode::AlreadyExists => (StatusCode::CONFLICT, "already_exists"),
+                    ErrorCode::Invalid => (StatusCode::BAD_REQUEST, "invalid"),
+                    ErrorCode::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+                    ErrorCode::OverQuota => (StatusCode::INSUFFICIENT_STORAGE, "over_quota"),
+                    ErrorCode::Unavailable => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "primary_unavailable")
+                    }
+                    ErrorCode::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+                };
+                Problem::new(status, code, e.message)
+            }
+        }
+    }
+}

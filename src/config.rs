@@ -1,0 +1,570 @@
+//! Server configuration: a TOML file (`--config`), then environment
+//! variables and flags over it, then documented defaults. Every problem is
+//! collected and reported together at start-up, not one per attempt.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use cofre_storage::primary::PrimaryConfig;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+/// The listeners and their default addresses.
+pub const SERVICES: [(&str, &str); 9] = [
+    ("http", "127.0.0.1:8080"),
+    ("imap", "127.0.0.1:1143"),
+    ("imaps", "127.0.0.1:1993"),
+    ("pop3", "127.0.0.1:1110"),
+    ("pop3s", "127.0.0.1:1995"),
+    ("smtp", "127.0.0.1:2525"),
+    ("submission", "127.0.0.1:2587"),
+    ("submissions", "127.0.0.1:2465"),
+    ("link", "127.0.0.1:7400"),
+];
+
+/// Flags shared by `serve`, `primary` and `gateway`. Each listen address is
+/// `HOST:PORT` or `off`.
+#[derive(Debug, Args, Default)]
+pub struct ServerArgs {
+    /// A TOML configuration file.
+    #[arg(long, env = "COFRE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// HTTP API [default: 127.0.0.1:8080].
+    #[arg(long, env = "COFRE_HTTP")]
+    pub http: Option<String>,
+    /// IMAP with STARTTLS [default: 127.0.0.1:1143].
+    #[arg(long, env = "COFRE_IMAP")]
+    pub imap: Option<String>,
+    /// IMAP over TLS [default: 127.0.0.1:1993].
+    #[arg(long, env = "COFRE_IMAPS")]
+    pub imaps: Option<String>,
+    /// POP3 with STLS [default: 127.0.0.1:1110].
+    #[arg(long, env = "COFRE_POP3")]
+    pub pop3: Option<String>,
+    /// POP3 over TLS [default: 127.0.0.1:1995].
+    #[arg(long, env = "COFRE_POP3S")]
+    pub pop3s: Option<String>,
+    /// SMTP for incoming mail (MX) [default: 127.0.0.1:2525].
+    #[arg(long, env = "COFRE_SMTP")]
+    pub smtp: Option<String>,
+    /// SMTP submission with STARTTLS [default: 127.0.0.1:2587].
+    #[arg(long, env = "COFRE_SUBMISSION")]
+    pub submission: Option<String>,
+    /// SMTP submission over TLS [default: 127.0.0.1:2465].
+    #[arg(long, env = "COFRE_SUBMISSIONS")]
+    pub submissions: Option<String>,
+    /// The link secondaries connect to [default: 127.0.0.1:7400].
+    #[arg(long, env = "COFRE_LINK")]
+    pub link: Option<String>,
+    /// This node's name in logs and in peers' logs.
+    #[arg(long, env = "COFRE_NODE")]
+    pub node: Option<String>,
+    /// TLS certificate chain (PEM) for every listener.
+    #[arg(long, env = "COFRE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "COFRE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `cofre=debug` [default: info].
+    #[arg(long, env = "COFRE_LOG")]
+    pub log: Option<String>,
+    /// Log format: `text` or `json` [default: text].
+    #[arg(long, env = "COFRE_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// `gateway` only: a primary to connect to, `wss://HOST:PORT` or
+    /// `NAME=wss://HOST:PORT`; repeat for several.
+    #[arg(long = "primary", env = "COFRE_PRIMARY", value_delimiter = ',')]
+    pub primaries: Vec<String>,
+    /// `gateway` only: PEM file of the certificates that may sign the
+    /// primaries' (their self-signed certificate, or your CA).
+    #[arg(long, env = "COFRE_PRIMARY_CA")]
+    pub primary_ca: Option<PathBuf>,
+}
+
+/// The TOML file. Unknown keys are errors (a typo must not silently fall
+/// back to a default).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    data: Option<PathBuf>,
+    node: Option<String>,
+    cluster_secret: Option<String>,
+    log: Option<String>,
+    log_format: Option<String>,
+    #[serde(default)]
+    listen: FileListen,
+    #[serde(default)]
+    tls: FileTls,
+    #[serde(default)]
+    primary: FilePrimary,
+    #[serde(default)]
+    http: FileHttp,
+    #[serde(default)]
+    primaries: Vec<FilePrimaryRef>,
+    primary_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileListen {
+    http: Option<String>,
+    imap: Option<String>,
+    imaps: Option<String>,
+    pop3: Option<String>,
+    pop3s: Option<String>,
+    smtp: Option<String>,
+    submission: Option<String>,
+    submissions: Option<String>,
+    link: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    names: Option<Vec<String>>,
+    http: Option<String>,
+    link: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePrimary {
+    idle_timeout_secs: Option<u64>,
+    max_open: Option<usize>,
+    queue_depth: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHttp {
+    max_body_mb: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePrimaryRef {
+    name: String,
+    url: String,
+    ca: Option<PathBuf>,
+}
+
+/// Whether a listener speaks TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// TLS unless the address is loopback.
+    Auto,
+    /// Always TLS.
+    On,
+    /// Never (refused for the link outside loopback).
+    Off,
+}
+
+impl TlsMode {
+    /// Whether a listener on `addr` speaks TLS.
+    pub fn applies(self, addr: &SocketAddr) -> bool {
+        match self {
+            TlsMode::Auto => !addr.ip().is_loopback(),
+            TlsMode::On => true,
+            TlsMode::Off => false,
+        }
+    }
+}
+
+/// A primary a gateway connects to.
+#[derive(Debug, Clone)]
+pub struct PrimaryRef {
+    /// Its name (logs, metrics).
+    pub name: String,
+    /// `ws://` (loopback only) or `wss://`.
+    pub url: String,
+    /// Roots to trust for `wss://`.
+    pub ca: Option<PathBuf>,
+}
+
+/// Everything a server process needs, resolved and checked.
+pub struct Settings {
+    /// The data directory.
+    pub data: PathBuf,
+    /// This node's name.
+    pub node: String,
+    /// The cluster secret, if configured (env `COFRE_CLUSTER_SECRET` or the
+    /// file).
+    pub cluster_secret: Option<Zeroizing<Vec<u8>>>,
+    /// Log filter.
+    pub log: String,
+    /// JSON logs instead of text.
+    pub log_json: bool,
+    /// Listen addresses by service name; `None` is off.
+    pub listen: Vec<(&'static str, Option<SocketAddr>)>,
+    /// Configured certificate and key, if any.
+    pub tls_files: Option<cofre_storage::tls::CertFiles>,
+    /// Names for a generated self-signed certificate.
+    pub tls_names: Vec<String>,
+    /// TLS on the HTTP listener.
+    pub http_tls: TlsMode,
+    /// TLS on the link listener.
+    pub link_tls: TlsMode,
+    /// The primary's settings.
+    pub primary: PrimaryConfig,
+    /// Largest HTTP request body.
+    pub max_body: usize,
+    /// Primaries to connect to (gateway).
+    pub primaries: Vec<PrimaryRef>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("data", &self.data)
+            .field("node", &self.node)
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Settings {
+    /// The address of a service, if it is on.
+    pub fn addr(&self, service: &str) -> Option<SocketAddr> {
+        self.listen
+            .iter()
+            .find(|(s, _)| *s == service)
+            .and_then(|(_, a)| *a)
+    }
+}
+
+/// Parses `HOST:PORT` or `off`.
+fn listen_addr(service: &str, value: &str) -> Result<Option<SocketAddr>, String> {
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    if let Ok(a) = value.parse::<SocketAddr>() {
+        return Ok(Some(a));
+    }
+    match value.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .map(Some)
+            .ok_or_else(|| format!("{service}: {value:?} resolves to no address")),
+        Err(_) => Err(format!(
+            "{service}: {value:?} is not HOST:PORT (e.g. 127.0.0.1:8080) or \"off\""
+        )),
+    }
+}
+
+fn tls_mode(what: &str, value: Option<&str>, errors: &mut Vec<String>) -> TlsMode {
+    match value.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("auto") => TlsMode::Auto,
+        Some("on") => TlsMode::On,
+        Some("off") => TlsMode::Off,
+        Some(other) => {
+            errors.push(format!("tls.{what}: {other:?} is not auto, on or off"));
+            TlsMode::Auto
+        }
+    }
+}
+
+/// Resolves flags and environment (`args`), the file they name, and the
+/// defaults; `data_flag` is the global `--data`. Returns every problem
+/// found, not just the first.
+pub fn resolve(args: &ServerArgs, data_flag: Option<&Path>) -> Result<Settings, Vec<String>> {
+    let mut errors = Vec::new();
+    let file = match &args.config {
+        None => File::default(),
+        Some(path) => match std::fs::read_to_string(path) {
+            Err(e) => {
+                errors.push(format!("{}: {e}", path.display()));
+                File::default()
+            }
+            Ok(text) => toml::from_str::<File>(&text).unwrap_or_else(|e| {
+                errors.push(format!("{}: {}", path.display(), e.to_string().trim_end()));
+                File::default()
+            }),
+        },
+    };
+
+    let flags = [
+        &args.http,
+        &args.imap,
+        &args.imaps,
+        &args.pop3,
+        &args.pop3s,
+        &args.smtp,
+        &args.submission,
+        &args.submissions,
+        &args.link,
+    ];
+    let l = &file.listen;
+    let from_file = [
+        &l.http,
+        &l.imap,
+        &l.imaps,
+        &l.pop3,
+        &l.pop3s,
+        &l.smtp,
+        &l.submission,
+        &l.submissions,
+        &l.link,
+    ];
+    let mut listen = Vec::new();
+    for (((service, default), flag), file_value) in SERVICES.iter().zip(flags).zip(from_file) {
+        let value = flag.as_deref().or(file_value.as_deref()).unwrap_or(default);
+        match listen_addr(service, value) {
+            Ok(a) => listen.push((*service, a)),
+            Err(e) => {
+                errors.push(e);
+                listen.push((*service, None));
+            }
+        }
+    }
+    let mut seen = std::collections::HashMap::new();
+    for (service, addr) in &listen {
+        if let Some(a) = addr
+            && a.port() != 0
+            && let Some(other) = seen.insert(*a, *service)
+        {
+            errors.push(format!("{service} and {other} both listen on {a}"));
+        }
+    }
+
+    let cluster_secret = std::env::var("COFRE_CLUSTER_SECRET")
+        .ok()
+        .or(file.cluster_secret.clone());
+    if let Some(s) = &cluster_secret
+        && s.len() < 16
+    {
+        errors.push("cluster_secret (COFRE_CLUSTER_SECRET) must be at least 16 characters".into());
+    }
+
+    let cert = args.tls_cert.clone().or(file.tls.cert.clone());
+    let key = args.tls_key.clone().or(file.tls.key.clone());
+    let tls_files = match (cert, key) {
+        (Some(cert), Some(key)) => {
+            for p in [&cert, &key] {
+                if !p.is_file() {
+                    errors.push(format!("tls: {} does not exist", p.display()));
+                }
+            }
+            Some(cofre_storage::tls::CertFiles { cert, key })
+        }
+        (None, None) => None,
+        _ => {
+            errors.push("tls: give both a certificate and a key, or neither".into());
+            None
+        }
+    };
+    let http_tls = tls_mode("http", file.tls.http.as_deref(), &mut errors);
+    let link_tls = tls_mode("link", file.tls.link.as_deref(), &mut errors);
+    if link_tls == TlsMode::Off
+        && let Some((_, Some(a))) = listen.iter().find(|(s, _)| *s == "link")
+        && !a.ip().is_loopback()
+    {
+        errors.push(format!(
+            "tls.link = \"off\" is only allowed on loopback, and the link listens on {a}"
+        ));
+    }
+
+    let log = args
+        .log
+        .clone()
+        .or(file.log.clone())
+        .unwrap_or_else(|| "info".into());
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
+        errors.push(format!("log: {log:?}: {e}"));
+    }
+    let log_json = match args
+        .log_format
+        .as_deref()
+        .or(file.log_format.as_deref())
+        .unwrap_or("text")
+    {
+        "text" => false,
+        "json" => true,
+        other => {
+            errors.push(format!("log_format: {other:?} is not text or json"));
+            false
+        }
+    };
+
+    let mut primary = PrimaryConfig::default();
+    if let Some(s) = file.primary.idle_timeout_secs {
+        primary.idle_timeout = Duration::from_secs(s);
+    }
+    if let Some(n) = file.primary.max_open {
+        if n == 0 {
+            errors.push("primary.max_open must be at least 1".into());
+        }
+        primary.max_open = n.max(1);
+    }
+    if let Some(n) = file.primary.queue_depth {
+        if n == 0 {
+            errors.push("primary.queue_depth must be at least 1".into());
+        }
+        primary.queue_depth = n.max(1);
+    }
+    let max_body = file.http.max_body_mb.unwrap_or(50).saturating_mul(1 << 20);
+
+    let ca = args.primary_ca.clone().or(file.primary_ca.clone());
+    let mut primaries = Vec::new();
+    for (i, spec) in args.primaries.iter().enumerate() {
+        let (name, url) = match spec.split_once('=') {
+            Some((n, u)) if !n.contains("://") => (n.to_string(), u.to_string()),
+            _ => (format!("primary-{}", i + 1), spec.clone()),
+        };
+        primaries.push(PrimaryRef {
+            name,
+            url,
+            ca: ca.clone(),
+        });
+    }
+    if primaries.is_empty() {
+        for p in &file.primaries {
+            primaries.push(PrimaryRef {
+                name: p.name.clone(),
+                url: p.url.clone(),
+                ca: p.ca.clone().or(ca.clone()),
+            });
+        }
+    }
+    for p in &primaries {
+        if p.url.starts_with("wss://") {
+            match &p.ca {
+                None => errors.push(format!(
+                    "primary {}: {} needs --primary-ca (the primary's certificate or your CA)",
+                    p.name, p.url
+                )),
+                Some(ca) if !ca.is_file() => {
+                    errors.push(format!(
+                        "primary {}: {} does not exist",
+                        p.name,
+                        ca.display()
+                    ));
+                }
+                Some(_) => {}
+            }
+        } else if !p.url.starts_with("ws://") {
+            errors.push(format!(
+                "primary {}: {:?} is not a ws:// or wss:// URL",
+                p.name, p.url
+            ));
+        }
+    }
+
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Settings {
+        data: data_flag
+            .map(Path::to_path_buf)
+            .or(file.data)
+            .unwrap_or_else(|| PathBuf::from("./data")),
+        node: args
+            .node
+            .clone()
+            .or(file.node)
+            .unwrap_or_else(|| "cofre".into()),
+        cluster_secret: cluster_secret.map(|s| Zeroizing::new(s.into_bytes())),
+        log,
+        log_json,
+        listen,
+        tls_files,
+        tls_names: file
+            .tls
+            .names
+            .unwrap_or_else(|| vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]),
+        http_tls,
+        link_tls,
+        primary,
+        max_body,
+        primaries,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn defaults_flags_and_off() {
+        let s = resolve(&ServerArgs::default(), None).unwrap();
+        assert_eq!(s.addr("http"), Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(s.addr("link"), Some("127.0.0.1:7400".parse().unwrap()));
+        assert_eq!(s.data, PathBuf::from("./data"));
+        let args = ServerArgs {
+            http: Some("127.0.0.1:9999".into()),
+            imap: Some("off".into()),
+            ..ServerArgs::default()
+        };
+        let s = resolve(&args, Some(Path::new("/tmp/x"))).unwrap();
+        assert_eq!(s.addr("http"), Some("127.0.0.1:9999".parse().unwrap()));
+        assert_eq!(s.addr("imap"), None);
+        assert_eq!(s.data, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cofre.toml");
+        std::fs::write(
+            &path,
+            "[listen]\nimap = \"nowhere\"\n[tls]\nlink = \"maybe\"\n[primary]\nmax_open = 0\n",
+        )
+        .unwrap();
+        let args = ServerArgs {
+            config: Some(path),
+            http: Some("127.0.0.1:1110".into()),
+            pop3: Some("127.0.0.1:1110".into()),
+            tls_cert: Some("/nonexistent/cert.pem".into()),
+            primaries: vec!["http://example.com".into()],
+            ..ServerArgs::default()
+        };
+        let errors = resolve(&args, None).unwrap_err();
+        let all = errors.join("\n");
+        for needle in [
+            "imap: \"nowhere\"",
+            "both listen on 127.0.0.1:1110",
+            "both a certificate and a key",
+            "tls.link: \"maybe\"",
+            "max_open",
+            "not a ws:// or wss://",
+        ] {
+            assert!(all.contains(needle), "{needle:?} missing from:\n{all}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_toml_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cofre.toml");
+        std::fs::write(&path, "[listen]\nhttps = \"127.0.0.1:1\"\n").unwrap();
+        let args = ServerArgs {
+            config: Some(path.clone()),
+            ..ServerArgs::default()
+        };
+        let all = resolve(&args, None).unwrap_err().join("\n");
+        assert!(all.contains("https"), "{all}");
+        std::fs::write(&path, "listen = [").unwrap();
+        assert!(resolve(&args, None).is_err());
+    }
+
+    #[test]
+    fn the_link_needs_tls_outside_loopback() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cofre.toml");
+        std::fs::write(&path, "[tls]\nlink = \"off\"\n").unwrap();
+        let args = ServerArgs {
+            config: Some(path),
+            link: Some("0.0.0.0:7400".into()),
+            ..ServerArgs::default()
+        };
+        let all = resolve(&args, None).unwrap_err().join("\n");
+        assert!(all.contains("only allowed on loopback"), "{all}");
+        let s = resolve(&ServerArgs::default(), None).unwrap();
+        assert!(!s.link_tls.applies(&"127.0.0.1:7400".parse().unwrap()));
+        assert!(s.link_tls.applies(&"10.0.0.1:7400".parse().unwrap()));
+    }
+}

@@ -1,0 +1,346 @@
+//! The server roles: `serve` (everything in one process, the embedded
+//! default), `primary` (owns the data directory, serves the link) and
+//! `gateway` (the secondaries, connected to one or more primaries).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use cofre_api::{ApiConfig, AppState};
+use cofre_storage::Password;
+use cofre_storage::link::route::{Link, Router};
+use cofre_storage::link::ws::{ClientError, LinkClient, LinkConfig};
+use cofre_storage::primary::Primary;
+use cofre_storage::tls::{self, CertFiles};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::rustls;
+use zeroize::Zeroizing;
+
+use crate::config::{ServerArgs, Settings};
+
+/// Which parts this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Primary and every secondary, linked in-process.
+    Serve,
+    /// The primary alone.
+    Primary,
+    /// The secondaries alone, linked to remote primaries.
+    Gateway,
+}
+
+/// Services that later versions serve; their addresses are checked now.
+const NOT_YET: [&str; 7] = [
+    "imap",
+    "imaps",
+    "pop3",
+    "pop3s",
+    "smtp",
+    "submission",
+    "submissions",
+];
+
+/// Resolves the configuration (every error at once), starts logging, and
+/// runs the role until Ctrl-C or SIGTERM.
+pub fn run(role: Role, args: &ServerArgs, data_flag: Option<&Path>) -> Result<()> {
+    let settings = crate::config::resolve(args, data_flag).map_err(|errors| {
+        anyhow!(
+            "the configuration has {} problem{}:\n  {}",
+            errors.len(),
+            if errors.len() == 1 { "" } else { "s" },
+            errors.join("\n  ")
+        )
+    })?;
+    init_logging(&settings);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("cofre")
+        .build()?;
+    runtime.block_on(run_role(role, settings))
+}
+
+fn init_logging(s: &Settings) {
+    // `resolve` checked the filter already.
+    let filter = tracing_subscriber::EnvFilter::try_new(&s.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    // Another subscriber already set (tests in one process) is fine.
+    let _ = if s.log_json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// The cluster secret: configured, or for `serve` generated once into the
+/// data directory.
+fn cluster_secret(s: &Settings, role: Role) -> Result<Arc<Zeroizing<Vec<u8>>>> {
+    if let Some(secret) = &s.cluster_secret {
+        return Ok(Arc::new(secret.clone()));
+    }
+    if role != Role::Serve {
+        bail!(
+            "no cluster secret: set COFRE_CLUSTER_SECRET (or cluster_secret in the config \
+             file) to the same value of at least 16 characters on every node"
+        );
+    }
+    let path = s.data.join("cluster.secret");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return Ok(Arc::new(Zeroizing::new(text.trim().as_bytes().to_vec())));
+    }
+    let secret = Password::generate();
+    write_private(&path, secret.expose().as_bytes())?;
+    println!(
+        "cluster secret generated in {} (gateways need it as COFRE_CLUSTER_SECRET)",
+        path.display()
+    );
+    Ok(Arc::new(Zeroizing::new(
+        secret.expose().as_bytes().to_vec(),
+    )))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// The certificate every TLS listener uses: configured, or self-signed into
+/// `data/tls/` on first start.
+fn certificate(s: &Settings) -> Result<CertFiles> {
+    if let Some(files) = &s.tls_files {
+        return Ok(files.clone());
+    }
+    let (files, made) = tls::self_signed(&s.data.join("tls"), &s.tls_names)
+        .context("generating a self-signed certificate")?;
+    if made {
+        println!(
+            "TLS: no certificate configured; generated a self-signed one for {} in {}",
+            s.tls_names.join(", "),
+            files.cert.display()
+        );
+    }
+    Ok(files)
+}
+
+/// Binds every address first, so that all failures are reported together.
+async fn bind_all(
+    wanted: &[(&'static str, SocketAddr)],
+) -> Result<Vec<(&'static str, TcpListener)>> {
+    let mut bound = Vec::new();
+    let mut errors = Vec::new();
+    for (service, addr) in wanted {
+        match TcpListener::bind(addr).await {
+            Ok(l) => bound.push((*service, l)),
+            Err(e) => errors.push(format!("{service}: cannot listen on {addr}: {e}")),
+        }
+    }
+    if !errors.is_empty() {
+        bail!("{}", errors.join("\n  "));
+    }
+    Ok(bound)
+}
+
+async fn run_role(role: Role, s: Settings) -> Result<()> {
+    let (stop, stopped) = watch::channel(false);
+
+    let mut wanted = Vec::new();
+    if role != Role::Gateway
+        && let Some(a) = s.addr("link")
+    {
+        wanted.push(("link", a));
+    }
+    if role != Role::Primary
+        && let Some(a) = s.addr("http")
+    {
+        wanted.push(("http", a));
+    }
+    let listeners = bind_all(&wanted).await?;
+
+    let needs_tls = listeners.iter().any(|(service, l)| {
+        let Ok(a) = l.local_addr() else { return false };
+        match *service {
+            "link" => s.link_tls.applies(&a),
+            _ => s.http_tls.applies(&a),
+        }
+    });
+    let server_tls = if needs_tls || role == Role::Serve {
+        let files = certificate(&s)?;
+        Some(tls::server_config(&files).context("loading the TLS certificate")?)
+    } else {
+        None
+    };
+
+    let secret = if role == Role::Gateway || wanted.iter().any(|(n, _)| *n == "link") {
+        Some(cluster_secret(&s, role)?)
+    } else {
+        None
+    };
+
+    let primary = match role {
+        Role::Serve | Role::Primary => {
+            let store = crate::cli::open_store(&s.data)?;
+            let primary = Arc::new(Primary::new(Arc::new(store), s.primary.clone()));
+            // Count the sealed queue before serving, so the gauge is exact.
+            let p = Arc::clone(&primary);
+            tokio::task::spawn_blocking(move || p.store().queue_depth())
+                .await?
+                .context("counting the sealed queue")?;
+            Some(primary)
+        }
+        Role::Gateway => None,
+    };
+
+    let router = match role {
+        Role::Serve => Some(Router::new(vec![(
+            s.node.clone(),
+            Link::Local(Arc::clone(primary.as_ref().context("no primary")?)),
+        )])),
+        Role::Gateway => {
+            let secret = secret.clone().context("no cluster secret")?;
+            Some(connect_primaries(&s, secret).await?)
+        }
+        Role::Primary => None,
+    };
+
+    let mut tasks = Vec::new();
+    for (service, listener) in listeners {
+        let addr = listener.local_addr()?;
+        match service {
+            "link" => {
+                let primary = Arc::clone(primary.as_ref().context("no primary")?);
+                let mut config =
+                    LinkConfig::new(secret.clone().context("no cluster secret")?, s.node.clone());
+                let scheme = if s.link_tls.applies(&addr) {
+                    config.accept_tls = server_tls.clone();
+                    "wss"
+                } else {
+                    "ws"
+                };
+                println!("link listening on {scheme}://{addr}");
+                let stopped = stopped.clone();
+                tasks.push(tokio::spawn(async move {
+                    cofre_storage::link::ws::serve(listener, primary, config, stopped)
+                        .await
+                        .context("link listener")
+                }));
+            }
+            _ => {
+                let router = Arc::clone(router.as_ref().context("no router")?);
+                let state = AppState::new(router, primary.clone(), stopped.clone());
+                let app = cofre_api::app(
+                    state,
+                    &ApiConfig {
+                        max_body: s.max_body,
+                    },
+                );
+                let mut done = stopped.clone();
+                let shutdown = async move {
+                    let _ = done.wait_for(|stop| *stop).await;
+                };
+                if s.http_tls.applies(&addr) {
+                    let tls = server_tls.clone().context("no TLS settings")?;
+                    println!("http listening on https://{addr}");
+                    let listener = cofre_api::tls::TlsListener::new(listener, tls)?;
+                    tasks.push(tokio::spawn(async move {
+                        axum::serve(listener, app)
+                            .with_graceful_shutdown(shutdown)
+                            .await
+                            .context("http listener")
+                    }));
+                } else {
+                    println!("http listening on http://{addr}");
+                    tasks.push(tokio::spawn(async move {
+                        axum::serve(listener, app)
+                            .with_graceful_shutdown(shutdown)
+                            .await
+                            .context("http listener")
+                    }));
+                }
+            }
+        }
+    }
+    if role != Role::Primary {
+        let waiting: Vec<&str> = NOT_YET
+            .iter()
+            .copied()
+            .filter(|n| s.addr(n).is_some())
+            .collect();
+        if !waiting.is_empty() {
+            tracing::info!(
+                services = waiting.join(","),
+                "these listeners are configured but not part of this version"
+            );
+        }
+    }
+    println!("ready (Ctrl-C to stop)");
+    tracing::info!(node = s.node, ?role, "started");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    println!("shutting down: finishing work in flight");
+    tracing::info!("shutting down");
+    let _ = stop.send(true);
+    for t in tasks {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "listener ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "listener task failed"),
+        }
+    }
+    if let Some(primary) = primary {
+        // Mailbox threads finish what is queued and close their files.
+        tokio::task::spawn_blocking(move || primary.shutdown()).await?;
+    }
+    println!("stopped");
+    Ok(())
+}
+
+/// The gateway's links: one per configured primary. A refused handshake is
+/// fatal (the configuration is wrong); an unreachable primary is not — the
+/// link keeps trying and `/readyz` says so meanwhile.
+async fn connect_primaries(s: &Settings, secret: Arc<Zeroizing<Vec<u8>>>) -> Result<Arc<Router>> {
+    if s.primaries.is_empty() {
+        bail!("a gateway needs at least one --primary wss://HOST:PORT");
+    }
+    let mut links = Vec::new();
+    for p in &s.primaries {
+        let mut config = LinkConfig::new(Arc::clone(&secret), s.node.clone());
+        if let Some(ca) = &p.ca {
+            config.connect_tls = Some(client_tls(ca)?);
+        }
+        let client = match LinkClient::connect(&p.url, config.clone()).await {
+            Ok(c) => c,
+            Err(ClientError::Refused(why)) => {
+                bail!("primary {} ({}) refused this gateway: {why}", p.name, p.url)
+            }
+            Err(e) => {
+                tracing::warn!(primary = p.name, error = %e, "primary unreachable; retrying in the background");
+                LinkClient::connect_later(&p.url, config)
+            }
+        };
+        println!("linked to primary {} at {}", p.name, p.url);
+        links.push((p.name.clone(), Link::Remote(client)));
+    }
+    Ok(Router::new(links))
+}
+
+fn client_tls(ca: &Path) -> Result<Arc<rustls::ClientConfig>> {
+    tls::client_config(ca).with_context(|| format!("loading {}", ca.display()))
+}
