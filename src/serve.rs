@@ -20,6 +20,17 @@ use zeroize::Zeroizing;
 
 use crate::config::{ServerArgs, Settings};
 
+/// Prints a line for the operator on stdout. A closed stdout (a daemon
+/// whose terminal went away) must not stop the server, so errors are ignored.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, $($arg)*);
+        let _ = out.flush();
+    }};
+}
+
 /// Which parts this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -95,7 +106,7 @@ fn cluster_secret(s: &Settings, role: Role) -> Result<Arc<Zeroizing<Vec<u8>>>> {
     }
     let secret = Password::generate();
     write_private(&path, secret.expose().as_bytes())?;
-    println!(
+    say!(
         "cluster secret generated in {} (gateways need it as COFRE_CLUSTER_SECRET)",
         path.display()
     );
@@ -127,7 +138,7 @@ fn certificate(s: &Settings) -> Result<CertFiles> {
     let (files, made) = tls::self_signed(&s.data.join("tls"), &s.tls_names)
         .context("generating a self-signed certificate")?;
     if made {
-        println!(
+        say!(
             "TLS: no certificate configured; generated a self-signed one for {} in {}",
             s.tls_names.join(", "),
             files.cert.display()
@@ -230,7 +241,7 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
                 } else {
                     "ws"
                 };
-                println!("link listening on {scheme}://{addr}");
+                say!("link listening on {scheme}://{addr}");
                 let stopped = stopped.clone();
                 tasks.push(tokio::spawn(async move {
                     cofre_storage::link::ws::serve(listener, primary, config, stopped)
@@ -253,7 +264,7 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
                 };
                 if s.http_tls.applies(&addr) {
                     let tls = server_tls.clone().context("no TLS settings")?;
-                    println!("http listening on https://{addr}");
+                    say!("http listening on https://{addr}");
                     let listener = cofre_api::tls::TlsListener::new(listener, tls)?;
                     tasks.push(tokio::spawn(async move {
                         axum::serve(listener, app)
@@ -262,7 +273,7 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
                             .context("http listener")
                     }));
                 } else {
-                    println!("http listening on http://{addr}");
+                    say!("http listening on http://{addr}");
                     tasks.push(tokio::spawn(async move {
                         axum::serve(listener, app)
                             .with_graceful_shutdown(shutdown)
@@ -286,7 +297,7 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
             );
         }
     }
-    println!("ready (Ctrl-C to stop)");
+    say!("ready (Ctrl-C to stop)");
     tracing::info!(node = s.node, ?role, "started");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -294,7 +305,7 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    println!("shutting down: finishing work in flight");
+    say!("shutting down: finishing work in flight");
     tracing::info!("shutting down");
     let _ = stop.send(true);
     for t in tasks {
@@ -308,7 +319,7 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
         // Mailbox threads finish what is queued and close their files.
         tokio::task::spawn_blocking(move || primary.shutdown()).await?;
     }
-    println!("stopped");
+    say!("stopped");
     Ok(())
 }
 
@@ -335,7 +346,7 @@ async fn connect_primaries(s: &Settings, secret: Arc<Zeroizing<Vec<u8>>>) -> Res
                 LinkClient::connect_later(&p.url, config)
             }
         };
-        println!("linked to primary {} at {}", p.name, p.url);
+        say!("linked to primary {} at {}", p.name, p.url);
         links.push((p.name.clone(), Link::Remote(client)));
     }
     Ok(Router::new(links))

@@ -25,15 +25,16 @@ fn start_primary(data: &Path, link: &str) -> (Child, String) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("link listening on ")
-        .expect(&line)
-        .to_string();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("the primary printed its address")
+            .unwrap();
+        if let Some(url) = line.trim().strip_prefix("link listening on ") {
+            break url.to_string();
+        }
+    };
     (child, url)
 }
 
