@@ -257,15 +257,7 @@ impl Primary {
             let out = f(mb)?;
             Ok((out, mb.highest_modseq()?))
         })?;
-        let address = self
-            .registry()
-            .live
-            .get(&alias_id)
-            .map(|l| l.alias.address.clone());
-        if let Some(address) = address {
-            // Nobody listening is fine.
-            let _ = self.events.send(Changed { address, modseq });
-        }
+        self.announce(alias_id, modseq);
         Ok(out)
     }
 
@@ -293,6 +285,110 @@ impl Primary {
             }
         }
         Ok(Delivery::Queued(self.store.enqueue(address, &raw)?))
+    }
+
+    /// [`Primary::call`] for async callers: the job goes to the mailbox's
+    /// thread and the answer comes back without holding a thread meanwhile.
+    pub async fn call_async<T: Send + 'static>(
+        self: &Arc<Self>,
+        session: SessionId,
+        f: impl FnOnce(&mut Mailbox) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let alias_id = self.alias_of(session)?;
+        self.run_on_async(alias_id, f).await
+    }
+
+    /// [`Primary::write`] for async callers.
+    pub async fn write_async<T: Send + 'static>(
+        self: &Arc<Self>,
+        session: SessionId,
+        f: impl FnOnce(&mut Mailbox) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let alias_id = self.alias_of(session)?;
+        let (out, modseq) = self
+            .run_on_async(alias_id, move |mb| {
+                let out = f(mb)?;
+                Ok((out, mb.highest_modseq()?))
+            })
+            .await?;
+        self.announce(alias_id, modseq);
+        Ok(out)
+    }
+
+    /// Runs a job on a mailbox thread that is already open, without
+    /// blocking the caller's thread. Opening a mailbox (file I/O, perhaps a
+    /// migration) and waiting for room in a full queue happen on the
+    /// blocking pool instead.
+    async fn run_on_async<T: Send + 'static>(
+        self: &Arc<Self>,
+        alias_id: i64,
+        f: impl FnOnce(&mut Mailbox) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let Some(jobs) = self.running_worker(alias_id)? else {
+            let me = Arc::clone(self);
+            return tokio::task::spawn_blocking(move || me.run_on(alias_id, f))
+                .await
+                .map_err(|_| Error::Corrupt("a mailbox task failed".into()))?;
+        };
+        let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |mb: &mut Mailbox| {
+            let _ = reply_tx.send(f(mb));
+        });
+        let stopped = || Error::Corrupt("the mailbox thread stopped during an operation".into());
+        if let Err(e) = jobs.try_send(job) {
+            // A full queue: wait for room off the async threads. A thread
+            // that closed on its idle timeout just now: start a new one.
+            let (job, closed) = match e {
+                mpsc::TrySendError::Full(job) => (job, false),
+                mpsc::TrySendError::Disconnected(job) => (job, true),
+            };
+            if closed {
+                self.clear_worker(alias_id);
+            }
+            let me = Arc::clone(self);
+            tokio::task::spawn_blocking(move || {
+                let jobs = if closed {
+                    me.worker_for(alias_id)?
+                } else {
+                    jobs
+                };
+                jobs.send(job).map_err(|_| stopped())
+            })
+            .await
+            .map_err(|_| stopped())??;
+        }
+        reply_rx.await.map_err(|_| stopped())?
+    }
+
+    /// The job queue of a mailbox thread that is running now, if any.
+    fn running_worker(&self, alias_id: i64) -> Result<Option<SyncSender<Job>>> {
+        let mut reg = self.registry();
+        if reg.closing {
+            return Err(Error::Unavailable("the primary is shutting down".into()));
+        }
+        let live = reg
+            .live
+            .get_mut(&alias_id)
+            .ok_or_else(|| Error::NotFound(NOT_LIVE.into()))?;
+        live.last_used = Instant::now();
+        Ok(live
+            .worker
+            .as_ref()
+            .filter(|w| !w.thread.is_finished())
+            .map(|w| w.jobs.clone()))
+    }
+
+    /// Tells listeners that a mailbox changed.
+    fn announce(&self, alias_id: i64, modseq: crate::types::ModSeq) {
+        let address = self
+            .registry()
+            .live
+            .get(&alias_id)
+            .map(|l| l.alias.address.clone());
+        if let Some(address) = address {
+            // Nobody listening is fine.
+            let _ = self.events.send(Changed { address, modseq });
+        }
     }
 
     fn run_on<T: Send + 'static>(

@@ -175,36 +175,45 @@ async fn a_malformed_frame_closes_only_its_own_link() {
         .await
         .unwrap();
 
-    // A raw peer that shakes hands properly, then sends garbage.
-    let (mut ws, _) = tokio_tungstenite::connect_async(server.url.as_str())
+    // Raw peers that shake hands properly, then send garbage: bytes that
+    // are no frame, a body piece without its frame, a body announced larger
+    // than the limit, a frame that is not a request.
+    let mut too_large = vec![1u8];
+    too_large.extend_from_slice(&u64::MAX.to_le_bytes());
+    let mut not_a_request = vec![0u8];
+    not_a_request.extend(link::encode(&Frame::Refused("no".into())));
+    for garbage in [
+        vec![0xde, 0xad, 0xbe, 0xef],
+        vec![2, 1, 2, 3],
+        too_large,
+        not_a_request,
+    ] {
+        let (mut ws, _) = tokio_tungstenite::connect_async(server.url.as_str())
+            .await
+            .unwrap();
+        let hello = link::hello(b"s3cret", link::Side::Secondary, "raw", &[0; 32]);
+        let mut first = vec![0u8];
+        first.extend(link::encode(&Frame::Hello(hello)));
+        ws.send(Message::Binary(Bytes::from(first))).await.unwrap();
+        assert!(
+            matches!(ws.next().await, Some(Ok(Message::Binary(_)))),
+            "welcomed"
+        );
+        ws.send(Message::Binary(Bytes::from(garbage)))
+            .await
+            .unwrap();
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return true,
+                    _ => {}
+                }
+            }
+        })
         .await
         .unwrap();
-    let hello = link::hello(b"s3cret", link::Side::Secondary, "raw", &[0; 32]);
-    ws.send(Message::Binary(Bytes::from(link::encode(&Frame::Hello(
-        hello,
-    )))))
-    .await
-    .unwrap();
-    assert!(
-        matches!(ws.next().await, Some(Ok(Message::Binary(_)))),
-        "welcomed"
-    );
-    ws.send(Message::Binary(Bytes::from_static(&[
-        0xde, 0xad, 0xbe, 0xef,
-    ])))
-    .await
-    .unwrap();
-    let closed = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return true,
-                _ => {}
-            }
-        }
-    })
-    .await
-    .unwrap();
-    assert!(closed);
+        assert!(closed);
+    }
     // The primary and the other link are unharmed.
     assert!(matches!(
         good.request(Op::Logout {
@@ -422,4 +431,72 @@ async fn the_router_sends_each_alias_to_the_primary_that_owns_it() {
     let login = stats.iter().find(|(n, _)| *n == "login").unwrap();
     assert_eq!(login.1.count.load(std::sync::atomic::Ordering::Relaxed), 3);
     assert_eq!(login.1.errors.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_cross_in_pieces_both_ways_byte_for_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (primary, ana, pw) = setup(tmp.path());
+    let server = start(primary, TcpListener::bind("127.0.0.1:0").await.unwrap()).await;
+    let client = LinkClient::connect(&server.url, config("s3cret", "gw"))
+        .await
+        .unwrap();
+    let Reply::Session(s) = client
+        .request(Op::Login {
+            address: ana.clone(),
+            password: pw,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let Reply::Folders(folders) = client.request(Op::Folders { session: s }).await.unwrap() else {
+        panic!()
+    };
+    let inbox = folders[0].id;
+    // Just over three pieces, with every byte value in it.
+    let mut raw = b"Subject: big\r\nContent-Type: application/octet-stream\r\n\r\n".to_vec();
+    let mut x = 7u32;
+    while raw.len() < 3 * link::wire::CHUNK + 12_345 {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        raw.push((x >> 16) as u8);
+    }
+    // Small requests in flight at the same time are not disturbed.
+    let side = {
+        let c = client.clone();
+        tokio::spawn(async move {
+            for _ in 0..50 {
+                assert!(matches!(
+                    c.request(Op::Folders { session: s }).await.unwrap(),
+                    Reply::Folders(_)
+                ));
+            }
+        })
+    };
+    let Reply::Appended(a) = client
+        .request(Op::Append {
+            session: s,
+            folder: inbox,
+            raw: raw.clone(),
+            options: Default::default(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let Reply::Raw(back) = client
+        .request(Op::Raw {
+            session: s,
+            email: a.email_id,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(back.len(), raw.len());
+    assert!(back == raw, "byte-exact");
+    side.await.unwrap();
 }

@@ -12,6 +12,7 @@
 //! folder names, keywords) is validated again as it is decoded.
 
 pub mod route;
+pub mod wire;
 pub mod ws;
 
 use hmac::{Hmac, Mac};
@@ -20,8 +21,11 @@ use sha2::Sha256;
 
 use crate::error::Error;
 use crate::keys::{Password, constant_time_eq, random_bytes};
+use std::sync::Arc;
+
 use crate::mailbox::{
-    AppendOptions, Appended, Changes, EmailSummary, Folder, FolderChanges, Query, SearchHit,
+    AppendOptions, Appended, Changes, EmailSummary, Folder, FolderChanges, Mailbox, Query,
+    SearchHit,
 };
 use crate::primary::{Changed, Delivery, Primary, SessionId};
 use crate::types::{AliasAddress, EmailId, FolderId, FolderName, Keyword, ModSeq, Uid};
@@ -60,6 +64,43 @@ pub enum Frame {
     Response(Response),
     /// Primary → secondary, unasked: something changed.
     Event(Event),
+}
+
+impl Frame {
+    /// Takes the message body out of a frame that carries one (an append, a
+    /// delivery, a raw read's answer), leaving it empty.
+    pub fn take_body(&mut self) -> Option<Vec<u8>> {
+        match self {
+            Frame::Request(Request {
+                op: Op::Append { raw, .. } | Op::Deliver { raw, .. },
+                ..
+            })
+            | Frame::Response(Response {
+                result: Ok(Reply::Raw(raw)),
+                ..
+            }) => Some(std::mem::take(raw)),
+            _ => None,
+        }
+    }
+
+    /// Puts a body back into a frame that carries one; gives it back if the
+    /// frame has no place for it.
+    pub fn put_body(&mut self, body: Vec<u8>) -> Result<(), Vec<u8>> {
+        match self {
+            Frame::Request(Request {
+                op: Op::Append { raw, .. } | Op::Deliver { raw, .. },
+                ..
+            })
+            | Frame::Response(Response {
+                result: Ok(Reply::Raw(raw)),
+                ..
+            }) => {
+                *raw = body;
+                Ok(())
+            }
+            _ => Err(body),
+        }
+    }
 }
 
 /// A handshake message: version, node name, a fresh nonce, and an
@@ -497,8 +538,139 @@ pub fn verify(secret: &[u8], side: Side, h: &Hello, peer_nonce: &[u8; 32]) -> Re
     Ok(())
 }
 
-/// Carries out one operation on the primary.
-pub fn dispatch(primary: &Primary, op: Op) -> Result<Reply, LinkError> {
+/// The work of a [`MailboxJob`].
+pub type JobFn = Box<dyn FnOnce(&mut Mailbox) -> crate::Result<Reply> + Send>;
+
+/// An operation on one session's mailbox, ready to run on its thread.
+pub struct MailboxJob {
+    /// Whose mailbox.
+    pub session: SessionId,
+    /// Whether it writes (and so announces a change).
+    pub writes: bool,
+    /// The work.
+    pub run: JobFn,
+}
+
+impl std::fmt::Debug for MailboxJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailboxJob")
+            .field("writes", &self.writes)
+            .finish_non_exhaustive()
+    }
+}
+
+#[allow(clippy::result_large_err)]
+fn job(
+    session: SessionId,
+    writes: bool,
+    run: impl FnOnce(&mut Mailbox) -> crate::Result<Reply> + Send + 'static,
+) -> Result<MailboxJob, Op> {
+    Ok(MailboxJob {
+        session,
+        writes,
+        run: Box::new(run),
+    })
+}
+
+/// Turns an operation on a session's mailbox into a job for the mailbox's
+/// thread; gives back any other operation (login, delivery, ...). The `Op`
+/// given back is large, but it is moved once and never stored.
+#[allow(clippy::result_large_err)]
+pub fn mailbox_job(op: Op) -> Result<MailboxJob, Op> {
+    match op {
+        Op::Folders { session } => job(session, false, |mb| Ok(Reply::Folders(mb.folders()?))),
+        Op::CreateFolder { session, name } => job(session, true, move |mb| {
+            Ok(Reply::Folder(mb.create_folder(&name)?))
+        }),
+        Op::RenameFolder {
+            session,
+            folder,
+            name,
+        } => job(session, true, move |mb| {
+            Ok(Reply::Folder(mb.rename_folder(folder, &name)?))
+        }),
+        Op::DeleteFolder { session, folder } => job(session, true, move |mb| {
+            mb.delete_folder(folder)?;
+            Ok(Reply::Done)
+        }),
+        Op::Subscribe {
+            session,
+            folder,
+            subscribed,
+        } => job(session, true, move |mb| {
+            mb.set_subscribed(folder, subscribed)?;
+            Ok(Reply::Done)
+        }),
+        Op::Append {
+            session,
+            folder,
+            raw,
+            options,
+        } => job(session, true, move |mb| {
+            Ok(Reply::Appended(mb.append(folder, &raw, &options)?))
+        }),
+        Op::Raw { session, email } => job(session, false, move |mb| Ok(Reply::Raw(mb.raw(email)?))),
+        Op::Summaries { session, emails } => job(session, false, move |mb| {
+            Ok(Reply::Summaries(mb.summaries(&emails)?))
+        }),
+        Op::FolderIndex { session, folder } => job(session, false, move |mb| {
+            Ok(Reply::FolderIndex(mb.folder_index(folder)?))
+        }),
+        Op::Search { session, query } => job(session, false, move |mb| {
+            Ok(Reply::Hits(mb.search(&query)?))
+        }),
+        Op::SetKeywords {
+            session,
+            emails,
+            add,
+            remove,
+        } => job(session, true, move |mb| {
+            Ok(Reply::ModSeq(mb.set_keywords(&emails, &add, &remove)?))
+        }),
+        Op::Copy {
+            session,
+            from,
+            uids,
+            to,
+        } => job(session, true, move |mb| {
+            Ok(Reply::UidPairs(mb.copy(from, &uids, to)?))
+        }),
+        Op::Move {
+            session,
+            from,
+            uids,
+            to,
+        } => job(session, true, move |mb| {
+            Ok(Reply::UidPairs(mb.move_messages(from, &uids, to)?))
+        }),
+        Op::Expunge {
+            session,
+            folder,
+            only,
+        } => job(session, true, move |mb| {
+            Ok(Reply::Uids(mb.expunge(folder, only.as_deref())?))
+        }),
+        Op::Destroy { session, emails } => job(session, true, move |mb| {
+            mb.destroy_emails(&emails)?;
+            Ok(Reply::Done)
+        }),
+        Op::Changes { session, since } => job(session, false, move |mb| {
+            Ok(Reply::Changes(mb.changes_since(since)?))
+        }),
+        Op::FolderChanges {
+            session,
+            folder,
+            since,
+        } => job(session, false, move |mb| {
+            Ok(Reply::FolderChanges(mb.folder_changes(folder, since)?))
+        }),
+        other => Err(other),
+    }
+}
+
+/// Carries out an operation that is not a mailbox job (it may block: a
+/// password check, a sealed delivery).
+fn primary_op(primary: &Primary, op: Op) -> Result<Reply, LinkError> {
     Ok(match op {
         Op::Login { address, password } => Reply::Session(primary.login(&address, &password)?),
         Op::Locate { address } => Reply::Holds(match primary.store().alias(&address) {
@@ -522,83 +694,57 @@ pub fn dispatch(primary: &Primary, op: Op) -> Result<Reply, LinkError> {
                 ..AppendOptions::default()
             },
         )?),
-        Op::Folders { session } => Reply::Folders(primary.call(session, |mb| mb.folders())?),
-        Op::CreateFolder { session, name } => {
-            Reply::Folder(primary.write(session, move |mb| mb.create_folder(&name))?)
-        }
-        Op::RenameFolder {
-            session,
-            folder,
-            name,
-        } => Reply::Folder(primary.write(session, move |mb| mb.rename_folder(folder, &name))?),
-        Op::DeleteFolder { session, folder } => {
-            primary.write(session, move |mb| mb.delete_folder(folder))?;
-            Reply::Done
-        }
-        Op::Subscribe {
-            session,
-            folder,
-            subscribed,
-        } => {
-            primary.write(session, move |mb| mb.set_subscribed(folder, subscribed))?;
-            Reply::Done
-        }
-        Op::Append {
-            session,
-            folder,
-            raw,
-            options,
-        } => Reply::Appended(primary.write(session, move |mb| mb.append(folder, &raw, &options))?),
-        Op::Raw { session, email } => Reply::Raw(primary.call(session, move |mb| mb.raw(email))?),
-        Op::Summaries { session, emails } => {
-            Reply::Summaries(primary.call(session, move |mb| mb.summaries(&emails))?)
-        }
-        Op::FolderIndex { session, folder } => {
-            Reply::FolderIndex(primary.call(session, move |mb| mb.folder_index(folder))?)
-        }
-        Op::Search { session, query } => {
-            Reply::Hits(primary.call(session, move |mb| mb.search(&query))?)
-        }
-        Op::SetKeywords {
-            session,
-            emails,
-            add,
-            remove,
-        } => Reply::ModSeq(
-            primary.write(session, move |mb| mb.set_keywords(&emails, &add, &remove))?,
-        ),
-        Op::Copy {
-            session,
-            from,
-            uids,
-            to,
-        } => Reply::UidPairs(primary.write(session, move |mb| mb.copy(from, &uids, to))?),
-        Op::Move {
-            session,
-            from,
-            uids,
-            to,
-        } => Reply::UidPairs(primary.write(session, move |mb| mb.move_messages(from, &uids, to))?),
-        Op::Expunge {
-            session,
-            folder,
-            only,
-        } => Reply::Uids(primary.write(session, move |mb| mb.expunge(folder, only.as_deref()))?),
-        Op::Destroy { session, emails } => {
-            primary.write(session, move |mb| mb.destroy_emails(&emails))?;
-            Reply::Done
-        }
-        Op::Changes { session, since } => {
-            Reply::Changes(primary.call(session, move |mb| mb.changes_since(since))?)
-        }
-        Op::FolderChanges {
-            session,
-            folder,
-            since,
-        } => {
-            Reply::FolderChanges(primary.call(session, move |mb| mb.folder_changes(folder, since))?)
+        other => {
+            return Err(LinkError {
+                code: ErrorCode::Internal,
+                message: format!("{} is a mailbox operation", other.name()),
+            });
         }
     })
+}
+
+/// Carries out one operation on the primary, on the caller's thread
+/// (which it may block).
+pub fn dispatch(primary: &Primary, op: Op) -> Result<Reply, LinkError> {
+    match mailbox_job(op) {
+        Ok(MailboxJob {
+            session,
+            writes: true,
+            run,
+        }) => Ok(primary.write(session, run)?),
+        Ok(MailboxJob { session, run, .. }) => Ok(primary.call(session, run)?),
+        Err(op) => primary_op(primary, op),
+    }
+}
+
+/// Carries out one operation on the primary from async code: mailbox jobs
+/// go straight to the mailbox's thread; operations that block run on the
+/// blocking pool.
+pub async fn dispatch_async(primary: &Arc<Primary>, op: Op) -> Result<Reply, LinkError> {
+    match mailbox_job(op) {
+        Ok(MailboxJob {
+            session,
+            writes: true,
+            run,
+        }) => Ok(primary.write_async(session, run).await?),
+        Ok(MailboxJob { session, run, .. }) => Ok(primary.call_async(session, run).await?),
+        // Forgetting a session only takes a lock: no need for a thread.
+        Err(Op::Logout { session }) => {
+            primary.logout(session);
+            Ok(Reply::Done)
+        }
+        Err(op) => {
+            let primary = Arc::clone(primary);
+            tokio::task::spawn_blocking(move || primary_op(&primary, op))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(LinkError {
+                        code: ErrorCode::Internal,
+                        message: "internal error".into(),
+                    })
+                })
+        }
+    }
 }
 
 /// Decodes one request frame, runs it, and encodes the response frame: the

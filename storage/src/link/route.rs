@@ -11,7 +11,7 @@ use std::time::Instant;
 use tokio::sync::broadcast;
 
 use super::ws::{ClientError, LinkClient};
-use super::{ErrorCode, Event, LinkError, Op, Reply, dispatch};
+use super::{ErrorCode, Event, LinkError, Op, Reply, dispatch_async};
 use crate::primary::Primary;
 use crate::types::AliasAddress;
 
@@ -29,14 +29,9 @@ impl Link {
     /// Sends one request and waits for its answer.
     pub async fn request(&self, op: Op) -> Result<Reply, ClientError> {
         match self {
-            Link::Local(primary) => {
-                let primary = Arc::clone(primary);
-                // Storage calls block (a password check, a busy mailbox).
-                tokio::task::spawn_blocking(move || dispatch(&primary, op))
-                    .await
-                    .map_err(|_| ClientError::LinkDown("the primary's task failed".into()))?
-                    .map_err(ClientError::Remote)
-            }
+            Link::Local(primary) => dispatch_async(primary, op)
+                .await
+                .map_err(ClientError::Remote),
             Link::Remote(client) => client.request(op).await,
         }
     }

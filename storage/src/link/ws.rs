@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio_rustls::rustls;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -25,9 +25,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use zeroize::Zeroizing;
 
+use super::wire::{self, Out};
 use super::{
-    Event, Frame, Hello, Limits, LinkError, Op, Reply, Request, Response, Side, decode, encode,
-    handle, hello, verify,
+    Event, Frame, Hello, Limits, LinkError, Op, Reply, Request, Response, Side, dispatch_async,
+    frame_kind, hello, verify,
 };
 use crate::primary::Primary;
 
@@ -79,8 +80,20 @@ fn ws_config(limits: Limits) -> WebSocketConfig {
         .max_frame_size(Some(limits.max_frame))
 }
 
+/// A handshake frame as one message.
 fn binary(frame: &Frame) -> Message {
-    Message::Binary(Bytes::from(encode(frame)))
+    match wire::messages(wire::whole(frame)).next() {
+        Some(m) => m,
+        None => Message::Binary(Bytes::new()),
+    }
+}
+
+/// The first frame of a connection (a handshake), if it is one whole frame.
+fn first_frame(message: &[u8], limits: Limits) -> Option<Frame> {
+    wire::Assembler::default()
+        .push(message, limits)
+        .ok()
+        .flatten()
 }
 
 fn close(reason: &str) -> Message {
@@ -88,6 +101,41 @@ fn close(reason: &str) -> Message {
         code: CloseCode::Policy,
         reason: reason.chars().take(100).collect::<String>().into(),
     }))
+}
+
+/// The sending half of a connection, shared by every task that answers or
+/// asks on it. Whoever holds the lock sends one whole frame (all its body's
+/// pieces) before letting go, so frames never interleave; sending in the
+/// caller's own task spares a hop through a writer task.
+#[derive(Clone)]
+struct Sender {
+    sink: Arc<tokio::sync::Mutex<BoxSink>>,
+}
+
+type BoxSink = std::pin::Pin<
+    Box<dyn futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Send>,
+>;
+
+impl Sender {
+    fn new<S>(sink: S) -> Sender
+    where
+        S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error>
+            + Send
+            + 'static,
+    {
+        Sender {
+            sink: Arc::new(tokio::sync::Mutex::new(Box::pin(sink))),
+        }
+    }
+
+    /// Sends a frame (or a close); fails when the peer is gone.
+    async fn send(&self, out: Out) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        let mut sink = self.sink.lock().await;
+        for m in wire::messages(out) {
+            sink.send(m).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Accepts secondaries until `shutdown` turns true; each connection is
@@ -171,7 +219,7 @@ where
         tokio_tungstenite::accept_async_with_config(stream, Some(ws_config(config.limits))).await?;
     let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, ws.next()).await;
     let hello_frame = match first {
-        Ok(Some(Ok(Message::Binary(b)))) => decode(&b, config.limits).ok(),
+        Ok(Some(Ok(Message::Binary(b)))) => first_frame(&b, config.limits),
         _ => None,
     };
     let Some(Frame::Hello(h)) = hello_frame else {
@@ -187,16 +235,8 @@ where
     ws.send(binary(&Frame::Welcome(welcome))).await?;
     tracing::info!(node = h.node, "secondary connected");
 
-    let (mut sink, mut source) = ws.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(256);
-    let writer = tokio::spawn(async move {
-        while let Some(m) = out_rx.recv().await {
-            let last = matches!(m, Message::Close(_));
-            if sink.send(m).await.is_err() || last {
-                break;
-            }
-        }
-    });
+    let (sink, mut source) = ws.split();
+    let out_tx = Sender::new(sink);
     // Change events go to every secondary; each filters what it serves.
     let mut events = primary.events();
     let event_out = out_tx.clone();
@@ -204,7 +244,7 @@ where
         loop {
             match events.recv().await {
                 Ok(changed) => {
-                    let frame = binary(&Frame::Event(Event::Changed(changed)));
+                    let frame = wire::whole(&Frame::Event(Event::Changed(changed)));
                     if event_out.send(frame).await.is_err() {
                         return;
                     }
@@ -216,35 +256,46 @@ where
             }
         }
     });
+    let mut assembler = wire::Assembler::default();
     let result = loop {
         let next = tokio::select! {
             m = source.next() => m,
             _ = shutdown.changed() => {
-                let _ = out_tx.send(close("primary shutting down")).await;
+                let _ = out_tx.send(Out::Raw(close("primary shutting down"))).await;
                 break Ok(h.node.clone());
             }
         };
         match next {
-            Some(Ok(Message::Binary(bytes))) => {
-                let primary = Arc::clone(&primary);
-                let out = out_tx.clone();
-                let limits = config.limits;
-                // Requests may block (a password check, a mailbox busy with
-                // a large write): each runs on the blocking pool and sends
-                // its own answer, so a slow one never delays the others.
-                tokio::task::spawn_blocking(move || {
-                    let message = match handle(&primary, bytes, limits) {
-                        Ok(response) => Message::Binary(Bytes::from(response)),
-                        Err(e) => close(&e.to_string()),
-                    };
-                    let _ = out.blocking_send(message);
-                });
-            }
+            Some(Ok(Message::Binary(bytes))) => match assembler.push(&bytes, config.limits) {
+                Ok(None) => {}
+                Ok(Some(Frame::Request(Request { id, op }))) => {
+                    drop(bytes);
+                    let primary = Arc::clone(&primary);
+                    let out = out_tx.clone();
+                    // Each request answers on its own, so a slow one (a
+                    // password check, a large write) never delays the others.
+                    tokio::spawn(async move {
+                        let result = dispatch_async(&primary, op).await;
+                        let _ = out
+                            .send(wire::outgoing(Frame::Response(Response { id, result })))
+                            .await;
+                    });
+                }
+                Ok(Some(other)) => {
+                    let why = format!("expected a request, got {}", frame_kind(&other));
+                    let _ = out_tx.send(Out::Raw(close(&why))).await;
+                    break Err(ConnectionEnd::Protocol(why));
+                }
+                Err(e) => {
+                    let _ = out_tx.send(Out::Raw(close(&e.to_string()))).await;
+                    break Err(ConnectionEnd::Protocol(e.to_string()));
+                }
+            },
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
             Some(Ok(Message::Close(_))) | None => break Ok(h.node.clone()),
             Some(Ok(_)) => {
                 let _ = out_tx
-                    .send(close("text frames are not part of the link"))
+                    .send(Out::Raw(close("text frames are not part of the link")))
                     .await;
                 break Err(ConnectionEnd::Protocol("text frame".into()));
             }
@@ -253,7 +304,6 @@ where
     };
     forwarder.abort();
     drop(out_tx);
-    let _ = writer.await;
     result
 }
 
@@ -275,7 +325,7 @@ pub enum ClientError {
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Reply, LinkError>>>>>;
 
 struct Live {
-    out: mpsc::Sender<Message>,
+    out: Sender,
     pending: Pending,
 }
 
@@ -347,7 +397,7 @@ impl LinkClient {
             live.out.clone()
         };
         if out
-            .send(binary(&Frame::Request(Request { id, op })))
+            .send(wire::outgoing(Frame::Request(Request { id, op })))
             .await
             .is_err()
         {
@@ -470,9 +520,9 @@ where
         .await
         .map_err(|_| ClientError::LinkDown("handshake timed out".into()))?;
     match answer {
-        Some(Ok(Message::Binary(b))) => match decode(&b, limits) {
-            Ok(Frame::Welcome(w)) => check_welcome(&shared.config, &w, &mine)?,
-            Ok(Frame::Refused(why)) => return Err(ClientError::Refused(why)),
+        Some(Ok(Message::Binary(b))) => match first_frame(&b, limits) {
+            Some(Frame::Welcome(w)) => check_welcome(&shared.config, &w, &mine)?,
+            Some(Frame::Refused(why)) => return Err(ClientError::Refused(why)),
             _ => return Err(ClientError::Refused("unexpected handshake answer".into())),
         },
         other => {
@@ -485,21 +535,15 @@ where
             )));
         }
     }
-    let (mut sink, mut source) = ws.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(256);
+    let (sink, mut source) = ws.split();
+    let out_tx = Sender::new(sink);
     let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
-    tokio::spawn(async move {
-        while let Some(m) = out_rx.recv().await {
-            if sink.send(m).await.is_err() {
-                break;
-            }
-        }
-    });
     let (ended_tx, ended_rx) = oneshot::channel();
     let reader_pending = Arc::clone(&pending);
     let events = shared.events.clone();
     let weak = Arc::downgrade(shared);
     tokio::spawn(async move {
+        let mut assembler = wire::Assembler::default();
         while let Some(Ok(m)) = source.next().await {
             let Message::Binary(b) = m else {
                 if matches!(m, Message::Close(_)) {
@@ -507,16 +551,17 @@ where
                 }
                 continue;
             };
-            match decode(&b, limits) {
-                Ok(Frame::Response(Response { id, result })) => {
+            match assembler.push(&b, limits) {
+                Ok(None) => {}
+                Ok(Some(Frame::Response(Response { id, result }))) => {
                     if let Some(tx) = lock(&reader_pending).remove(&id) {
                         let _ = tx.send(result);
                     }
                 }
-                Ok(Frame::Event(e)) => {
+                Ok(Some(Frame::Event(e))) => {
                     let _ = events.send(e);
                 }
-                _ => break,
+                Ok(Some(_)) | Err(_) => break,
             }
         }
         // Down: forget the connection, fail everything in flight.
