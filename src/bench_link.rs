@@ -111,6 +111,38 @@ pub fn run() -> Result<()> {
         r.saturating_sub(l).as_secs_f64() * 1e6
     );
 
+    // The same read over TLS (wss://), as between machines.
+    let tls_dir = dir.path().join("tls");
+    let (files, _) = cofre_storage::tls::self_signed(&tls_dir, &["localhost".to_string()])?;
+    let mut tls_config = LinkConfig::new(
+        Arc::new(Zeroizing::new(b"benchmark cluster secret".to_vec())),
+        "bench",
+    );
+    tls_config.accept_tls = Some(cofre_storage::tls::server_config(&files)?);
+    tls_config.connect_tls = Some(cofre_storage::tls::client_config(&files.cert)?);
+    let tls_listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let tls_url = format!("wss://localhost:{}", tls_listener.local_addr()?.port());
+    rt.spawn(serve(
+        tls_listener,
+        Arc::clone(&primary),
+        tls_config.clone(),
+        stop.subscribe(),
+    ));
+    let tls_client = rt.block_on(LinkClient::connect(&tls_url, tls_config))?;
+    let mut secure = Vec::new();
+    rt.block_on(async {
+        for _ in 0..2000 {
+            let s = Instant::now();
+            tls_client.request(Op::Folders { session }).await?;
+            secure.push(s.elapsed());
+        }
+        anyhow::Ok(())
+    })?;
+    println!(
+        "| small read over a TLS link (wss://), median | {:.0} µs | - |",
+        median(secure).as_secs_f64() * 1e6
+    );
+
     // Throughput: 64 callers sharing one link.
     for (label, make) in [
         ("no-op request (link only)", 0u8),
