@@ -199,3 +199,82 @@ fn session_ids_cannot_be_guessed_from_one_another() {
     assert!(!format!("{a:?}").contains(&a.0.to_string()));
     assert!(!format!("{a:?}").contains(&format!("{:x}", a.0)));
 }
+
+#[test]
+fn online_delivery_writes_no_queue_file_and_the_depth_gauge_follows_the_queue() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (p, aliases) = primary(tmp.path(), PrimaryConfig::default());
+    let (bo, pw) = &aliases[1];
+    let record = p.store().alias(bo).unwrap();
+    let queue_file = p.store().queue_path(&record);
+    assert_eq!(p.store().queue_depth().unwrap(), 0);
+    let msg = || common::msg("x@y.z", "bo@example.com", "hi", "body");
+
+    let s = p.login(bo, pw).unwrap();
+    let d = p.deliver(bo, msg(), AppendOptions::default()).unwrap();
+    assert!(matches!(d, Delivery::Stored(_)));
+    assert!(!queue_file.exists(), "no queue file for a live alias");
+    p.logout(s);
+
+    for _ in 0..3 {
+        p.deliver(bo, msg(), AppendOptions::default()).unwrap();
+    }
+    assert!(queue_file.exists());
+    assert_eq!(p.store().queue_depth().unwrap(), 3);
+    let s = p.login(bo, pw).unwrap();
+    assert_eq!(p.store().queue_depth().unwrap(), 0);
+    assert_eq!(inbox_count(&p, s), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_queued_work_and_then_refuses_more() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (p, aliases) = primary(tmp.path(), PrimaryConfig::default());
+    let p = Arc::new(p);
+    let (ana, pw) = &aliases[0];
+    let s = p.login(ana, pw).unwrap();
+    let inbox = p
+        .call(s, |mb| Ok(mb.folder_by_role(Role::Inbox)?.id))
+        .unwrap();
+    let mut writes = Vec::new();
+    for i in 0..20 {
+        let p = Arc::clone(&p);
+        writes.push(tokio::spawn(async move {
+            let raw = common::msg("x@y.z", "ana@example.com", &format!("m{i}"), "body");
+            p.write_async(s, move |mb| {
+                mb.append(inbox, &raw, &AppendOptions::default())
+            })
+            .await
+        }));
+    }
+    let acked: usize = {
+        let mut n = 0;
+        for w in writes {
+            if w.await.unwrap().is_ok() {
+                n += 1;
+            }
+        }
+        n
+    };
+    let p2 = Arc::clone(&p);
+    tokio::task::spawn_blocking(move || p2.shutdown())
+        .await
+        .unwrap();
+    assert_eq!(p.open_mailboxes(), 0);
+    assert!(matches!(
+        p.call(s, |mb| mb.folders()),
+        Err(Error::Unavailable(_))
+    ));
+    // Everything acknowledged is in the mailbox when it is opened again.
+    let store = p.store();
+    let unlocked = store.unlock(ana, pw).unwrap();
+    let mut mb = store.open_mailbox(&unlocked).unwrap();
+    let inbox = mb.folder_by_role(Role::Inbox).unwrap().id;
+    assert_eq!(
+        mb.search(&Query::in_folder(inbox, Filter::All))
+            .unwrap()
+            .len(),
+        acked
+    );
+    assert_eq!(acked, 20);
+}
