@@ -268,7 +268,7 @@ async fn shutdown_finishes_queued_work_and_then_refuses_more() {
     // Everything acknowledged is in the mailbox when it is opened again.
     let store = p.store();
     let unlocked = store.unlock(ana, pw).unwrap();
-    let mut mb = store.open_mailbox(&unlocked).unwrap();
+    let mb = store.open_mailbox(&unlocked).unwrap();
     let inbox = mb.folder_by_role(Role::Inbox).unwrap().id;
     assert_eq!(
         mb.search(&Query::in_folder(inbox, Filter::All))
