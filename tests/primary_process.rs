@@ -3,9 +3,9 @@
 //! a restart, nothing is half-written, and the client reconnects by itself.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,29 +13,16 @@ use cofre_storage::link::ws::{ClientError, LinkClient, LinkConfig};
 use cofre_storage::link::{Op, Reply};
 use cofre_storage::mailbox::AppendOptions;
 use cofre_storage::{AliasAddress, Password};
+use common::{Proc, SECRET, create_alias};
 use zeroize::Zeroizing;
 
-const SECRET: &str = "a cluster secret of some length";
-
-fn start_primary(data: &Path, link: &str) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cofre"))
-        .args(["--data", data.to_str().unwrap(), "primary", "--link", link])
-        .env("COFRE_CLUSTER_SECRET", SECRET)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("the primary printed its address")
-            .unwrap();
-        if let Some(url) = line.trim().strip_prefix("link listening on ") {
-            break url.to_string();
-        }
-    };
-    (child, url)
+fn start_primary(data: &Path, link: &str) -> (Proc, String) {
+    let mut p = Proc::start(
+        &["--data", data.to_str().unwrap(), "primary", "--link", link],
+        &[("COFRE_CLUSTER_SECRET", SECRET)],
+    );
+    let url = p.wait_for("link listening on ");
+    (p, url)
 }
 
 fn message(i: usize) -> Vec<u8> {
@@ -47,19 +34,7 @@ fn message(i: usize) -> Vec<u8> {
 fn acknowledged_writes_survive_sigkill_and_the_link_comes_back() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let out = Command::new(env!("CARGO_BIN_EXE_cofre"))
-        .args([
-            "--data",
-            data.to_str().unwrap(),
-            "alias",
-            "create",
-            "ana@example.com",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let password = Password::new(v["password"].as_str().unwrap());
+    let password = Password::new(create_alias(&data, "ana@example.com"));
     let ana = AliasAddress::try_from("ana@example.com").unwrap();
 
     // A wrong secret is refused by the real process too.
@@ -136,8 +111,8 @@ fn acknowledged_writes_survive_sigkill_and_the_link_comes_back() {
     while acked.len() < 30 {
         acked.push(acked_rx.recv_timeout(Duration::from_secs(20)).unwrap());
     }
-    primary.kill().unwrap();
-    primary.wait().unwrap();
+    primary.child.kill().unwrap();
+    primary.child.wait().unwrap();
     let attempted = rt.block_on(writer).unwrap();
     acked.extend(acked_rx.try_iter());
     assert!(
@@ -195,6 +170,6 @@ fn acknowledged_writes_survive_sigkill_and_the_link_comes_back() {
     let mut unique = stored.clone();
     unique.dedup();
     assert_eq!(unique, stored, "no write applied twice");
-    primary.kill().unwrap();
-    primary.wait().unwrap();
+    primary.child.kill().unwrap();
+    primary.child.wait().unwrap();
 }

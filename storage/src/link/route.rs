@@ -47,36 +47,30 @@ impl Link {
     /// Forwards this link's change events into `out` until either side ends.
     fn forward_events(&self, out: broadcast::Sender<Event>) {
         match self {
-            Link::Local(primary) => {
-                let mut rx = primary.events();
-                tokio::spawn(async move {
-                    loop {
-                        match rx.recv().await {
-                            Ok(c) => {
-                                let _ = out.send(Event::Changed(c));
-                            }
-                            Err(broadcast::error::RecvError::Lagged(_)) => {}
-                            Err(broadcast::error::RecvError::Closed) => return,
-                        }
-                    }
-                });
-            }
-            Link::Remote(client) => {
-                let mut rx = client.events();
-                tokio::spawn(async move {
-                    loop {
-                        match rx.recv().await {
-                            Ok(e) => {
-                                let _ = out.send(e);
-                            }
-                            Err(broadcast::error::RecvError::Lagged(_)) => {}
-                            Err(broadcast::error::RecvError::Closed) => return,
-                        }
-                    }
-                });
-            }
+            Link::Local(primary) => forward(primary.events(), out, Event::Changed),
+            Link::Remote(client) => forward(client.events(), out, |e| e),
         }
     }
+}
+
+/// Copies a broadcast into another, mapping each item; a lagging receiver
+/// skips what it missed (later events still say where each mailbox is).
+fn forward<T: Clone + Send + 'static>(
+    mut rx: broadcast::Receiver<T>,
+    out: broadcast::Sender<Event>,
+    map: fn(T) -> Event,
+) {
+    tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(item) => {
+                    let _ = out.send(map(item));
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
 }
 
 /// Latency buckets of [`OpStats`], in microseconds (upper bounds).

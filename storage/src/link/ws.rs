@@ -338,6 +338,19 @@ struct Shared {
     events: broadcast::Sender<Event>,
 }
 
+impl Shared {
+    fn new(url: &str, config: LinkConfig) -> Arc<Shared> {
+        Arc::new(Shared {
+            url: url.to_string(),
+            config,
+            live: Mutex::new(None),
+            next_id: AtomicU64::new(1),
+            connected: watch::channel(false).0,
+            events: broadcast::channel(1024).0,
+        })
+    }
+}
+
 /// A secondary's connection to one primary, reconnecting by itself.
 #[derive(Clone)]
 pub struct LinkClient {
@@ -348,16 +361,7 @@ impl LinkClient {
     /// Connects and completes the handshake; from then on the link is kept
     /// up in the background. A refused handshake is final.
     pub async fn connect(url: &str, config: LinkConfig) -> Result<LinkClient, ClientError> {
-        let (connected, _) = watch::channel(false);
-        let (events, _) = broadcast::channel(1024);
-        let shared = Arc::new(Shared {
-            url: url.to_string(),
-            config,
-            live: Mutex::new(None),
-            next_id: AtomicU64::new(1),
-            connected,
-            events,
-        });
+        let shared = Shared::new(url, config);
         let ended = establish(&shared).await?;
         tokio::spawn(supervise(Arc::downgrade(&shared), ended));
         Ok(LinkClient { shared })
@@ -367,16 +371,7 @@ impl LinkClient {
     /// fail with [`ClientError::LinkDown`] until it is up. For a secondary
     /// that starts before its primary.
     pub fn connect_later(url: &str, config: LinkConfig) -> LinkClient {
-        let (connected, _) = watch::channel(false);
-        let (events, _) = broadcast::channel(1024);
-        let shared = Arc::new(Shared {
-            url: url.to_string(),
-            config,
-            live: Mutex::new(None),
-            next_id: AtomicU64::new(1),
-            connected,
-            events,
-        });
+        let shared = Shared::new(url, config);
         // An already-ended "connection" sends the supervisor straight to
         // reconnecting.
         let (_, ended) = oneshot::channel();
