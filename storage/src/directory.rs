@@ -16,7 +16,8 @@ use crate::keys::{KdfParams, SecretKey};
 use crate::time;
 use crate::types::AliasAddress;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE domains (
     name       TEXT PRIMARY KEY,
     created_at TEXT NOT NULL
@@ -56,7 +57,14 @@ CREATE TABLE webhooks (
     created_at TEXT NOT NULL
 );
 CREATE INDEX webhooks_alias ON webhooks (alias_id);
-"#];
+"#,
+    r#"
+CREATE TABLE revoked_tokens (
+    jti        TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
+];
 
 /// One alias as the directory stores it.
 #[derive(Clone, PartialEq, Eq)]
@@ -190,6 +198,35 @@ impl Directory {
             tx.commit()?;
         }
         Ok(Directory { conn })
+    }
+
+    /// Records a revoked API token until it would have expired anyway
+    /// (and forgets tokens whose expiry has passed).
+    pub fn revoke_token(&mut self, jti: &str, expires_at: i64) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "DELETE FROM revoked_tokens WHERE expires_at < ?1",
+            params![time::now()],
+        )?;
+        tx.execute(
+            "INSERT OR REPLACE INTO revoked_tokens (jti, expires_at) VALUES (?1, ?2)",
+            params![jti, expires_at],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Whether an API token was revoked.
+    pub fn is_revoked(&self, jti: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM revoked_tokens WHERE jti = ?1",
+                params![jti],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
     }
 
     /// Adds an alias (and its domain, if new).

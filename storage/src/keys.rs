@@ -224,6 +224,22 @@ pub fn unwrap(key: &SecretKey, wrapped: &[u8], aad: &[u8]) -> Result<Zeroizing<V
         .map_err(|_| Error::WrongPassword)
 }
 
+/// A key for one purpose derived from a longer-lived secret (the cluster
+/// secret): HMAC-SHA256(secret, "cofre/" ‖ purpose). Different purposes
+/// give unrelated keys.
+pub fn derive_subkey(secret: &[u8], purpose: &str) -> SecretKey {
+    use hmac::{Hmac, Mac};
+    // HMAC takes keys of any length; an empty secret still gives a key,
+    // and callers refuse short secrets before this.
+    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(secret) {
+        Ok(m) => m,
+        Err(_) => return SecretKey::from_bytes([0; 32]),
+    };
+    mac.update(b"cofre/");
+    mac.update(purpose.as_bytes());
+    SecretKey::from_bytes(mac.finalize().into_bytes().into())
+}
+
 /// The unwrapped secrets of one alias: what a live session holds.
 #[derive(Clone)]
 pub struct AliasKeys {

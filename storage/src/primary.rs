@@ -20,10 +20,11 @@ use std::time::{Duration, Instant};
 
 use crate::directory::AliasRecord;
 use crate::error::{Error, Result};
-use crate::keys::{AliasKeys, Password};
+use crate::keys::{AliasKeys, Password, SecretKey};
 use crate::mailbox::{AppendOptions, Appended, Mailbox};
 use crate::store::Store;
 use crate::types::{AliasAddress, Role};
+use zeroize::Zeroizing;
 
 /// Settings of the primary, with the defaults a server uses.
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -86,9 +87,18 @@ struct Live {
     last_used: Instant,
 }
 
+/// One live session.
+struct Session {
+    alias_id: i64,
+    /// Unix seconds after which the session is gone (API tokens).
+    expires_at: Option<i64>,
+    /// The API token it serves, for revocation.
+    jti: Option<String>,
+}
+
 #[derive(Default)]
 struct Registry {
-    sessions: HashMap<SessionId, i64>,
+    sessions: HashMap<SessionId, Session>,
     live: HashMap<i64, Live>,
     /// Set by [`Primary::shutdown`]: no mailbox opens again.
     closing: bool,
@@ -100,6 +110,31 @@ pub struct Primary {
     config: PrimaryConfig,
     registry: Mutex<Registry>,
     events: tokio::sync::broadcast::Sender<Changed>,
+    /// Seals the keys an API token carries (derived from the cluster
+    /// secret); without it no token is issued or resumed.
+    token_key: Option<SecretKey>,
+}
+
+/// An API token's contents as the primary issues them: a session, and the
+/// alias's keys sealed under the token key so that any gateway of the
+/// cluster can later resume a session without the password.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TokenGrant {
+    /// A session, open now.
+    pub session: SessionId,
+    /// The alias's row id.
+    pub alias_id: i64,
+    /// The token's unique id (for revocation).
+    pub jti: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// The alias's keys, sealed (XChaCha20-Poly1305 under the token key,
+    /// bound to the address, alias id, jti and expiry).
+    pub sealed: Vec<u8>,
+}
+
+fn token_aad(address: &AliasAddress, alias_id: i64, jti: &str, expires_at: i64) -> Vec<u8> {
+    format!("cofre/token\0{address}\0{alias_id}\0{jti}\0{expires_at}").into_bytes()
 }
 
 /// A mailbox changed: what IDLE, JMAP push and web clients wait for.
@@ -119,7 +154,101 @@ impl Primary {
             config,
             registry: Mutex::new(Registry::default()),
             events: tokio::sync::broadcast::channel(4096).0,
+            token_key: None,
         }
+    }
+
+    /// Enables API tokens, sealed under `key` (derive it from the cluster
+    /// secret: every primary and gateway of a cluster must agree on it).
+    pub fn with_token_key(mut self, key: SecretKey) -> Primary {
+        self.token_key = Some(key);
+        self
+    }
+
+    fn token_key(&self) -> Result<&SecretKey> {
+        self.token_key
+            .as_ref()
+            .ok_or_else(|| Error::Unavailable("API tokens are not enabled on this primary".into()))
+    }
+
+    /// Proves a password and issues the contents of an API token valid for
+    /// `ttl`: its session is open at once (the alias is online until it
+    /// expires or is revoked).
+    pub fn issue_token(
+        &self,
+        address: &AliasAddress,
+        password: &Password,
+        ttl: Duration,
+    ) -> Result<TokenGrant> {
+        let key = self.token_key()?.clone();
+        let unlocked = self.store.unlock(address, password)?;
+        let jti = hex::encode(crate::keys::random_bytes::<16>());
+        let expires_at = crate::time::now().saturating_add(ttl.as_secs() as i64);
+        let mut secret = Zeroizing::new(unlocked.keys.data_key.bytes().to_vec());
+        secret.extend_from_slice(unlocked.keys.identity.as_bytes());
+        let alias_id = unlocked.alias.id;
+        let sealed = crate::keys::wrap(
+            &key,
+            &secret,
+            &token_aad(address, alias_id, &jti, expires_at),
+        );
+        let session = self.open_session(unlocked, Some(expires_at), Some(jti.clone()))?;
+        Ok(TokenGrant {
+            session,
+            alias_id,
+            jti,
+            expires_at,
+            sealed,
+        })
+    }
+
+    /// Opens a session from a token's sealed keys, without the password.
+    /// Refused (`WrongPassword`) when the token expired, was revoked, or its
+    /// seal does not open for this alias.
+    pub fn resume(
+        &self,
+        address: &AliasAddress,
+        jti: &str,
+        expires_at: i64,
+        sealed: &[u8],
+    ) -> Result<SessionId> {
+        let key = self.token_key()?.clone();
+        if expires_at <= crate::time::now() || self.store.directory().is_revoked(jti)? {
+            return Err(Error::WrongPassword);
+        }
+        let alias = self.store.alias(address)?;
+        let secret =
+            crate::keys::unwrap(&key, sealed, &token_aad(address, alias.id, jti, expires_at))
+                .map_err(|_| Error::WrongPassword)?;
+        let (data_key, identity) = secret
+            .split_first_chunk::<32>()
+            .ok_or(Error::WrongPassword)?;
+        let identity = std::str::from_utf8(identity).map_err(|_| Error::WrongPassword)?;
+        let unlocked = crate::store::Unlocked {
+            alias,
+            keys: AliasKeys {
+                data_key: SecretKey::from_bytes(*data_key),
+                identity: Zeroizing::new(identity.to_string()),
+            },
+        };
+        self.open_session(unlocked, Some(expires_at), Some(jti.to_string()))
+    }
+
+    /// Revokes an API token: its sessions end everywhere and it cannot be
+    /// resumed again.
+    pub fn revoke(&self, jti: &str, expires_at: i64) -> Result<()> {
+        self.store.directory().revoke_token(jti, expires_at)?;
+        let ended: Vec<SessionId> = self
+            .registry()
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.jti.as_deref() == Some(jti))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ended {
+            self.logout(id);
+        }
+        Ok(())
     }
 
     /// The store underneath.
@@ -135,11 +264,29 @@ impl Primary {
     /// drained into its inbox before this returns.
     pub fn login(&self, address: &AliasAddress, password: &Password) -> Result<SessionId> {
         let unlocked = self.store.unlock(address, password)?;
+        self.open_session(unlocked, None, None)
+    }
+
+    /// Registers a session for unlocked keys and drains the alias's queue.
+    fn open_session(
+        &self,
+        unlocked: crate::store::Unlocked,
+        expires_at: Option<i64>,
+        jti: Option<String>,
+    ) -> Result<SessionId> {
         let alias_id = unlocked.alias.id;
+        self.reap_expired();
         let id = {
             let mut reg = self.registry();
             let id = SessionId(u128::from_le_bytes(crate::keys::random_bytes()));
-            reg.sessions.insert(id, alias_id);
+            reg.sessions.insert(
+                id,
+                Session {
+                    alias_id,
+                    expires_at,
+                    jti,
+                },
+            );
             let live = reg.live.entry(alias_id).or_insert_with(|| Live {
                 alias: unlocked.alias.clone(),
                 keys: unlocked.keys.clone(),
@@ -163,7 +310,7 @@ impl Primary {
     /// registry and its mailbox thread finishes its queue and closes.
     pub fn logout(&self, session: SessionId) {
         let mut reg = self.registry();
-        let Some(alias_id) = reg.sessions.remove(&session) else {
+        let Some(Session { alias_id, .. }) = reg.sessions.remove(&session) else {
             return;
         };
         let last = match reg.live.get_mut(&alias_id) {
@@ -199,6 +346,22 @@ impl Primary {
         }
     }
 
+    /// Ends every session whose token expired, so no key stays in memory
+    /// past its token's life. Runs at every new session.
+    pub fn reap_expired(&self) {
+        let now = crate::time::now();
+        let expired: Vec<SessionId> = self
+            .registry()
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.expires_at.is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.logout(id);
+        }
+    }
+
     /// Number of live sessions.
     pub fn session_count(&self) -> usize {
         self.registry().sessions.len()
@@ -226,11 +389,18 @@ impl Primary {
 
     /// The alias a live session belongs to.
     fn alias_of(&self, session: SessionId) -> Result<i64> {
-        self.registry()
+        let gone = || Error::NotFound("session (expired or logged out)".into());
+        let (alias_id, expires_at) = self
+            .registry()
             .sessions
             .get(&session)
-            .copied()
-            .ok_or_else(|| Error::NotFound("session (expired or logged out)".into()))
+            .map(|s| (s.alias_id, s.expires_at))
+            .ok_or_else(gone)?;
+        if expires_at.is_some_and(|t| t <= crate::time::now()) {
+            self.logout(session);
+            return Err(gone());
+        }
+        Ok(alias_id)
     }
 
     /// Change events, for every alias (secondaries filter).

@@ -278,3 +278,97 @@ async fn shutdown_finishes_queued_work_and_then_refuses_more() {
     );
     assert_eq!(acked, 20);
 }
+
+#[test]
+fn api_tokens_resume_sessions_until_they_expire_or_are_revoked() {
+    use cofre_storage::keys::derive_subkey;
+    use std::time::Duration;
+    let tmp = tempfile::tempdir().unwrap();
+    let (p, aliases) = primary(tmp.path(), PrimaryConfig::default());
+    let p = p.with_token_key(derive_subkey(
+        b"cluster secret of some length",
+        "token-seal",
+    ));
+    let (ana, pw) = &aliases[0];
+    let (bo, _) = &aliases[1];
+
+    let grant = p.issue_token(ana, pw, Duration::from_secs(3600)).unwrap();
+    assert_eq!(inbox_count(&p, grant.session), 0);
+    assert!(matches!(
+        p.issue_token(ana, &Password::new("wrong"), Duration::from_secs(60)),
+        Err(Error::WrongPassword)
+    ));
+
+    // Another gateway resumes from the sealed keys alone.
+    let s = p
+        .resume(ana, &grant.jti, grant.expires_at, &grant.sealed)
+        .unwrap();
+    assert_eq!(inbox_count(&p, s), 0);
+
+    // Ana's sealed keys open nothing for Bo; any change to the token fails.
+    let refused = |r: Result<_, Error>| matches!(r, Err(Error::WrongPassword));
+    assert!(refused(p.resume(
+        bo,
+        &grant.jti,
+        grant.expires_at,
+        &grant.sealed
+    )));
+    assert!(refused(p.resume(
+        ana,
+        "other-jti",
+        grant.expires_at,
+        &grant.sealed
+    )));
+    assert!(refused(p.resume(
+        ana,
+        &grant.jti,
+        grant.expires_at + 10,
+        &grant.sealed
+    )));
+    let mut tampered = grant.sealed.clone();
+    tampered[30] ^= 1;
+    assert!(refused(p.resume(
+        ana,
+        &grant.jti,
+        grant.expires_at,
+        &tampered
+    )));
+    // A primary with another cluster's key cannot open it.
+    let other = Primary::new(Arc::clone(p.store()), PrimaryConfig::default())
+        .with_token_key(derive_subkey(b"another cluster secret!!", "token-seal"));
+    assert!(refused(other.resume(
+        ana,
+        &grant.jti,
+        grant.expires_at,
+        &grant.sealed
+    )));
+    // Expired: refused.
+    assert!(refused(p.resume(ana, &grant.jti, 1, &grant.sealed)));
+
+    // Revoked: every session of the token ends, and it cannot come back.
+    p.revoke(&grant.jti, grant.expires_at).unwrap();
+    assert!(matches!(
+        p.call(s, |mb| mb.folders()),
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        p.call(grant.session, |mb| mb.folders()),
+        Err(Error::NotFound(_))
+    ));
+    assert!(refused(p.resume(
+        ana,
+        &grant.jti,
+        grant.expires_at,
+        &grant.sealed
+    )));
+    assert_eq!(p.session_count(), 0, "no key stays in memory");
+
+    // A token that expires ends its session by itself.
+    let short = p.issue_token(ana, pw, Duration::from_secs(1)).unwrap();
+    std::thread::sleep(Duration::from_millis(2100));
+    assert!(matches!(
+        p.call(short.session, |mb| mb.folders()),
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(p.session_count(), 0);
+}

@@ -27,7 +27,7 @@ use crate::mailbox::{
     AppendOptions, Appended, Changes, EmailSummary, Folder, FolderChanges, Mailbox, Query,
     SearchHit,
 };
-use crate::primary::{Changed, Delivery, Primary, SessionId};
+use crate::primary::{Changed, Delivery, Primary, SessionId, TokenGrant};
 use crate::types::{AliasAddress, EmailId, FolderId, FolderName, Keyword, ModSeq, Uid};
 
 /// The protocol version; a peer with another version is refused.
@@ -135,6 +135,34 @@ pub enum Op {
         address: AliasAddress,
         /// Its password.
         password: Password,
+    },
+    /// Prove a password and get an API token's contents (a session, and
+    /// the keys sealed under the cluster's token key).
+    IssueToken {
+        /// The alias.
+        address: AliasAddress,
+        /// Its password.
+        password: Password,
+        /// How long the token lives, in seconds.
+        ttl_secs: u64,
+    },
+    /// Open a session from an API token's sealed keys.
+    Resume {
+        /// The alias.
+        address: AliasAddress,
+        /// The token's id.
+        jti: String,
+        /// Its expiry, Unix seconds.
+        expires_at: i64,
+        /// The sealed keys it carries.
+        sealed: Vec<u8>,
+    },
+    /// Revoke an API token everywhere.
+    Revoke {
+        /// The token's id.
+        jti: String,
+        /// Its expiry (the revocation is kept until then).
+        expires_at: i64,
     },
     /// Whether this primary's directory holds an alias (the shard map:
     /// each primary's directory lists the aliases it owns).
@@ -304,6 +332,9 @@ impl Op {
     pub fn name(&self) -> &'static str {
         match self {
             Op::Login { .. } => "login",
+            Op::IssueToken { .. } => "issue_token",
+            Op::Resume { .. } => "resume",
+            Op::Revoke { .. } => "revoke",
             Op::Locate { .. } => "locate",
             Op::Logout { .. } => "logout",
             Op::Deliver { .. } => "deliver",
@@ -346,6 +377,8 @@ pub enum Reply {
     Session(SessionId),
     /// Whether this primary owns the alias.
     Holds(bool),
+    /// An API token's contents.
+    Token(TokenGrant),
     /// Where delivered mail went.
     Delivery(Delivery),
     /// Folders.
@@ -673,6 +706,25 @@ pub fn mailbox_job(op: Op) -> Result<MailboxJob, Op> {
 fn primary_op(primary: &Primary, op: Op) -> Result<Reply, LinkError> {
     Ok(match op {
         Op::Login { address, password } => Reply::Session(primary.login(&address, &password)?),
+        Op::IssueToken {
+            address,
+            password,
+            ttl_secs,
+        } => Reply::Token(primary.issue_token(
+            &address,
+            &password,
+            std::time::Duration::from_secs(ttl_secs),
+        )?),
+        Op::Resume {
+            address,
+            jti,
+            expires_at,
+            sealed,
+        } => Reply::Session(primary.resume(&address, &jti, expires_at, &sealed)?),
+        Op::Revoke { jti, expires_at } => {
+            primary.revoke(&jti, expires_at)?;
+            Reply::Done
+        }
         Op::Locate { address } => Reply::Holds(match primary.store().alias(&address) {
             Ok(_) => true,
             Err(Error::NoSuchAlias(_)) => false,
