@@ -74,7 +74,9 @@ impl From<ClientError> for Problem {
             ),
             ClientError::Remote(e) => {
                 let (status, code) = match e.code {
-                    ErrorCode::WrongPassword => return Problem::unauthorized(),
+                    ErrorCode::WrongPassword | ErrorCode::NoSession => {
+                        return Problem::unauthorized();
+                    }
                     ErrorCode::NotFound => (StatusCode::NOT_FOUND, "not_found"),
                     ErrorCode::AlreadyExists => (StatusCode::CONFLICT, "already_exists"),
                     ErrorCode::Invalid => (StatusCode::BAD_REQUEST, "invalid"),

@@ -56,6 +56,10 @@ pub enum Error {
         /// The newest version this build knows.
         supported: i64,
     },
+    /// The session does not exist (never did, logged out, expired or
+    /// revoked): log in again.
+    #[error("no such session (expired, revoked or logged out)")]
+    NoSession,
     /// The server cannot serve this now (shutting down); try again later.
     #[error("unavailable: {0}")]
     Unavailable(String),

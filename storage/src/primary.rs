@@ -389,7 +389,7 @@ impl Primary {
 
     /// The alias a live session belongs to.
     fn alias_of(&self, session: SessionId) -> Result<i64> {
-        let gone = || Error::NotFound("session (expired or logged out)".into());
+        let gone = || Error::NoSession;
         let (alias_id, expires_at) = self
             .registry()
             .sessions

@@ -268,7 +268,7 @@ fn requests_are_carried_out_on_the_primary() {
         },
     )
     .unwrap_err();
-    assert_eq!(err.code, ErrorCode::NotFound);
+    assert_eq!(err.code, ErrorCode::NoSession);
 
     // Bo's session sees Bo's mailbox only.
     let Reply::Session(b) = reply(
@@ -299,7 +299,7 @@ fn requests_are_carried_out_on_the_primary() {
         reply(&primary, 14, Op::Folders { session: s })
             .unwrap_err()
             .code,
-        ErrorCode::NotFound
+        ErrorCode::NoSession
     );
 }
 

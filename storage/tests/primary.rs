@@ -61,7 +61,7 @@ fn offline_mail_is_sealed_and_online_mail_lands_at_once() {
 
     // After the last session ends, mail is sealed again.
     p.logout(s);
-    assert!(matches!(p.call(s, |_| Ok(())), Err(Error::NotFound(_))));
+    assert!(matches!(p.call(s, |_| Ok(())), Err(Error::NoSession)));
     let d = p.deliver(ana, msg(), AppendOptions::default()).unwrap();
     assert!(matches!(d, Delivery::Queued(_)));
     let s2 = p.login(ana, pw).unwrap();
@@ -191,7 +191,7 @@ fn session_ids_cannot_be_guessed_from_one_another() {
         }
         assert!(matches!(
             p.call(forged, |mb| mb.folders()),
-            Err(Error::NotFound(_))
+            Err(Error::NoSession)
         ));
     }
     assert!(a.0.abs_diff(b.0) > 1 << 40 && b.0.abs_diff(a2.0) > 1 << 40);
@@ -349,11 +349,11 @@ fn api_tokens_resume_sessions_until_they_expire_or_are_revoked() {
     p.revoke(&grant.jti, grant.expires_at).unwrap();
     assert!(matches!(
         p.call(s, |mb| mb.folders()),
-        Err(Error::NotFound(_))
+        Err(Error::NoSession)
     ));
     assert!(matches!(
         p.call(grant.session, |mb| mb.folders()),
-        Err(Error::NotFound(_))
+        Err(Error::NoSession)
     ));
     assert!(refused(p.resume(
         ana,
@@ -368,7 +368,7 @@ fn api_tokens_resume_sessions_until_they_expire_or_are_revoked() {
     std::thread::sleep(Duration::from_millis(2100));
     assert!(matches!(
         p.call(short.session, |mb| mb.folders()),
-        Err(Error::NotFound(_))
+        Err(Error::NoSession)
     ));
     assert_eq!(p.session_count(), 0);
 }

@@ -429,6 +429,9 @@ pub enum ErrorCode {
     TooLarge,
     /// Over quota.
     OverQuota,
+    /// The session is gone (expired, revoked, logged out, or the primary
+    /// restarted): open a new one.
+    NoSession,
     /// The primary cannot serve this now (shutting down); retry later.
     Unavailable,
     /// The primary failed; details are in its log, not here.
@@ -455,6 +458,7 @@ impl From<Error> for LinkError {
             Error::TooLarge { .. } => ErrorCode::TooLarge,
             Error::OverQuota { .. } => ErrorCode::OverQuota,
             Error::Unavailable(_) => ErrorCode::Unavailable,
+            Error::NoSession => ErrorCode::NoSession,
             _ => ErrorCode::Internal,
         };
         let message = if code == ErrorCode::Internal {
