@@ -142,6 +142,8 @@ struct FilePrimary {
 #[serde(deny_unknown_fields)]
 struct FileHttp {
     max_body_mb: Option<usize>,
+    token_ttl_secs: Option<u64>,
+    cors_origins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -212,6 +214,10 @@ pub struct Settings {
     pub primary: PrimaryConfig,
     /// Largest HTTP request body.
     pub max_body: usize,
+    /// How long API tokens live.
+    pub token_ttl: Duration,
+    /// Browser origins allowed by CORS.
+    pub cors_origins: Vec<String>,
     /// Primaries to connect to (gateway).
     pub primaries: Vec<PrimaryRef>,
 }
@@ -406,6 +412,18 @@ pub fn resolve(args: &ServerArgs, data_flag: Option<&Path>) -> Result<Settings, 
         primary.queue_depth = n.max(1);
     }
     let max_body = file.http.max_body_mb.unwrap_or(50).saturating_mul(1 << 20);
+    let token_ttl = Duration::from_secs(file.http.token_ttl_secs.unwrap_or(3600));
+    if token_ttl.is_zero() {
+        errors.push("http.token_ttl_secs must be at least 1".into());
+    }
+    let cors_origins = file.http.cors_origins.clone().unwrap_or_default();
+    for o in &cors_origins {
+        if !(o.starts_with("https://") || o.starts_with("http://")) || o.ends_with('/') {
+            errors.push(format!(
+                "http.cors_origins: {o:?} is not an origin like https://app.example.com"
+            ));
+        }
+    }
 
     let ca = args.primary_ca.clone().or(file.primary_ca.clone());
     let mut primaries = Vec::new();
@@ -479,6 +497,8 @@ pub fn resolve(args: &ServerArgs, data_flag: Option<&Path>) -> Result<Settings, 
         link_tls,
         primary,
         max_body,
+        token_ttl,
+        cors_origins,
         primaries,
     })
 }

@@ -195,16 +195,16 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
         None
     };
 
-    let secret = if role == Role::Gateway || wanted.iter().any(|(n, _)| *n == "link") {
-        Some(cluster_secret(&s, role)?)
-    } else {
-        None
-    };
+    // Every role needs it: the link, and the keys of API tokens.
+    let secret = cluster_secret(&s, role)?;
+    let token_seal = cofre_storage::keys::derive_subkey(&secret, "token-seal");
 
     let primary = match role {
         Role::Serve | Role::Primary => {
             let store = crate::cli::open_store(&s.data)?;
-            let primary = Arc::new(Primary::new(Arc::new(store), s.primary.clone()));
+            let primary = Arc::new(
+                Primary::new(Arc::new(store), s.primary.clone()).with_token_key(token_seal),
+            );
             // Count the sealed queue before serving, so the gauge is exact.
             let p = Arc::clone(&primary);
             tokio::task::spawn_blocking(move || p.store().queue_depth())
@@ -220,10 +220,7 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
             s.node.clone(),
             Link::Local(Arc::clone(primary.as_ref().context("no primary")?)),
         )])),
-        Role::Gateway => {
-            let secret = secret.clone().context("no cluster secret")?;
-            Some(connect_primaries(&s, secret).await?)
-        }
+        Role::Gateway => Some(connect_primaries(&s, Arc::clone(&secret)).await?),
         Role::Primary => None,
     };
 
@@ -233,8 +230,7 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
         match service {
             "link" => {
                 let primary = Arc::clone(primary.as_ref().context("no primary")?);
-                let mut config =
-                    LinkConfig::new(secret.clone().context("no cluster secret")?, s.node.clone());
+                let mut config = LinkConfig::new(Arc::clone(&secret), s.node.clone());
                 let scheme = if s.link_tls.applies(&addr) {
                     config.accept_tls = server_tls.clone();
                     "wss"
@@ -251,13 +247,19 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
             }
             _ => {
                 let router = Arc::clone(router.as_ref().context("no router")?);
-                let state = AppState::new(router, primary.clone(), stopped.clone());
-                let app = cofre_api::app(
-                    state,
-                    &ApiConfig {
+                let state = AppState::new(
+                    router,
+                    primary.clone(),
+                    &secret,
+                    ApiConfig {
                         max_body: s.max_body,
+                        token_ttl: s.token_ttl,
+                        cors_origins: s.cors_origins.clone(),
                     },
+                    stopped.clone(),
                 );
+                let app = cofre_api::app(state)
+                    .into_make_service_with_connect_info::<cofre_api::tls::PeerAddr>();
                 let mut done = stopped.clone();
                 let shutdown = async move {
                     let _ = done.wait_for(|stop| *stop).await;

@@ -23,7 +23,7 @@ fn inbox_id(addr: &str, auth: (&str, &str)) -> i64 {
         .as_array()
         .unwrap()
         .iter()
-        .find(|f| f["role"] == "Inbox")
+        .find(|f| f["role"] == "inbox")
         .unwrap()["id"]
         .as_i64()
         .unwrap()
@@ -105,7 +105,7 @@ fn two_gateways_share_one_primary_over_tls_and_survive_its_restart() {
         &body,
     );
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    let email = r.json()["email_id"].as_i64().unwrap();
+    let email = r.json()["id"].as_i64().unwrap();
     let modseq = r.json()["modseq"].as_u64().unwrap();
     // ... reads back byte for byte through gateway B,
     let r = http(
@@ -262,7 +262,7 @@ fn serve_runs_everything_in_one_process_and_stops_gracefully() {
         &body,
     );
     assert_eq!(r.status, 201);
-    let email = r.json()["email_id"].as_i64().unwrap();
+    let email = r.json()["id"].as_i64().unwrap();
     let metrics = String::from_utf8(http(&addr, "GET", "/metrics", None, b"").body).unwrap();
     for gauge in [
         "cofre_open_mailboxes ",

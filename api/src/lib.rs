@@ -1,23 +1,36 @@
 //! Cofre's HTTP interface: health and readiness probes, Prometheus metrics,
-//! and the mail API. It is a secondary: every piece of mail it touches goes
-//! through the [`Router`] to a primary, in this process or over the link.
+//! and the mail API with its OpenAPI document. It is a secondary: every
+//! piece of mail it touches goes through the [`Router`] to a primary, in
+//! this process or over the link.
 
 mod auth;
+mod filter;
+mod json;
+mod limit;
 mod mail;
 pub mod metrics;
 mod problem;
+mod session;
 pub mod tls;
+pub mod token;
+mod views;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router as Routes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::get;
 use cofre_storage::link::route::Router;
-use cofre_storage::primary::Primary;
+use cofre_storage::primary::{Primary, SessionId};
 use tokio::sync::watch;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use problem::Problem;
 
@@ -26,11 +39,19 @@ pub use problem::Problem;
 pub struct ApiConfig {
     /// Largest request body accepted (a message upload), in bytes.
     pub max_body: usize,
+    /// How long an API token lives.
+    pub token_ttl: Duration,
+    /// Origins allowed to call the API from a browser (CORS); empty: none.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { max_body: 50 << 20 }
+        ApiConfig {
+            max_body: 50 << 20,
+            token_ttl: Duration::from_secs(3600),
+            cors_origins: Vec::new(),
+        }
     }
 }
 
@@ -45,15 +66,23 @@ struct Inner {
     local: Option<Arc<Primary>>,
     metrics: metrics::HttpMetrics,
     shutdown: watch::Receiver<bool>,
+    signer: token::Signer,
+    config: ApiConfig,
+    limiter: limit::LoginLimiter,
+    /// Token id → the primary session this gateway resumed for it.
+    token_sessions: Mutex<HashMap<String, SessionId>>,
 }
 
 impl AppState {
     /// State over a router. `local` is the primary when it runs in this
-    /// process (its gauges then appear in `/metrics`); `shutdown` turning
-    /// true ends long-lived responses such as event streams.
+    /// process (its gauges then appear in `/metrics`); `cluster_secret`
+    /// keys the API tokens; `shutdown` turning true ends long-lived
+    /// responses such as event streams.
     pub fn new(
         router: Arc<Router>,
         local: Option<Arc<Primary>>,
+        cluster_secret: &[u8],
+        config: ApiConfig,
         shutdown: watch::Receiver<bool>,
     ) -> AppState {
         AppState {
@@ -62,6 +91,10 @@ impl AppState {
                 local,
                 metrics: metrics::HttpMetrics::default(),
                 shutdown,
+                signer: token::Signer::from_cluster_secret(cluster_secret),
+                config,
+                limiter: limit::LoginLimiter::default(),
+                token_sessions: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -71,25 +104,102 @@ impl AppState {
     }
 }
 
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Cofre",
+        description = "A private email backend: every alias's mailbox is encrypted with a key only its password opens. Authenticate with `POST /v1/session` (then `Authorization: Bearer …`) or with HTTP Basic (address and password) on every endpoint. Errors are `application/problem+json` with a stable `code`: `invalid`, `unauthorized`, `not_found`, `already_exists`, `too_large`, `unsupported_media_type`, `too_many_attempts`, `over_quota`, `primary_unavailable`, `internal`.",
+        license(name = "AGPL-3.0-or-later")
+    ),
+    modifiers(&Security),
+    tags(
+        (name = "session", description = "API tokens"),
+        (name = "folders", description = "Folders and their counters"),
+        (name = "messages", description = "Listing, search, reading, import, keywords, moves"),
+        (name = "mailbox", description = "Quota and change events"),
+    )
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                utoipa::openapi::security::HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
+        );
+        // Every operation takes either scheme unless it says otherwise.
+        openapi.security = Some(vec![
+            utoipa::openapi::security::SecurityRequirement::new("bearer", Vec::<String>::new()),
+            utoipa::openapi::security::SecurityRequirement::new("basic", Vec::<String>::new()),
+        ]);
+    }
+}
+
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(session::create_session, session::delete_session))
+        .routes(routes!(mail::list_folders, mail::create_folder))
+        .routes(routes!(mail::update_folder, mail::delete_folder))
+        .routes(routes!(mail::list_messages, mail::import_message))
+        .routes(routes!(mail::search_messages))
+        .routes(routes!(mail::get_message, mail::delete_message))
+        .routes(routes!(mail::get_raw_message))
+        .routes(routes!(mail::set_keywords))
+        .routes(routes!(mail::move_messages))
+        .routes(routes!(mail::copy_messages))
+        .routes(routes!(mail::delete_messages))
+        .routes(routes!(mail::get_quota))
+        .routes(routes!(mail::watch_events))
+}
+
+/// The OpenAPI document, as the code defines it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().split_for_parts().1
+}
+
 /// The whole HTTP application.
-pub fn app(state: AppState, config: &ApiConfig) -> Routes {
-    let v1 = Routes::new()
-        .route("/folders", get(mail::folders))
-        .route("/folders/{folder}/messages", post(mail::import))
-        .route("/messages/{email}/raw", get(mail::raw))
-        .route("/events", get(mail::events));
-    Routes::new()
+pub fn app(state: AppState) -> Routes {
+    let config = state.inner.config.clone();
+    let (api, doc) = api_routes().split_for_parts();
+    // The reference page at /docs; it serves the document at /openapi.json.
+    let mut app = api
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))
-        .nest("/v1", v1)
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", doc))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::observe,
         ))
-        .layer(DefaultBodyLimit::max(config.max_body))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(config.max_body));
+    if !config.cors_origins.is_empty() {
+        let origins: Vec<HeaderValue> = config
+            .cors_origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        app = app.layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(origins)
+                .allow_methods(tower_http::cors::Any)
+                .allow_headers(tower_http::cors::Any)
+                .max_age(Duration::from_secs(600)),
+        );
+    }
+    app.with_state(state)
 }
 
 /// Alive: the process answers.

@@ -8,9 +8,11 @@ use serde::Serialize;
 
 /// An error answer: HTTP status, a stable machine-readable code, and a
 /// message fit for the client (never internal details).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"code": "not_found", "title": "Not Found", "detail": "no such message", "status": 404}))]
 pub struct Problem {
     #[serde(skip)]
+    #[schema(ignore)]
     status: StatusCode,
     /// Stable identifier of the kind of error.
     code: &'static str,
@@ -21,6 +23,10 @@ pub struct Problem {
     /// The HTTP status as a number.
     #[serde(rename = "status")]
     status_code: u16,
+    /// Seconds to wait (429 only).
+    #[serde(skip)]
+    #[schema(ignore)]
+    retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -32,7 +38,33 @@ impl Problem {
             title: status.canonical_reason().unwrap_or("Error"),
             detail: detail.into(),
             status_code: status.as_u16(),
+            retry_after: None,
         }
+    }
+
+    /// Too many failed logins: try again after `wait`.
+    pub fn too_many(wait: std::time::Duration) -> Problem {
+        let mut p = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            "too many failed logins; try again later",
+        );
+        p.retry_after = Some(wait.as_secs().max(1));
+        p
+    }
+
+    /// Something failed inside; the details are in the server's log.
+    pub fn internal() -> Problem {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    }
+
+    /// Invalid input, with the reason.
+    pub fn invalid(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST, "invalid", detail)
     }
 
     /// The answer to a missing or wrong password: the same whether or not
@@ -54,6 +86,9 @@ impl IntoResponse for Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(
                 header::WWW_AUTHENTICATE,

@@ -188,7 +188,7 @@ pub fn verifier_hash(verifier: &[u8; 32]) -> [u8; 32] {
 }
 
 /// Compares two byte strings in time independent of where they differ.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -309,6 +309,11 @@ pub enum Op {
         /// The emails.
         emails: Vec<EmailId>,
     },
+    /// Bytes used and the quota.
+    Usage {
+        /// The session.
+        session: SessionId,
+    },
     /// Changes since a MODSEQ.
     Changes {
         /// The session.
@@ -353,6 +358,7 @@ impl Op {
             Op::Move { .. } => "move",
             Op::Expunge { .. } => "expunge",
             Op::Destroy { .. } => "destroy",
+            Op::Usage { .. } => "usage",
             Op::Changes { .. } => "changes",
             Op::FolderChanges { .. } => "folder_changes",
         }
@@ -401,6 +407,13 @@ pub enum Reply {
     UidPairs(Vec<(Uid, Uid)>),
     /// UIDs.
     Uids(Vec<Uid>),
+    /// Bytes used, and the quota if any.
+    Usage {
+        /// Bytes used.
+        used: u64,
+        /// The limit.
+        quota: Option<u64>,
+    },
     /// Mailbox changes.
     Changes(Changes),
     /// Folder changes.
@@ -690,6 +703,12 @@ pub fn mailbox_job(op: Op) -> Result<MailboxJob, Op> {
         Op::Destroy { session, emails } => job(session, true, move |mb| {
             mb.destroy_emails(&emails)?;
             Ok(Reply::Done)
+        }),
+        Op::Usage { session } => job(session, false, |mb| {
+            Ok(Reply::Usage {
+                used: mb.usage()?,
+                quota: mb.options().quota,
+            })
         }),
         Op::Changes { session, since } => job(session, false, move |mb| {
             Ok(Reply::Changes(mb.changes_since(since)?))

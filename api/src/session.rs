@@ -1,0 +1,120 @@
+//! `POST /v1/session` (password → API token) and `DELETE /v1/session`
+//! (revoke the token in use).
+
+use axum::Json;
+use axum::extract::{FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use base64::Engine;
+use cofre_storage::Password;
+use cofre_storage::link::{Op, Reply};
+
+use crate::auth::{client_ip, password_login};
+use crate::token::Claims;
+use crate::views::{SessionRequest, SessionView};
+use crate::{AppState, Problem};
+
+/// The client's IP, for throttling.
+pub struct ClientIp(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(client_ip(parts)))
+    }
+}
+
+/// Exchange an address and password for an API token.
+#[utoipa::path(
+    post,
+    path = "/v1/session",
+    tag = "session",
+    request_body = SessionRequest,
+    responses(
+        (status = 201, description = "A new token", body = SessionView),
+        (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Wrong address or password (the same answer for both)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed logins", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(())
+)]
+pub async fn create_session(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    body: crate::json::Json<SessionRequest>,
+) -> Result<(StatusCode, Json<SessionView>), Problem> {
+    let request = body.0;
+    let ttl_secs = state.inner.config.token_ttl.as_secs();
+    let password = Password::new(request.password);
+    let (address, reply) = password_login(&state, &request.address, ip, |address| Op::IssueToken {
+        address,
+        password,
+        ttl_secs,
+    })
+    .await?;
+    let Reply::Token(grant) = reply else {
+        return Err(Problem::internal());
+    };
+    let claims = Claims {
+        sub: address.to_string(),
+        aid: grant.alias_id,
+        jti: grant.jti,
+        iat: cofre_storage::time::now(),
+        exp: grant.expires_at,
+        key: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&grant.sealed),
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(SessionView {
+            token: state.inner.signer.sign(&claims),
+            token_type: "Bearer",
+            expires_at: cofre_storage::time::iso(grant.expires_at),
+            address: address.to_string(),
+        }),
+    ))
+}
+
+/// Revoke the token this request carries, on every gateway.
+#[utoipa::path(
+    delete,
+    path = "/v1/session",
+    tag = "session",
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn delete_session(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<StatusCode, Problem> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .ok_or_else(Problem::unauthorized)?;
+    let claims = state
+        .inner
+        .signer
+        .verify(token.trim(), cofre_storage::time::now())
+        .map_err(|_| Problem::unauthorized())?;
+    let address = cofre_storage::AliasAddress::try_from(claims.sub.as_str())
+        .map_err(|_| Problem::unauthorized())?;
+    state
+        .router()
+        .request(
+            &address,
+            Op::Revoke {
+                jti: claims.jti.clone(),
+                expires_at: claims.exp,
+            },
+        )
+        .await?;
+    state.forget_token(&claims.jti);
+    Ok(StatusCode::NO_CONTENT)
+}
