@@ -111,7 +111,7 @@ impl Role {
 
 /// A folder's full name; `/` separates levels ("Work/Projects").
 ///
-/// Rules: 1 to 1,000 bytes, no control characters, no empty level, no level
+/// Rules: 1 to 1,000 bytes, no control characters, no empty level, no level named "." or "..", no level
 /// with leading or trailing spaces. "INBOX" in any case names the inbox.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -150,6 +150,9 @@ impl TryFrom<&str> for FolderName {
             }
             if level.trim() != level {
                 return bad("a level may not start or end with spaces");
+            }
+            if level == "." || level == ".." {
+                return bad("\".\" and \"..\" are not folder names");
             }
         }
         if s.eq_ignore_ascii_case("INBOX") {
@@ -325,7 +328,9 @@ mod tests {
                 .as_str(),
             "Work"
         );
-        for bad in ["", "a//b", "/a", "a/", " a", "a\u{0}b", "a/ b"] {
+        for bad in [
+            "", "a//b", "/a", "a/", " a", "a\u{0}b", "a/ b", "..", "a/../b", "./a",
+        ] {
             assert!(FolderName::try_from(bad).is_err(), "{bad:?}");
         }
     }

@@ -154,20 +154,27 @@ impl Response {
     }
 }
 
+/// `Authorization: Basic` for an address and password.
+pub fn basic(user: &str, pass: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
+}
+
 fn request_bytes(
     addr: &str,
     method: &str,
     path: &str,
-    auth: Option<(&str, &str)>,
+    headers: &[(&str, &str)],
     body: &[u8],
 ) -> Vec<u8> {
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
-    if let Some((user, pass)) = auth {
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-        head.push_str(&format!("Authorization: Basic {token}\r\n"));
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
     let mut bytes = head.into_bytes();
@@ -175,8 +182,7 @@ fn request_bytes(
     bytes
 }
 
-/// One HTTP/1.1 request (Connection: close); the body must come with a
-/// Content-Length or be chunked.
+/// One HTTP/1.1 request (Connection: close) with Basic auth, if given.
 pub fn http(
     addr: &str,
     method: &str,
@@ -184,12 +190,28 @@ pub fn http(
     auth: Option<(&str, &str)>,
     body: &[u8],
 ) -> Response {
+    let basic_header = auth.map(|(u, p)| basic(u, p));
+    let mut headers = Vec::new();
+    if let Some(h) = &basic_header {
+        headers.push(("Authorization", h.as_str()));
+    }
+    http_with(addr, method, path, &headers, body)
+}
+
+/// One HTTP/1.1 request (Connection: close) with these headers.
+pub fn http_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     stream
-        .write_all(&request_bytes(addr, method, path, auth, body))
+        .write_all(&request_bytes(addr, method, path, headers, body))
         .unwrap();
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).unwrap();
@@ -237,8 +259,15 @@ impl Sse {
     /// Opens `GET path` and checks the answer is an event stream.
     pub fn open(addr: &str, path: &str, auth: (&str, &str)) -> Sse {
         let mut stream = TcpStream::connect(addr).unwrap();
+        let header = basic(auth.0, auth.1);
         stream
-            .write_all(&request_bytes(addr, "GET", path, Some(auth), b""))
+            .write_all(&request_bytes(
+                addr,
+                "GET",
+                path,
+                &[("Authorization", &header)],
+                b"",
+            ))
             .unwrap();
         stream
             .set_read_timeout(Some(Duration::from_millis(200)))

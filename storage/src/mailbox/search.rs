@@ -575,6 +575,10 @@ impl Mailbox {
     /// Runs a query; hits come sorted, threads collapsed if asked, then
     /// `position` and `limit` applied.
     pub fn search(&self, q: &Query) -> Result<Vec<SearchHit>> {
+        if let Some(f) = q.folder {
+            // An unknown folder is an error, not an empty result.
+            self.folder(f)?;
+        }
         let mut b = Builder {
             in_folder: q.folder.is_some(),
             params: Vec::new(),

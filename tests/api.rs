@@ -1,0 +1,570 @@
+//! The REST API end to end, against `cofre serve`: tokens, isolation between
+//! aliases on every endpoint, bad input, throttling, and the mail flows.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Proc, basic, create_alias, http_with};
+use serde_json::{Value, json};
+
+struct Server {
+    _proc: Proc,
+    addr: String,
+    _tmp: tempfile::TempDir,
+    ana: String,
+    bo: String,
+}
+
+fn serve(config: &str) -> Server {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let ana = create_alias(&data, "ana@example.com");
+    let bo = create_alias(&data, "bo@example.com");
+    let file = tmp.path().join("cofre.toml");
+    std::fs::write(&file, config).unwrap();
+    let mut p = Proc::start(
+        &[
+            "--data",
+            data.to_str().unwrap(),
+            "serve",
+            "--config",
+            file.to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+            "--link",
+            "off",
+        ],
+        &[],
+    );
+    let addr = p.wait_for("http listening on http://");
+    Server {
+        _proc: p,
+        addr,
+        _tmp: tmp,
+        ana,
+        bo,
+    }
+}
+
+/// A request with a JSON body (or none) and an Authorization header.
+fn call(s: &Server, method: &str, path: &str, auth: &str, body: Option<Value>) -> (u16, Value) {
+    let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+    let mut headers = vec![("Authorization", auth)];
+    if !bytes.is_empty() {
+        headers.push(("Content-Type", "application/json"));
+    }
+    let r = http_with(&s.addr, method, path, &headers, &bytes);
+    let v = if r.body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&r.body).unwrap_or(Value::Null)
+    };
+    (r.status, v)
+}
+
+fn token(s: &Server, address: &str, password: &str) -> String {
+    let (status, v) = call(
+        s,
+        "POST",
+        "/v1/session",
+        "",
+        Some(json!({"address": address, "password": password})),
+    );
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["token_type"], "Bearer");
+    format!("Bearer {}", v["token"].as_str().unwrap())
+}
+
+fn message(subject: &str, body: &str) -> Vec<u8> {
+    format!(
+        "From: Carla <carla@example.net>\r\nTo: ana@example.com\r\nSubject: {subject}\r\n\
+         Date: Mon, 2 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{subject}@example.net>\r\n\r\n{body}\r\n"
+    )
+    .into_bytes()
+}
+
+fn inbox(s: &Server, auth: &str) -> i64 {
+    let (_, v) = call(s, "GET", "/v1/folders", auth, None);
+    v.as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["role"] == "inbox")
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap()
+}
+
+fn import(s: &Server, auth: &str, folder: i64, raw: &[u8]) -> i64 {
+    let r = http_with(
+        &s.addr,
+        "POST",
+        &format!("/v1/folders/{folder}/messages"),
+        &[("Authorization", auth), ("Content-Type", "message/rfc822")],
+        raw,
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    r.json()["id"].as_i64().unwrap()
+}
+
+#[test]
+fn tokens_work_until_revoked_and_forged_ones_never() {
+    let s = serve("");
+    let t = token(&s, "ana@example.com", &s.ana);
+    let (status, folders) = call(&s, "GET", "/v1/folders", &t, None);
+    assert_eq!(status, 200);
+    assert!(
+        folders
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["role"] == "inbox")
+    );
+
+    // Tampered: one character of the signature changed.
+    let mut forged = t.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    // A token from another cluster's secret.
+    let foreign = {
+        let signer = cofre_api::token::Signer::from_cluster_secret(b"some other cluster secret");
+        let claims = cofre_api::token::Claims {
+            sub: "ana@example.com".into(),
+            aid: 1,
+            jti: "x".into(),
+            iat: 0,
+            exp: i64::MAX,
+            key: "AAAA".into(),
+        };
+        format!("Bearer {}", signer.sign(&claims))
+    };
+    for bad in [
+        forged.as_str(),
+        foreign.as_str(),
+        "Bearer abc.def.ghi",
+        "Bearer ",
+        "Token x",
+    ] {
+        let r = http_with(
+            &s.addr,
+            "GET",
+            "/v1/folders",
+            &[("Authorization", bad)],
+            b"",
+        );
+        assert_eq!(r.status, 401, "{bad}");
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("application/problem+json")
+        );
+        assert_eq!(r.json()["code"], "unauthorized");
+    }
+
+    // Revoked: refused from then on.
+    assert_eq!(call(&s, "DELETE", "/v1/session", &t, None).0, 204);
+    let (status, v) = call(&s, "GET", "/v1/folders", &t, None);
+    assert_eq!(status, 401);
+    assert_eq!(v["code"], "unauthorized");
+
+    // Wrong password and unknown address: the same answer.
+    let (s1, v1) = call(
+        &s,
+        "POST",
+        "/v1/session",
+        "",
+        Some(json!({"address": "ana@example.com", "password": "nope"})),
+    );
+    let (s2, v2) = call(
+        &s,
+        "POST",
+        "/v1/session",
+        "",
+        Some(json!({"address": "zed@example.com", "password": "nope"})),
+    );
+    assert_eq!((s1, s2), (401, 401));
+    assert_eq!(v1, v2);
+}
+
+#[test]
+fn tokens_expire() {
+    let s = serve("[http]\ntoken_ttl_secs = 1\n");
+    let t = token(&s, "ana@example.com", &s.ana);
+    assert_eq!(call(&s, "GET", "/v1/quota", &t, None).0, 200);
+    std::thread::sleep(Duration::from_millis(2100));
+    let (status, v) = call(&s, "GET", "/v1/quota", &t, None);
+    assert_eq!(status, 401);
+    assert_eq!(v["code"], "unauthorized");
+}
+
+#[test]
+fn one_alias_can_never_reach_anothers_mail() {
+    let s = serve("");
+    let ana = token(&s, "ana@example.com", &s.ana);
+    let bo = basic("bo@example.com", &s.bo);
+    // Bo has mail and a folder; Ana has nothing.
+    let bo_inbox = inbox(&s, &bo);
+    let bo_msg = import(&s, &bo, bo_inbox, &message("secret", "for bo only"));
+    let (status, bo_folder) = call(
+        &s,
+        "POST",
+        "/v1/folders",
+        &bo,
+        Some(json!({"name": "Private"})),
+    );
+    assert_eq!(status, 201);
+    let bo_folder = bo_folder["id"].as_i64().unwrap();
+
+    // Ana's view of the same ids: nothing exists.
+    let ana_folders = call(&s, "GET", "/v1/folders", &ana, None).1;
+    assert!(
+        ana_folders
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["name"] != "Private")
+    );
+    for (method, path, body) in [
+        ("GET", format!("/v1/messages/{bo_msg}"), None),
+        ("GET", format!("/v1/messages/{bo_msg}/raw"), None),
+        ("DELETE", format!("/v1/messages/{bo_msg}"), None),
+        ("GET", format!("/v1/folders/{bo_folder}/messages"), None),
+        (
+            "PATCH",
+            format!("/v1/folders/{bo_folder}"),
+            Some(json!({"name": "Mine"})),
+        ),
+        ("DELETE", format!("/v1/folders/{bo_folder}"), None),
+        (
+            "POST",
+            "/v1/messages/move".into(),
+            Some(json!({"ids": [bo_msg], "from": bo_inbox, "to": bo_folder})),
+        ),
+        (
+            "POST",
+            "/v1/messages/copy".into(),
+            Some(json!({"ids": [bo_msg], "from": bo_inbox, "to": bo_folder})),
+        ),
+    ] {
+        let (status, v) = call(&s, method, &path, &ana, body);
+        assert_eq!(status, 404, "{method} {path}: {v}");
+        assert_eq!(v["code"], "not_found");
+    }
+    // Searching and listing find nothing of Bo's.
+    let (_, found) = call(
+        &s,
+        "POST",
+        "/v1/messages/search",
+        &ana,
+        Some(json!({"filter": {"op": "contains", "field": "text", "value": "secret"}})),
+    );
+    assert_eq!(found["messages"].as_array().unwrap().len(), 0);
+    // Keywords and deletes on Bo's ids change nothing of Bo's.
+    call(
+        &s,
+        "POST",
+        "/v1/messages/keywords",
+        &ana,
+        Some(json!({"ids": [bo_msg], "add": ["$flagged"]})),
+    );
+    call(
+        &s,
+        "POST",
+        "/v1/messages/delete",
+        &ana,
+        Some(json!({"ids": [bo_msg]})),
+    );
+    let (status, still) = call(&s, "GET", &format!("/v1/messages/{bo_msg}"), &bo, None);
+    assert_eq!(status, 200);
+    assert_eq!(still["keywords"].as_array().unwrap().len(), 0);
+    // Bo's mail is Bo's, byte for byte.
+    let r = http_with(
+        &s.addr,
+        "GET",
+        &format!("/v1/messages/{bo_msg}/raw"),
+        &[("Authorization", &bo)],
+        b"",
+    );
+    assert_eq!(r.body, message("secret", "for bo only"));
+}
+
+#[test]
+fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
+    let s = serve("[http]\nmax_body_mb = 1\n");
+    let auth = basic("ana@example.com", &s.ana);
+    let before = call(&s, "GET", "/v1/folders", &auth, None).1;
+    let post = |path: &str, ctype: &str, body: &[u8]| {
+        http_with(
+            &s.addr,
+            "POST",
+            path,
+            &[("Authorization", &auth), ("Content-Type", ctype)],
+            body,
+        )
+    };
+    for (body, why) in [
+        (&b"{\"name\": "[..], "malformed JSON"),
+        (&b"{\"name\": \"X\", \"evil\": 1}"[..], "unknown field"),
+        (&b"{\"name\": 42}"[..], "wrong type"),
+        (&b"{\"name\": \"\xff\xfe\"}"[..], "invalid UTF-8"),
+        (&b"{\"name\": \"../../etc\"}"[..], "path traversal"),
+        (&b"{\"name\": \"a//b\"}"[..], "empty level"),
+        (&b"{\"name\": \"\"}"[..], "empty name"),
+    ] {
+        let r = post("/v1/folders", "application/json", body);
+        assert_eq!(r.status, 400, "{why}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("application/problem+json"),
+            "{why}"
+        );
+        assert_eq!(r.json()["code"], "invalid", "{why}");
+    }
+    let r = post("/v1/folders", "text/plain", b"{\"name\": \"X\"}");
+    assert_eq!(r.status, 415);
+    let huge = vec![b'a'; 2 << 20];
+    let inbox = inbox(&s, &auth);
+    let r = post(
+        &format!("/v1/folders/{inbox}/messages"),
+        "message/rfc822",
+        &huge,
+    );
+    assert_eq!(r.status, 413);
+    for (body, why) in [
+        (
+            json!({"filter": {"op": "regex", "field": "body", "pattern": "(unclosed"}}),
+            "bad regex",
+        ),
+        (json!({"filter": {"op": "nonsense"}}), "unknown condition"),
+        (json!({"filter": {"op": "all"}, "limit": 0}), "zero limit"),
+        (
+            json!({"filter": {"op": "all"}, "cursor": "garbage"}),
+            "bad cursor",
+        ),
+        (
+            json!({"filter": {"op": "all"}, "sort": "color"}),
+            "bad sort",
+        ),
+        (
+            json!({"filter": {"op": "keyword", "keyword": "bad keyword"}}),
+            "bad keyword",
+        ),
+        (
+            json!({"filter": {"op": "received_before", "at": "yesterday"}}),
+            "bad date",
+        ),
+    ] {
+        let (status, v) = call(&s, "POST", "/v1/messages/search", &auth, Some(body));
+        assert_eq!(status, 400, "{why}: {v}");
+    }
+    let (status, _) = call(&s, "GET", "/v1/folders/abc/messages", &auth, None);
+    assert_eq!(status, 400, "non-numeric id");
+    assert_eq!(
+        call(&s, "GET", "/v1/folders", &auth, None).1,
+        before,
+        "nothing changed"
+    );
+}
+
+#[test]
+fn failed_logins_are_throttled_per_address() {
+    let s = serve("");
+    for _ in 0..5 {
+        let (status, _) = call(
+            &s,
+            "GET",
+            "/v1/quota",
+            &basic("ana@example.com", "wrong"),
+            None,
+        );
+        assert_eq!(status, 401);
+    }
+    // Now even the right password waits, and says how long.
+    let r = http_with(
+        &s.addr,
+        "GET",
+        "/v1/quota",
+        &[("Authorization", &basic("ana@example.com", &s.ana))],
+        b"",
+    );
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["code"], "too_many_attempts");
+    assert!(r.header("retry-after").is_some());
+    // Another address is not affected.
+    assert_eq!(
+        call(
+            &s,
+            "GET",
+            "/v1/quota",
+            &basic("bo@example.com", &s.bo),
+            None
+        )
+        .0,
+        200
+    );
+}
+
+#[test]
+fn mail_flows_list_search_keywords_move_copy_delete() {
+    let s = serve("");
+    let auth = token(&s, "ana@example.com", &s.ana);
+    let inbox = inbox(&s, &auth);
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.push(import(
+            &s,
+            &auth,
+            inbox,
+            &message(&format!("note-{i}"), &format!("invoice number {i}")),
+        ));
+    }
+    // Pages of 3 with a cursor cover everything once, newest id first on ties.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("/v1/folders/{inbox}/messages?limit=3&sort=subject&cursor={c}"),
+            None => format!("/v1/folders/{inbox}/messages?limit=3&sort=subject"),
+        };
+        let (status, page) = call(&s, "GET", &q, &auth, None);
+        assert_eq!(status, 200, "{page}");
+        for m in page["messages"].as_array().unwrap() {
+            seen.push(m["subject"].as_str().unwrap().to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let want: Vec<String> = (0..7).map(|i| format!("note-{i}")).collect();
+    assert_eq!(seen, want);
+
+    // Regex search.
+    let (_, hits) = call(
+        &s,
+        "POST",
+        "/v1/messages/search",
+        &auth,
+        Some(
+            json!({"filter": {"op": "regex", "field": "body", "pattern": "number [35]\\b"}, "sort": "subject"}),
+        ),
+    );
+    let subjects: Vec<&str> = hits["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(subjects, ["note-3", "note-5"]);
+
+    // Keywords in bulk, then search by them.
+    let (status, _) = call(
+        &s,
+        "POST",
+        "/v1/messages/keywords",
+        &auth,
+        Some(json!({"ids": [ids[0], ids[1]], "add": ["$seen", "$flagged"]})),
+    );
+    assert_eq!(status, 200);
+    let (_, flagged) = call(
+        &s,
+        "POST",
+        "/v1/messages/search",
+        &auth,
+        Some(
+            json!({"filter": {"op": "and", "of": [{"op": "keyword", "keyword": "$flagged"}, {"op": "not", "of": {"op": "all"}}]}}),
+        ),
+    );
+    assert_eq!(flagged["messages"].as_array().unwrap().len(), 0);
+    let (_, flagged) = call(
+        &s,
+        "POST",
+        "/v1/messages/search",
+        &auth,
+        Some(json!({"filter": {"op": "keyword", "keyword": "$flagged"}})),
+    );
+    assert_eq!(flagged["messages"].as_array().unwrap().len(), 2);
+    let (_, folders) = call(&s, "GET", "/v1/folders", &auth, None);
+    let inbox_view = folders
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == inbox)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (inbox_view["total"].as_u64(), inbox_view["unseen"].as_u64()),
+        (Some(7), Some(5))
+    );
+
+    // Move two to a new folder, copy one back, delete one.
+    let (_, work) = call(
+        &s,
+        "POST",
+        "/v1/folders",
+        &auth,
+        Some(json!({"name": "Work/2026"})),
+    );
+    let work = work["id"].as_i64().unwrap();
+    let (status, moved) = call(
+        &s,
+        "POST",
+        "/v1/messages/move",
+        &auth,
+        Some(json!({"ids": [ids[2], ids[3]], "from": inbox, "to": work})),
+    );
+    assert_eq!(status, 200, "{moved}");
+    assert_eq!(moved["uids"].as_array().unwrap().len(), 2);
+    let (status, _) = call(
+        &s,
+        "POST",
+        "/v1/messages/copy",
+        &auth,
+        Some(json!({"ids": [ids[2]], "from": work, "to": inbox})),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        call(
+            &s,
+            "DELETE",
+            &format!("/v1/messages/{}", ids[4]),
+            &auth,
+            None
+        )
+        .0,
+        204
+    );
+    assert_eq!(
+        call(&s, "GET", &format!("/v1/messages/{}", ids[4]), &auth, None).0,
+        404
+    );
+    let (_, msg) = call(&s, "GET", &format!("/v1/messages/{}", ids[2]), &auth, None);
+    assert_eq!(msg["folders"].as_array().unwrap().len(), 2, "{msg}");
+    assert_eq!(msg["from"][0]["email"], "carla@example.net");
+    assert_eq!(msg["sent_at"], "2026-11-02T10:00:00Z");
+
+    // Rename and unsubscribe; quota counts what is stored.
+    let (status, renamed) = call(
+        &s,
+        "PATCH",
+        &format!("/v1/folders/{work}"),
+        &auth,
+        Some(json!({"name": "Work/Archive", "subscribed": false})),
+    );
+    assert_eq!(status, 200, "{renamed}");
+    assert_eq!(
+        (renamed["name"].as_str(), renamed["subscribed"].as_bool()),
+        (Some("Work/Archive"), Some(false))
+    );
+    let (_, quota) = call(&s, "GET", "/v1/quota", &auth, None);
+    assert!(quota["used"].as_u64().unwrap() > 0);
+
+    // The reference page and the document are served.
+    let docs = http_with(&s.addr, "GET", "/docs/", &[], b"");
+    assert_eq!(docs.status, 200);
+    assert!(String::from_utf8_lossy(&docs.body).contains("swagger"));
+    let doc = http_with(&s.addr, "GET", "/openapi.json", &[], b"");
+    let committed: Value =
+        serde_json::from_str(&std::fs::read_to_string("openapi/openapi.json").unwrap()).unwrap();
+    assert_eq!(doc.json(), committed);
+}
