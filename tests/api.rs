@@ -357,8 +357,21 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         let (status, v) = call(&s, "POST", "/v1/messages/search", &auth, Some(body));
         assert_eq!(status, 400, "{why}: {v}");
     }
-    let (status, _) = call(&s, "GET", "/v1/folders/abc/messages", &auth, None);
+    let (status, v) = call(&s, "GET", "/v1/folders/abc/messages", &auth, None);
     assert_eq!(status, 400, "non-numeric id");
+    assert_eq!(v["code"], "invalid");
+    let (status, v) = call(
+        &s,
+        "GET",
+        &format!("/v1/folders/{inbox}/messages?limit=x"),
+        &auth,
+        None,
+    );
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (400, Some("invalid")),
+        "bad query"
+    );
     assert_eq!(
         call(&s, "GET", "/v1/folders", &auth, None).1,
         before,

@@ -147,6 +147,48 @@ impl utoipa::Modify for Security {
     }
 }
 
+/// Documents, on every operation, the answers any of them may give.
+fn common_responses(openapi: &mut utoipa::openapi::OpenApi) {
+    // Answers any operation may give, documented once here.
+    let problem = |what: &str| {
+        utoipa::openapi::ResponseBuilder::new()
+            .description(what)
+            .content(
+                "application/problem+json",
+                utoipa::openapi::ContentBuilder::new()
+                    .schema(Some(utoipa::openapi::Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build()
+    };
+    for item in openapi.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.patch,
+            &mut item.delete,
+            &mut item.put,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for (code, what) in [
+                ("400", "Invalid input"),
+                ("401", "Not authenticated"),
+                ("413", "Request body too large"),
+                ("415", "Unsupported media type"),
+                ("429", "Too many failed logins"),
+                ("503", "The mail store is unreachable"),
+            ] {
+                op.responses
+                    .responses
+                    .entry(code.to_string())
+                    .or_insert_with(|| problem(what).into());
+            }
+        }
+    }
+}
+
 fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(session::create_session, session::delete_session))
@@ -166,13 +208,16 @@ fn api_routes() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document, as the code defines it.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_routes().split_for_parts().1
+    let mut doc = api_routes().split_for_parts().1;
+    common_responses(&mut doc);
+    doc
 }
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Routes {
     let config = state.inner.config.clone();
-    let (api, doc) = api_routes().split_for_parts();
+    let (api, mut doc) = api_routes().split_for_parts();
+    common_responses(&mut doc);
     // The reference page at /docs; it serves the document at /openapi.json.
     let mut app = api
         .route("/healthz", get(healthz))

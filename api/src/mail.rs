@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
+use crate::json::{Path, Query, RawBody};
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -60,7 +60,7 @@ fn ids(list: &[i64]) -> Result<Vec<EmailId>, Problem> {
 
 /// List folders with their counts.
 #[utoipa::path(get, path = "/v1/folders", tag = "folders",
-    responses((status = 200, body = Vec<FolderView>), (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = Vec<FolderView>), (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json")))]
 pub async fn list_folders(session: Session) -> Result<Json<Vec<FolderView>>, Problem> {
     match session.request(|s| Op::Folders { session: s }).await? {
         Reply::Folders(f) => Ok(Json(f.into_iter().map(FolderView::from).collect())),
@@ -70,7 +70,7 @@ pub async fn list_folders(session: Session) -> Result<Json<Vec<FolderView>>, Pro
 
 /// Create a folder (and any missing parents).
 #[utoipa::path(post, path = "/v1/folders", tag = "folders", request_body = CreateFolder,
-    responses((status = 201, body = FolderView), (status = 400, body = Problem, content_type = "application/problem+json"),
+    responses((status = 201, description = "Created", body = FolderView), (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "It exists", body = Problem, content_type = "application/problem+json")))]
 pub async fn create_folder(
     session: Session,
@@ -92,8 +92,8 @@ pub async fn create_folder(
 /// Rename a folder, or subscribe or unsubscribe it.
 #[utoipa::path(patch, path = "/v1/folders/{folder}", tag = "folders", request_body = UpdateFolder,
     params(("folder" = i64, Path, description = "Folder id")),
-    responses((status = 200, body = FolderView), (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 409, description = "A folder of that name exists", body = Problem, content_type = "application/problem+json"), (status = 200, description = "OK", body = FolderView), (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json")))]
 pub async fn update_folder(
     session: Session,
     Path(folder): Path<i64>,
@@ -132,8 +132,8 @@ pub async fn update_folder(
 /// Delete a folder and what is only in it.
 #[utoipa::path(delete, path = "/v1/folders/{folder}", tag = "folders",
     params(("folder" = i64, Path, description = "Folder id")),
-    responses((status = 204), (status = 400, description = "The inbox cannot be deleted", body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 204, description = "Done"), (status = 400, description = "The inbox cannot be deleted", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json")))]
 pub async fn delete_folder(
     session: Session,
     Path(folder): Path<i64>,
@@ -153,6 +153,7 @@ pub async fn delete_folder(
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// Messages per page (1–500, default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -172,6 +173,7 @@ pub struct SearchRequest {
     /// As in the list endpoints.
     pub sort: Option<String>,
     /// Messages per page (1–500, default 50).
+    #[schema(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -251,8 +253,8 @@ async fn page(
 /// List a folder's messages, a page at a time.
 #[utoipa::path(get, path = "/v1/folders/{folder}/messages", tag = "messages",
     params(("folder" = i64, Path, description = "Folder id"), ListParams),
-    responses((status = 200, body = MessagePage), (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = MessagePage), (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json")))]
 pub async fn list_messages(
     session: Session,
     Path(folder): Path<i64>,
@@ -275,7 +277,7 @@ pub async fn list_messages(
 
 /// Search messages with any condition the store offers.
 #[utoipa::path(post, path = "/v1/messages/search", tag = "messages", request_body = SearchRequest,
-    responses((status = 200, body = MessagePage), (status = 400, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"), (status = 200, description = "OK", body = MessagePage), (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json")))]
 pub async fn search_messages(
     session: Session,
     body: Body<SearchRequest>,
@@ -299,7 +301,7 @@ pub async fn search_messages(
 /// One message's envelope and state.
 #[utoipa::path(get, path = "/v1/messages/{id}", tag = "messages",
     params(("id" = i64, Path, description = "Message id")),
-    responses((status = 200, body = MessageView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = MessageView), (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json")))]
 pub async fn get_message(
     session: Session,
     Path(id): Path<i64>,
@@ -322,8 +324,8 @@ pub async fn get_message(
 /// The message exactly as it arrived.
 #[utoipa::path(get, path = "/v1/messages/{id}/raw", tag = "messages",
     params(("id" = i64, Path, description = "Message id")),
-    responses((status = 200, content_type = "message/rfc822", body = Vec<u8>),
-        (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "The message", content_type = "message/rfc822", body = crate::views::RawMessage),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json")))]
 pub async fn get_raw_message(session: Session, Path(id): Path<i64>) -> Result<Response, Problem> {
     match session
         .request(|s| Op::Raw {
@@ -342,14 +344,14 @@ pub async fn get_raw_message(session: Session, Path(id): Path<i64>) -> Result<Re
 /// Store a message (the body, `message/rfc822`) in a folder.
 #[utoipa::path(post, path = "/v1/folders/{folder}/messages", tag = "messages",
     params(("folder" = i64, Path, description = "Folder id")),
-    request_body(content = Vec<u8>, content_type = "message/rfc822"),
-    responses((status = 201, body = Stored), (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
+    request_body(content = crate::views::RawMessage, content_type = "message/rfc822"),
+    responses((status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"), (status = 201, description = "Created", body = Stored), (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Too large", body = Problem, content_type = "application/problem+json"),
         (status = 507, description = "Over quota", body = Problem, content_type = "application/problem+json")))]
 pub async fn import_message(
     session: Session,
     Path(folder): Path<i64>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<Stored>), Problem> {
     if body.is_empty() {
         return Err(Problem::invalid("the request body must be a message"));
@@ -375,7 +377,7 @@ pub async fn import_message(
 
 /// Add and remove keywords on many messages at once.
 #[utoipa::path(post, path = "/v1/messages/keywords", tag = "messages", request_body = KeywordChange,
-    responses((status = 200, body = Changed), (status = 400, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = Changed), (status = 404, description = "A message does not exist", body = Problem, content_type = "application/problem+json"), (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json")))]
 pub async fn set_keywords(
     session: Session,
     body: Body<KeywordChange>,
@@ -463,7 +465,13 @@ async fn transfer(
     };
     match session.request(op).await? {
         Reply::UidPairs(pairs) => Ok(Json(Transferred {
-            uids: pairs.into_iter().map(|(a, b)| (a.get(), b.get())).collect(),
+            uids: pairs
+                .into_iter()
+                .map(|(a, b)| crate::views::UidPair {
+                    from_uid: a.get(),
+                    to_uid: b.get(),
+                })
+                .collect(),
         })),
         _ => Err(Problem::internal()),
     }
@@ -471,7 +479,7 @@ async fn transfer(
 
 /// Move messages from one folder to another.
 #[utoipa::path(post, path = "/v1/messages/move", tag = "messages", request_body = Transfer,
-    responses((status = 200, body = Transferred), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = Transferred), (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json")))]
 pub async fn move_messages(
     session: Session,
     body: Body<Transfer>,
@@ -481,7 +489,7 @@ pub async fn move_messages(
 
 /// Copy messages into another folder.
 #[utoipa::path(post, path = "/v1/messages/copy", tag = "messages", request_body = Transfer,
-    responses((status = 200, body = Transferred), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = Transferred), (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json")))]
 pub async fn copy_messages(
     session: Session,
     body: Body<Transfer>,
@@ -491,7 +499,7 @@ pub async fn copy_messages(
 
 /// Delete messages for good, from every folder.
 #[utoipa::path(post, path = "/v1/messages/delete", tag = "messages", request_body = Delete,
-    responses((status = 204), (status = 400, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 204, description = "Done"), (status = 404, description = "A message does not exist", body = Problem, content_type = "application/problem+json"), (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json")))]
 pub async fn delete_messages(session: Session, body: Body<Delete>) -> Result<StatusCode, Problem> {
     let emails = ids(&body.0.ids)?;
     session
@@ -506,7 +514,7 @@ pub async fn delete_messages(session: Session, body: Body<Delete>) -> Result<Sta
 /// Delete one message for good.
 #[utoipa::path(delete, path = "/v1/messages/{id}", tag = "messages",
     params(("id" = i64, Path, description = "Message id")),
-    responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 204, description = "Done"), (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json")))]
 pub async fn delete_message(session: Session, Path(id): Path<i64>) -> Result<StatusCode, Problem> {
     let Reply::Summaries(found) = session
         .request(|s| Op::Summaries {
@@ -535,7 +543,7 @@ pub async fn delete_message(session: Session, Path(id): Path<i64>) -> Result<Sta
 
 /// Bytes used and the quota.
 #[utoipa::path(get, path = "/v1/quota", tag = "mailbox",
-    responses((status = 200, body = QuotaView)))]
+    responses((status = 200, description = "OK", body = QuotaView)))]
 pub async fn get_quota(session: Session) -> Result<Json<QuotaView>, Problem> {
     match session.request(|s| Op::Usage { session: s }).await? {
         Reply::Usage { used, quota } => Ok(Json(QuotaView { used, limit: quota })),
@@ -547,7 +555,7 @@ pub async fn get_quota(session: Session) -> Result<Json<QuotaView>, Problem> {
 /// the mailbox changes; `resync` when some were missed. While the stream
 /// is open the alias counts as online: its mail lands at once.
 #[utoipa::path(get, path = "/v1/events", tag = "mailbox",
-    responses((status = 200, content_type = "text/event-stream", body = String)))]
+    responses((status = 200, description = "OK", content_type = "text/event-stream", body = String)))]
 pub async fn watch_events(
     State(state): State<AppState>,
     session: Session,

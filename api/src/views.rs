@@ -209,6 +209,7 @@ pub struct Stored {
 #[serde(deny_unknown_fields)]
 pub struct KeywordChange {
     /// The messages.
+    #[schema(min_items = 1, max_items = 10000)]
     pub ids: Vec<i64>,
     /// Keywords to add (`$seen`, `$flagged`, or custom atoms).
     #[serde(default)]
@@ -223,6 +224,7 @@ pub struct KeywordChange {
 #[serde(deny_unknown_fields)]
 pub struct Transfer {
     /// The messages.
+    #[schema(min_items = 1, max_items = 10000)]
     pub ids: Vec<i64>,
     /// The folder they are in.
     pub from: i64,
@@ -235,6 +237,7 @@ pub struct Transfer {
 #[serde(deny_unknown_fields)]
 pub struct Delete {
     /// The messages.
+    #[schema(min_items = 1, max_items = 10000)]
     pub ids: Vec<i64>,
 }
 
@@ -245,11 +248,20 @@ pub struct Changed {
     pub modseq: u64,
 }
 
+/// A message's UID before and after a move or copy.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UidPair {
+    /// Its UID in the source folder.
+    pub from_uid: u32,
+    /// Its UID in the target folder.
+    pub to_uid: u32,
+}
+
 /// UIDs in the target folder after a move or copy.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Transferred {
-    /// (UID in the source folder, UID in the target folder) pairs.
-    pub uids: Vec<(u32, u32)>,
+    /// One pair per message, in the order given.
+    pub uids: Vec<UidPair>,
 }
 
 /// Storage use.
@@ -260,3 +272,9 @@ pub struct QuotaView {
     /// The limit, if any.
     pub limit: Option<u64>,
 }
+
+/// A whole message as bytes (RFC 5322). Only its schema is used: handlers
+/// send and take the bytes themselves.
+#[derive(Debug, ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct RawMessage(#[allow(dead_code)] Vec<u8>);
