@@ -581,3 +581,85 @@ fn mail_flows_list_search_keywords_move_copy_delete() {
         serde_json::from_str(&std::fs::read_to_string("openapi/openapi.json").unwrap()).unwrap();
     assert_eq!(doc.json(), committed);
 }
+
+#[test]
+fn bodies_come_back_safe_and_attachments_by_range() {
+    let s = serve("");
+    let auth = basic("ana@example.com", &s.ana);
+    let inbox = inbox(&s, &auth);
+    let raw = b"From: x@example.net\r\nTo: ana@example.com\r\nSubject: mixed\r\n\
+MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
+--b1\r\nContent-Type: multipart/alternative; boundary=\"b2\"\r\n\r\n\
+--b2\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nPlain caf\xc3\xa9.\r\n\
+--b2\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p onmouseover=\"x()\">Hello<script>steal()</script>\
+<img src=\"https://tracker.example/p.gif\"></p>\r\n--b2--\r\n\
+--b1\r\nContent-Type: application/pdf; name=\"report.pdf\"\r\nContent-Disposition: attachment; filename=\"report.pdf\"\r\n\
+Content-Transfer-Encoding: base64\r\n\r\nMDEyMzQ1Njc4OQ==\r\n--b1--\r\n";
+    let id = import(&s, &auth, inbox, raw);
+    let (status, body) = call(&s, "GET", &format!("/v1/messages/{id}/body"), &auth, None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["text"].as_str().unwrap().trim(), "Plain café.");
+    let html = body["html"].as_str().unwrap();
+    assert!(html.contains("Hello"), "{html}");
+    for gone in ["script", "steal", "onmouseover", "tracker.example"] {
+        assert!(!html.contains(gone), "{gone} in {html}");
+    }
+    let (_, remote) = call(
+        &s,
+        "GET",
+        &format!("/v1/messages/{id}/body?remote=true"),
+        &auth,
+        None,
+    );
+    assert!(remote["html"].as_str().unwrap().contains("tracker.example"));
+    assert!(
+        body["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["name"] == "Subject" && h["value"] == "mixed")
+    );
+    let attachment = &body["attachments"][0];
+    assert_eq!(attachment["filename"], "report.pdf");
+    assert_eq!(attachment["content_type"], "application/pdf");
+    assert_eq!(attachment["size"], 10);
+
+    let path = format!("/v1/messages/{id}/attachments/0");
+    let whole = http_with(&s.addr, "GET", &path, &[("Authorization", &auth)], b"");
+    assert_eq!(whole.status, 200);
+    assert_eq!(whole.body, b"0123456789");
+    assert_eq!(
+        whole.header("content-disposition").as_deref(),
+        Some("attachment; filename=\"report.pdf\"")
+    );
+    let part = http_with(
+        &s.addr,
+        "GET",
+        &path,
+        &[("Authorization", &auth), ("Range", "bytes=2-5")],
+        b"",
+    );
+    assert_eq!(part.status, 206);
+    assert_eq!(part.body, b"2345");
+    assert_eq!(
+        part.header("content-range").as_deref(),
+        Some("bytes 2-5/10")
+    );
+    let bad = http_with(
+        &s.addr,
+        "GET",
+        &path,
+        &[("Authorization", &auth), ("Range", "bytes=20-")],
+        b"",
+    );
+    assert_eq!(bad.status, 416);
+    assert_eq!(bad.header("content-range").as_deref(), Some("bytes */10"));
+    let none = http_with(
+        &s.addr,
+        "GET",
+        &format!("/v1/messages/{id}/attachments/5"),
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(none.status, 404);
+}

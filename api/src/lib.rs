@@ -4,6 +4,7 @@
 //! this process or over the link.
 
 mod auth;
+mod body;
 mod filter;
 mod json;
 mod limit;
@@ -198,6 +199,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(mail::search_messages))
         .routes(routes!(mail::get_message, mail::delete_message))
         .routes(routes!(mail::get_raw_message))
+        .routes(routes!(body::get_body))
+        .routes(routes!(body::get_attachment))
         .routes(routes!(mail::set_keywords))
         .routes(routes!(mail::move_messages))
         .routes(routes!(mail::copy_messages))
