@@ -144,6 +144,7 @@ struct FileHttp {
     max_body_mb: Option<usize>,
     token_ttl_secs: Option<u64>,
     cors_origins: Option<Vec<String>>,
+    admin_token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -218,6 +219,8 @@ pub struct Settings {
     pub token_ttl: Duration,
     /// Browser origins allowed by CORS.
     pub cors_origins: Vec<String>,
+    /// The operator's token for `/v1/admin` (`COFRE_ADMIN_TOKEN`).
+    pub admin_token: Option<Zeroizing<String>>,
     /// Primaries to connect to (gateway).
     pub primaries: Vec<PrimaryRef>,
 }
@@ -417,6 +420,14 @@ pub fn resolve(args: &ServerArgs, data_flag: Option<&Path>) -> Result<Settings, 
         errors.push("http.token_ttl_secs must be at least 1".into());
     }
     let cors_origins = file.http.cors_origins.clone().unwrap_or_default();
+    let admin_token = std::env::var("COFRE_ADMIN_TOKEN")
+        .ok()
+        .or(file.http.admin_token.clone());
+    if let Some(t) = &admin_token
+        && t.len() < 16
+    {
+        errors.push("admin_token (COFRE_ADMIN_TOKEN) must be at least 16 characters".into());
+    }
     for o in &cors_origins {
         if !(o.starts_with("https://") || o.starts_with("http://")) || o.ends_with('/') {
             errors.push(format!(
@@ -499,6 +510,7 @@ pub fn resolve(args: &ServerArgs, data_flag: Option<&Path>) -> Result<Settings, 
         max_body,
         token_ttl,
         cors_origins,
+        admin_token: admin_token.map(Zeroizing::new),
         primaries,
     })
 }

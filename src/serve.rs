@@ -255,6 +255,7 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
                         max_body: s.max_body,
                         token_ttl: s.token_ttl,
                         cors_origins: s.cors_origins.clone(),
+                        admin_token: s.admin_token.clone(),
                     },
                     stopped.clone(),
                 );

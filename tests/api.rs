@@ -663,3 +663,214 @@ Content-Transfer-Encoding: base64\r\n\r\nMDEyMzQ1Njc4OQ==\r\n--b1--\r\n";
     );
     assert_eq!(none.status, 404);
 }
+
+#[test]
+fn the_operator_administers_domains_aliases_quotas_forwards_and_webhooks() {
+    let s = serve("[http]\nadmin_token = \"an admin token of some length\"\n");
+    let admin = "Bearer an admin token of some length";
+    // Alias credentials and wrong tokens open nothing here.
+    let ana = basic("ana@example.com", &s.ana);
+    for bad in [ana.as_str(), "Bearer wrong", ""] {
+        let (status, v) = call(&s, "GET", "/v1/admin/aliases", bad, None);
+        assert_eq!(status, 401, "{bad}: {v}");
+    }
+    let (_, domains) = call(&s, "GET", "/v1/admin/domains", admin, None);
+    assert_eq!(domains, json!([{"name": "example.com", "aliases": 2}]));
+    // A domain must be hosted before it has aliases.
+    let (status, v) = call(
+        &s,
+        "POST",
+        "/v1/admin/aliases",
+        admin,
+        Some(json!({"address": "x@new.example"})),
+    );
+    assert_eq!(status, 404, "{v}");
+    assert_eq!(
+        call(
+            &s,
+            "POST",
+            "/v1/admin/domains",
+            admin,
+            Some(json!({"name": "New.Example"}))
+        )
+        .0,
+        201
+    );
+    assert_eq!(
+        call(
+            &s,
+            "POST",
+            "/v1/admin/domains",
+            admin,
+            Some(json!({"name": "new.example"}))
+        )
+        .0,
+        409
+    );
+    let (status, created) = call(
+        &s,
+        "POST",
+        "/v1/admin/aliases",
+        admin,
+        Some(json!({"address": "x@new.example", "quota": 1000})),
+    );
+    assert_eq!(status, 201, "{created}");
+    let password = created["password"].as_str().unwrap().to_string();
+    assert_eq!(
+        call(
+            &s,
+            "POST",
+            "/v1/admin/aliases",
+            admin,
+            Some(json!({"address": "x@new.example"}))
+        )
+        .0,
+        409
+    );
+    // The password works, and is never shown again.
+    let x = basic("x@new.example", &password);
+    let (_, quota) = call(&s, "GET", "/v1/quota", &x, None);
+    assert_eq!(quota["limit"], 1000);
+    let (_, listed) = call(
+        &s,
+        "GET",
+        "/v1/admin/aliases?domain=new.example",
+        admin,
+        None,
+    );
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert!(listed[0].get("password").is_none());
+    // Quotas apply at once: over it, an import is refused with 507.
+    let inbox = inbox(&s, &x);
+    let r = http_with(
+        &s.addr,
+        "POST",
+        &format!("/v1/folders/{inbox}/messages"),
+        &[("Authorization", &x), ("Content-Type", "message/rfc822")],
+        &vec![b'a'; 2000],
+    );
+    assert_eq!(r.status, 507);
+    assert_eq!(
+        call(
+            &s,
+            "PUT",
+            "/v1/admin/aliases/x@new.example/quota",
+            admin,
+            Some(json!({"quota": null}))
+        )
+        .0,
+        204
+    );
+    let r = http_with(
+        &s.addr,
+        "POST",
+        &format!("/v1/folders/{inbox}/messages"),
+        &[("Authorization", &x), ("Content-Type", "message/rfc822")],
+        &message("big", &"a".repeat(2000)),
+    );
+    assert_eq!(r.status, 201);
+    // Forwards and webhooks.
+    assert_eq!(
+        call(
+            &s,
+            "POST",
+            "/v1/admin/aliases/x@new.example/forwards",
+            admin,
+            Some(json!({"recipient": "copy@elsewhere.example"}))
+        )
+        .0,
+        204
+    );
+    assert_eq!(
+        call(
+            &s,
+            "GET",
+            "/v1/admin/aliases/x@new.example/forwards",
+            admin,
+            None
+        )
+        .1,
+        json!(["copy@elsewhere.example"])
+    );
+    assert_eq!(
+        call(
+            &s,
+            "DELETE",
+            "/v1/admin/aliases/x@new.example/forwards/copy@elsewhere.example",
+            admin,
+            None
+        )
+        .0,
+        204
+    );
+    let (status, hook) = call(
+        &s,
+        "POST",
+        "/v1/admin/aliases/x@new.example/webhooks",
+        admin,
+        Some(json!({"url": "https://hooks.example/in"})),
+    );
+    assert_eq!(status, 201);
+    assert_eq!(hook["secret"].as_str().unwrap().len(), 64);
+    let (_, hooks) = call(
+        &s,
+        "GET",
+        "/v1/admin/aliases/x@new.example/webhooks",
+        admin,
+        None,
+    );
+    assert_eq!(
+        hooks,
+        json!([{"id": hook["id"], "url": "https://hooks.example/in"}])
+    );
+    assert_eq!(
+        call(
+            &s,
+            "POST",
+            "/v1/admin/aliases/x@new.example/webhooks",
+            admin,
+            Some(json!({"url": "ftp://x"}))
+        )
+        .0,
+        400
+    );
+    assert_eq!(
+        call(
+            &s,
+            "DELETE",
+            &format!("/v1/admin/aliases/x@new.example/webhooks/{}", hook["id"]),
+            admin,
+            None
+        )
+        .0,
+        204
+    );
+    // A domain with aliases stays; delete the alias (its sessions end), then the domain.
+    assert_eq!(
+        call(&s, "DELETE", "/v1/admin/domains/new.example", admin, None).0,
+        400
+    );
+    assert_eq!(
+        call(&s, "DELETE", "/v1/admin/aliases/x@new.example", admin, None).0,
+        204
+    );
+    assert_eq!(call(&s, "GET", "/v1/quota", &x, None).0, 401);
+    assert_eq!(
+        call(&s, "DELETE", "/v1/admin/domains/new.example", admin, None).0,
+        204
+    );
+}
+
+#[test]
+fn the_admin_api_is_off_without_a_token() {
+    let s = serve("");
+    let (status, v) = call(
+        &s,
+        "GET",
+        "/v1/admin/domains",
+        "Bearer anything at all here",
+        None,
+    );
+    assert_eq!(status, 403);
+    assert_eq!(v["code"], "admin_disabled");
+}

@@ -3,6 +3,7 @@
 //! piece of mail it touches goes through the [`Router`] to a primary, in
 //! this process or over the link.
 
+mod admin;
 mod auth;
 mod body;
 mod filter;
@@ -44,6 +45,8 @@ pub struct ApiConfig {
     pub token_ttl: Duration,
     /// Origins allowed to call the API from a browser (CORS); empty: none.
     pub cors_origins: Vec<String>,
+    /// The operator's token for `/v1/admin`; none: the admin API is off.
+    pub admin_token: Option<zeroize::Zeroizing<String>>,
 }
 
 impl Default for ApiConfig {
@@ -52,6 +55,7 @@ impl Default for ApiConfig {
             max_body: 50 << 20,
             token_ttl: Duration::from_secs(3600),
             cors_origins: Vec::new(),
+            admin_token: None,
         }
     }
 }
@@ -118,6 +122,7 @@ impl AppState {
         (name = "folders", description = "Folders and their counters"),
         (name = "messages", description = "Listing, search, reading, import, keywords, moves"),
         (name = "mailbox", description = "Quota and change events"),
+        (name = "admin", description = "Domains, aliases, quotas, forwards, webhooks (admin token)"),
     )
 )]
 struct ApiDoc;
@@ -207,6 +212,15 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(mail::delete_messages))
         .routes(routes!(mail::get_quota))
         .routes(routes!(mail::watch_events))
+        .routes(routes!(admin::list_domains, admin::add_domain))
+        .routes(routes!(admin::remove_domain))
+        .routes(routes!(admin::list_aliases, admin::create_alias))
+        .routes(routes!(admin::delete_alias))
+        .routes(routes!(admin::set_quota))
+        .routes(routes!(admin::list_forwards, admin::add_forward))
+        .routes(routes!(admin::remove_forward))
+        .routes(routes!(admin::list_webhooks, admin::add_webhook))
+        .routes(routes!(admin::remove_webhook))
 }
 
 /// The OpenAPI document, as the code defines it.

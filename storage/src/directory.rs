@@ -200,6 +200,59 @@ impl Directory {
         Ok(Directory { conn })
     }
 
+    /// Hosted domains with how many aliases each has.
+    pub fn domains(&self) -> Result<Vec<(String, u64)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT d.name, (SELECT count(*) FROM aliases a WHERE a.domain = d.name)
+             FROM domains d ORDER BY d.name",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Whether a domain is hosted.
+    pub fn has_domain(&self, name: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .query_row("SELECT 1 FROM domains WHERE name = ?1", [name], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// Hosts a domain (lower-case DNS name).
+    pub fn add_domain(&mut self, name: &str) -> Result<()> {
+        let n = self.conn.execute(
+            "INSERT OR IGNORE INTO domains (name, created_at) VALUES (?1, ?2)",
+            params![name, time::iso(time::now())],
+        )?;
+        if n == 0 {
+            return Err(Error::AlreadyExists(format!("domain {name}")));
+        }
+        Ok(())
+    }
+
+    /// Stops hosting a domain; refused while it has aliases.
+    pub fn remove_domain(&mut self, name: &str) -> Result<()> {
+        let aliases: i64 = self.conn.query_row(
+            "SELECT count(*) FROM aliases WHERE domain = ?1",
+            [name],
+            |r| r.get(0),
+        )?;
+        if aliases > 0 {
+            return Err(Error::Invalid(format!(
+                "domain {name} still has {aliases} aliases; delete them first"
+            )));
+        }
+        if self
+            .conn
+            .execute("DELETE FROM domains WHERE name = ?1", [name])?
+            == 0
+        {
+            return Err(Error::NotFound(format!("domain {name}")));
+        }
+        Ok(())
+    }
+
     /// Records a revoked API token until it would have expired anyway
     /// (and forgets tokens whose expiry has passed).
     pub fn revoke_token(&mut self, jti: &str, expires_at: i64) -> Result<()> {

@@ -11,6 +11,7 @@
 //! protocol crates translate. It does no async I/O: callers run it on
 //! threads of their own.
 
+pub mod admin;
 pub mod db;
 pub mod directory;
 mod error;

@@ -346,6 +346,34 @@ impl Primary {
         }
     }
 
+    /// Ends every session of an alias (it is being deleted): its keys leave
+    /// memory and its mailbox thread finishes and closes.
+    pub(crate) fn end_sessions_of(&self, alias_id: i64) {
+        let thread = {
+            let mut reg = self.registry();
+            reg.sessions.retain(|_, s| s.alias_id != alias_id);
+            reg.live
+                .remove(&alias_id)
+                .and_then(|l| l.worker)
+                .map(|w| w.thread)
+        };
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
+
+    /// Applies a new quota to an open mailbox at once (a closed one reads
+    /// it from the directory when it opens).
+    pub(crate) fn apply_quota(&self, alias_id: i64, quota: Option<u64>) {
+        if self.registry().live.contains_key(&alias_id) {
+            // A mailbox that closed meanwhile picks the quota up on opening.
+            let _ = self.run_on(alias_id, move |mb| {
+                mb.set_quota(quota);
+                Ok(())
+            });
+        }
+    }
+
     /// Ends every session whose token expired, so no key stays in memory
     /// past its token's life. Runs at every new session.
     pub fn reap_expired(&self) {

@@ -164,6 +164,8 @@ pub enum Op {
         /// Its expiry (the revocation is kept until then).
         expires_at: i64,
     },
+    /// Administration (domains, aliases, quotas, forwards, webhooks).
+    Admin(crate::admin::AdminOp),
     /// Whether this primary's directory holds an alias (the shard map:
     /// each primary's directory lists the aliases it owns).
     Locate {
@@ -341,6 +343,7 @@ impl Op {
             Op::Resume { .. } => "resume",
             Op::Revoke { .. } => "revoke",
             Op::Locate { .. } => "locate",
+            Op::Admin(_) => "admin",
             Op::Logout { .. } => "logout",
             Op::Deliver { .. } => "deliver",
             Op::Folders { .. } => "folders",
@@ -385,6 +388,8 @@ pub enum Reply {
     Holds(bool),
     /// An API token's contents.
     Token(TokenGrant),
+    /// The result of an administrative operation.
+    Admin(crate::admin::AdminReply),
     /// Where delivered mail went.
     Delivery(Delivery),
     /// Folders.
@@ -748,6 +753,7 @@ fn primary_op(primary: &Primary, op: Op) -> Result<Reply, LinkError> {
             primary.revoke(&jti, expires_at)?;
             Reply::Done
         }
+        Op::Admin(op) => Reply::Admin(primary.admin(op)?),
         Op::Locate { address } => Reply::Holds(match primary.store().alias(&address) {
             Ok(_) => true,
             Err(Error::NoSuchAlias(_)) => false,

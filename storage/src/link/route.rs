@@ -151,6 +151,19 @@ impl Router {
         all
     }
 
+    /// Sends a request that concerns no existing alias (a new alias, the
+    /// domains) to the first primary, the default home of new aliases.
+    pub async fn request_default(&self, op: Op) -> Result<Reply, ClientError> {
+        let name = op.name();
+        let started = Instant::now();
+        let result = match self.links.first() {
+            Some((_, link)) => link.request(op).await,
+            None => Err(ClientError::LinkDown("no primary configured".into())),
+        };
+        self.record(name, started, result.is_ok());
+        result
+    }
+
     /// Sends a request about `address` to the primary that owns it.
     pub async fn request(&self, address: &AliasAddress, op: Op) -> Result<Reply, ClientError> {
         let name = op.name();
