@@ -34,10 +34,13 @@ enum Suite {
     Storage,
     /// Link latency, throughput and memory, over loopback WebSocket.
     Link,
+    /// The HTTP API over loopback with keep-alive: listing, search, and
+    /// authenticated reads per second.
+    Api,
 }
 
 /// A small deterministic generator, so every run measures the same corpus.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -66,10 +69,10 @@ const COMMON: &str = "the of and to a in is it you that he was for on are with a
 
 /// A vocabulary with a realistic spread: a few hundred very common words,
 /// then tens of thousands of rarer ones, drawn with a Zipf-like law.
-struct Vocabulary(Vec<String>);
+pub(crate) struct Vocabulary(Vec<String>);
 
 impl Vocabulary {
-    fn new(rng: &mut Rng) -> Self {
+    pub(crate) fn new(rng: &mut Rng) -> Self {
         const LETTERS: &[u8] = b"etaoinshrdlucmfwypvbgkjqxz";
         let mut words: Vec<String> = COMMON.split_whitespace().map(str::to_string).collect();
         while words.len() < 40_000 {
@@ -93,7 +96,7 @@ impl Vocabulary {
     }
 
     /// A word of a given rank (for search needles of known rarity).
-    fn ranked(&self, rank: usize) -> &str {
+    pub(crate) fn ranked(&self, rank: usize) -> &str {
         &self.0[rank.min(self.0.len() - 1)]
     }
 }
@@ -118,7 +121,7 @@ fn words(rng: &mut Rng, vocab: &Vocabulary, bytes: usize) -> String {
 /// A message shaped like everyday mail: trace and authentication headers,
 /// then a text/plain part and its text/html alternative. `size` is the
 /// target total size in bytes.
-fn message(rng: &mut Rng, vocab: &Vocabulary, i: usize, size: usize) -> Vec<u8> {
+pub(crate) fn message(rng: &mut Rng, vocab: &Vocabulary, i: usize, size: usize) -> Vec<u8> {
     let sig: String = (0..12).map(|_| format!("{:016x}", rng.next())).collect();
     let headers = format!(
         "Received: from mx{n}.example.org (mx{n}.example.org [192.0.2.{n}])\r\n\tby mail.example.com with ESMTPS id {i:08x}\r\n\tfor <bench@example.com>; Mon, 6 May 2024 10:{m:02}:00 +0000\r\n\
@@ -157,12 +160,12 @@ fn plain_message(rng: &mut Rng, vocab: &Vocabulary, i: usize, size: usize) -> Ve
     .into_bytes()
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
+pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
 
@@ -179,7 +182,7 @@ fn rss_kib() -> u64 {
 
 /// Appends pre-generated messages in batches of 500, as an import does;
 /// returns the time spent storing only.
-fn fill(mb: &mut Mailbox, raws: &[Vec<u8>]) -> Result<Duration> {
+pub(crate) fn fill(mb: &mut Mailbox, raws: &[Vec<u8>]) -> Result<Duration> {
     let inbox = mb.folder_by_role(Role::Inbox)?.id;
     let start = Instant::now();
     for chunk in raws.chunks(500) {
@@ -197,6 +200,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     match args.suite {
         Suite::Storage => storage(args),
         Suite::Link => crate::bench_link::run(),
+        Suite::Api => crate::bench_api::run(args.search_messages),
     }
 }
 

@@ -2,6 +2,7 @@
 //! administration of a data directory, and benchmarks.
 
 mod bench;
+mod bench_api;
 mod bench_link;
 mod cli;
 mod config;

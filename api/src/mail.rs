@@ -158,7 +158,8 @@ pub struct ListParams {
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Comma-separated keys, `-` for descending: `received_at`, `sent_at`,
-    /// `size`, `from`, `to`, `subject`, `uid`. Default `-received_at`.
+    /// `size`, `from`, `to`, `subject`, `uid`. Default `-uid` (newest
+    /// arrival first).
     pub sort: Option<String>,
 }
 
@@ -209,7 +210,13 @@ async fn page(
     let query = StorageQuery {
         folder,
         filter,
-        sort: sort(sort_spec.unwrap_or("-received_at")).map_err(Problem::invalid)?,
+        sort: sort(sort_spec.unwrap_or(match folder {
+            // Newest arrival first: in a folder that is UID order, which
+            // the folder's own index serves without sorting.
+            Some(_) => "-uid",
+            None => "-received_at",
+        }))
+        .map_err(Problem::invalid)?,
         collapse_threads,
         position,
         limit: Some(limit + 1),
