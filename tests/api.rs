@@ -874,3 +874,53 @@ fn the_admin_api_is_off_without_a_token() {
     assert_eq!(status, 403);
     assert_eq!(v["code"], "admin_disabled");
 }
+
+#[test]
+fn a_password_change_ends_every_session_and_token() {
+    let s = serve("");
+    let t = token(&s, "ana@example.com", &s.ana);
+    let (status, v) = call(
+        &s,
+        "POST",
+        "/v1/password",
+        &t,
+        Some(json!({"current_password": "wrong"})),
+    );
+    assert_eq!(status, 401, "{v}");
+    let (status, v) = call(
+        &s,
+        "POST",
+        "/v1/password",
+        &t,
+        Some(json!({"current_password": s.ana})),
+    );
+    assert_eq!(status, 200, "{v}");
+    let new = v["password"].as_str().unwrap().to_string();
+    assert_ne!(new, s.ana);
+    assert_eq!(call(&s, "GET", "/v1/quota", &t, None).0, 401, "old token");
+    assert_eq!(
+        call(
+            &s,
+            "GET",
+            "/v1/quota",
+            &basic("ana@example.com", &s.ana),
+            None
+        )
+        .0,
+        401,
+        "old password"
+    );
+    assert_eq!(
+        call(
+            &s,
+            "GET",
+            "/v1/quota",
+            &basic("ana@example.com", &new),
+            None
+        )
+        .0,
+        200
+    );
+    let t2 = token(&s, "ana@example.com", &new);
+    assert_eq!(call(&s, "GET", "/v1/quota", &t2, None).0, 200);
+}

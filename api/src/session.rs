@@ -13,6 +13,8 @@ use crate::auth::{client_ip, password_login};
 use crate::token::Claims;
 use crate::views::{SessionRequest, SessionView};
 use crate::{AppState, Problem};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// The client's IP, for throttling.
 pub struct ClientIp(pub Option<std::net::IpAddr>);
@@ -117,4 +119,56 @@ pub async fn delete_session(
         .await?;
     state.forget_token(&claims.jti);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The current password, to prove before it is replaced.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    /// The password in use now.
+    pub current_password: String,
+}
+
+/// A new password — shown this once, never again.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NewPassword {
+    /// The new, generated password. Every session and token of the alias
+    /// has ended; log in again with it.
+    pub password: String,
+}
+
+/// Replace the alias's password with a generated one. The mailbox is not
+/// rewritten (one key is rewrapped); every session and token ends.
+#[utoipa::path(
+    post,
+    path = "/v1/password",
+    tag = "session",
+    request_body = PasswordChange,
+    responses(
+        (status = 200, description = "The new password", body = NewPassword),
+        (status = 401, description = "Wrong current password", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn change_password(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    session: crate::auth::Session,
+    body: crate::json::Json<PasswordChange>,
+) -> Result<Json<NewPassword>, Problem> {
+    let current = Password::new(body.0.current_password);
+    let address = session.address.to_string();
+    // The session's own end (the primary ends them all) must not race the
+    // answer: drop it first.
+    drop(session);
+    let (_, reply) = password_login(&state, &address, ip, |address| Op::ChangePassword {
+        address,
+        current,
+    })
+    .await?;
+    match reply {
+        Reply::Password(p) => Ok(Json(NewPassword {
+            password: p.expose().to_string(),
+        })),
+        _ => Err(Problem::internal()),
+    }
 }

@@ -133,8 +133,15 @@ pub struct TokenGrant {
     pub sealed: Vec<u8>,
 }
 
-fn token_aad(address: &AliasAddress, alias_id: i64, jti: &str, expires_at: i64) -> Vec<u8> {
-    format!("cofre/token\0{address}\0{alias_id}\0{jti}\0{expires_at}").into_bytes()
+/// What a token's seal is bound to: the alias (and its key epoch, so a
+/// password change voids every token issued before it), the token id and
+/// its expiry.
+fn token_aad(alias: &crate::AliasRecord, jti: &str, expires_at: i64) -> Vec<u8> {
+    format!(
+        "cofre/token\0{}\0{}\0{}\0{jti}\0{expires_at}",
+        alias.address, alias.id, alias.key_epoch
+    )
+    .into_bytes()
 }
 
 /// A mailbox changed: what IDLE, JMAP push and web clients wait for.
@@ -187,11 +194,8 @@ impl Primary {
         let mut secret = Zeroizing::new(unlocked.keys.data_key.bytes().to_vec());
         secret.extend_from_slice(unlocked.keys.identity.as_bytes());
         let alias_id = unlocked.alias.id;
-        let sealed = crate::keys::wrap(
-            &key,
-            &secret,
-            &token_aad(address, alias_id, &jti, expires_at),
-        );
+        let sealed =
+            crate::keys::wrap(&key, &secret, &token_aad(&unlocked.alias, &jti, expires_at));
         let session = self.open_session(unlocked, Some(expires_at), Some(jti.clone()))?;
         Ok(TokenGrant {
             session,
@@ -217,9 +221,8 @@ impl Primary {
             return Err(Error::WrongPassword);
         }
         let alias = self.store.alias(address)?;
-        let secret =
-            crate::keys::unwrap(&key, sealed, &token_aad(address, alias.id, jti, expires_at))
-                .map_err(|_| Error::WrongPassword)?;
+        let secret = crate::keys::unwrap(&key, sealed, &token_aad(&alias, jti, expires_at))
+            .map_err(|_| Error::WrongPassword)?;
         let (data_key, identity) = secret
             .split_first_chunk::<32>()
             .ok_or(Error::WrongPassword)?;
@@ -232,6 +235,16 @@ impl Primary {
             },
         };
         self.open_session(unlocked, Some(expires_at), Some(jti.to_string()))
+    }
+
+    /// Replaces an alias's password (the current one must be given) and
+    /// returns the new one. Every session of the alias ends and every API
+    /// token issued before stops working.
+    pub fn change_password(&self, address: &AliasAddress, current: &Password) -> Result<Password> {
+        let new = self.store.change_password(address, current)?;
+        let alias = self.store.alias(address)?;
+        self.end_sessions_of(alias.id);
+        Ok(new)
     }
 
     /// Revokes an API token: its sessions end everywhere and it cannot be

@@ -164,6 +164,13 @@ pub enum Op {
         /// Its expiry (the revocation is kept until then).
         expires_at: i64,
     },
+    /// Replace an alias's password; every session and token of it ends.
+    ChangePassword {
+        /// The alias.
+        address: AliasAddress,
+        /// Its current password.
+        current: Password,
+    },
     /// Administration (domains, aliases, quotas, forwards, webhooks).
     Admin(crate::admin::AdminOp),
     /// Whether this primary's directory holds an alias (the shard map:
@@ -344,6 +351,7 @@ impl Op {
             Op::Revoke { .. } => "revoke",
             Op::Locate { .. } => "locate",
             Op::Admin(_) => "admin",
+            Op::ChangePassword { .. } => "change_password",
             Op::Logout { .. } => "logout",
             Op::Deliver { .. } => "deliver",
             Op::Folders { .. } => "folders",
@@ -388,6 +396,8 @@ pub enum Reply {
     Holds(bool),
     /// An API token's contents.
     Token(TokenGrant),
+    /// A new password, to show once.
+    Password(Password),
     /// The result of an administrative operation.
     Admin(crate::admin::AdminReply),
     /// Where delivered mail went.
@@ -754,6 +764,9 @@ fn primary_op(primary: &Primary, op: Op) -> Result<Reply, LinkError> {
             Reply::Done
         }
         Op::Admin(op) => Reply::Admin(primary.admin(op)?),
+        Op::ChangePassword { address, current } => {
+            Reply::Password(primary.change_password(&address, &current)?)
+        }
         Op::Locate { address } => Reply::Holds(match primary.store().alias(&address) {
             Ok(_) => true,
             Err(Error::NoSuchAlias(_)) => false,
