@@ -6,6 +6,7 @@
 //! trigram index; word conditions (JMAP text search) use the word index;
 //! regular expressions run the Rust `regex` crate over the stored text.
 
+use rusqlite::OptionalExtension;
 use rusqlite::types::Value;
 use serde::{Deserialize, Serialize};
 
@@ -536,11 +537,17 @@ impl Builder {
             };
             parts.push(format!("{expr} {dir}"));
         }
-        parts.push(if self.in_folder {
-            "m.uid ASC".into()
-        } else {
-            "e.id ASC".into()
-        });
+        // UIDs are unique in a folder: after a UID key no tie is left, and
+        // a second UID term would keep SQLite from walking the folder's
+        // index in order (it would sort the whole folder instead).
+        let by_uid = sort.iter().any(|s| s.key == SortKey::Uid);
+        if !by_uid {
+            parts.push(if self.in_folder {
+                "m.uid ASC".into()
+            } else {
+                "e.id ASC".into()
+            });
+        }
         Ok(parts.join(", "))
     }
 }
@@ -576,8 +583,16 @@ impl Mailbox {
     /// `position` and `limit` applied.
     pub fn search(&self, q: &Query) -> Result<Vec<SearchHit>> {
         if let Some(f) = q.folder {
-            // An unknown folder is an error, not an empty result.
-            self.folder(f)?;
+            // An unknown folder is an error, not an empty result. (Not
+            // `self.folder`, which also counts the folder's messages.)
+            let known = self
+                .conn
+                .query_row("SELECT 1 FROM folders WHERE id = ?1", [f.0], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if !known {
+                return Err(Error::NotFound(format!("folder {}", f.0)));
+            }
         }
         let mut b = Builder {
             in_folder: q.folder.is_some(),
