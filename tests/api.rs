@@ -924,3 +924,47 @@ fn a_password_change_ends_every_session_and_token() {
     let t2 = token(&s, "ana@example.com", &new);
     assert_eq!(call(&s, "GET", "/v1/quota", &t2, None).0, 200);
 }
+
+#[test]
+fn the_export_downloads_a_file_sqlcipher_opens_with_the_password() {
+    let s = serve("");
+    let t = token(&s, "ana@example.com", &s.ana);
+    let inbox = inbox(&s, &t);
+    import(&s, &t, inbox, &message("exported", "kept in the export"));
+    let (status, v) = call(
+        &s,
+        "POST",
+        "/v1/export",
+        &t,
+        Some(json!({"password": "wrong"})),
+    );
+    assert_eq!(status, 401, "{v}");
+    let body = json!({"password": s.ana}).to_string();
+    let r = http_with(
+        &s.addr,
+        "POST",
+        "/v1/export",
+        &[("Authorization", &t), ("Content-Type", "application/json")],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/vnd.sqlite3")
+    );
+    assert!(!r.body.starts_with(b"SQLite format 3"), "encrypted");
+    assert!(!r.body.windows(8).any(|w| w == b"exported"), "no plaintext");
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("ana.db");
+    std::fs::write(&file, &r.body).unwrap();
+    let mut child = std::process::Command::new("sqlcipher")
+        .arg(&file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sqlcipher must be installed (scripts/test installs it)");
+    let sql = format!("PRAGMA key = '{}';\nSELECT folder FROM messages;\n", s.ana);
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), sql.as_bytes()).unwrap();
+    let rows = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+    assert!(rows.contains("INBOX"), "{rows}");
+}

@@ -199,6 +199,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(session::create_session, session::delete_session))
         .routes(routes!(session::change_password))
+        .routes(routes!(session::export))
         .routes(routes!(mail::list_folders, mail::create_folder))
         .routes(routes!(mail::update_folder, mail::delete_folder))
         .routes(routes!(mail::list_messages, mail::import_message))

@@ -172,3 +172,68 @@ pub async fn change_password(
         _ => Err(Problem::internal()),
     }
 }
+
+/// The password that keys an export.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExportRequest {
+    /// The alias's password: the export opens with it.
+    pub password: String,
+}
+
+/// Download the whole mailbox as a portable SQLCipher file that the
+/// `sqlcipher` tool opens with the alias's password.
+#[utoipa::path(
+    post,
+    path = "/v1/export",
+    tag = "mailbox",
+    request_body = ExportRequest,
+    responses(
+        (status = 200, description = "The export", content_type = "application/vnd.sqlite3", body = crate::views::RawMessage),
+        (status = 401, description = "Wrong password", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn export(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    session: crate::auth::Session,
+    body: crate::json::Json<ExportRequest>,
+) -> Result<axum::response::Response, Problem> {
+    use axum::response::IntoResponse;
+    let password = Password::new(body.0.password);
+    let address = session.address.to_string();
+    let id = session.id;
+    let (_, reply) = password_login(&state, &address, ip, |_| Op::Export {
+        session: id,
+        password,
+    })
+    .await?;
+    drop(session);
+    let Reply::Raw(bytes) = reply else {
+        return Err(Problem::internal());
+    };
+    let name: String = address
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/vnd.sqlite3".to_string(),
+            ),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}.cofre.sqlite\""),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}

@@ -247,6 +247,36 @@ impl Primary {
         Ok(new)
     }
 
+    /// The portable export of a session's mailbox, keyed with the alias's
+    /// password (which must be given, and is checked): a SQLCipher file
+    /// that `sqlcipher` opens with the password. It is written encrypted to
+    /// `data/tmp/`, read back, and removed.
+    pub fn export(&self, session: SessionId, password: &Password) -> Result<Vec<u8>> {
+        let alias_id = self.alias_of(session)?;
+        let address = self
+            .registry()
+            .live
+            .get(&alias_id)
+            .map(|l| l.alias.address.clone())
+            .ok_or(Error::NoSession)?;
+        // The password must be this alias's: the export opens with it.
+        self.store.unlock(&address, password)?;
+        let dir = self.store.root().join("tmp");
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!(
+            "export-{}.sqlite",
+            hex::encode(crate::keys::random_bytes::<8>())
+        ));
+        let password = password.clone();
+        let out = path.clone();
+        let written = self.run_on(alias_id, move |mb| {
+            crate::export::export(mb, &password, &out)
+        });
+        let bytes = written.and_then(|()| Ok(std::fs::read(&path)?));
+        let _ = std::fs::remove_file(&path);
+        bytes
+    }
+
     /// Revokes an API token: its sessions end everywhere and it cannot be
     /// resumed again.
     pub fn revoke(&self, jti: &str, expires_at: i64) -> Result<()> {

@@ -164,6 +164,14 @@ pub enum Op {
         /// Its expiry (the revocation is kept until then).
         expires_at: i64,
     },
+    /// The portable export of the session's mailbox (its bytes come back
+    /// as `Raw`), keyed with the alias's password, which must be given.
+    Export {
+        /// The session.
+        session: SessionId,
+        /// The alias's password.
+        password: Password,
+    },
     /// Replace an alias's password; every session and token of it ends.
     ChangePassword {
         /// The alias.
@@ -352,6 +360,7 @@ impl Op {
             Op::Locate { .. } => "locate",
             Op::Admin(_) => "admin",
             Op::ChangePassword { .. } => "change_password",
+            Op::Export { .. } => "export",
             Op::Logout { .. } => "logout",
             Op::Deliver { .. } => "deliver",
             Op::Folders { .. } => "folders",
@@ -764,6 +773,7 @@ fn primary_op(primary: &Primary, op: Op) -> Result<Reply, LinkError> {
             Reply::Done
         }
         Op::Admin(op) => Reply::Admin(primary.admin(op)?),
+        Op::Export { session, password } => Reply::Raw(primary.export(session, &password)?),
         Op::ChangePassword { address, current } => {
             Reply::Password(primary.change_password(&address, &current)?)
         }
