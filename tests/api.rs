@@ -968,3 +968,28 @@ fn the_export_downloads_a_file_sqlcipher_opens_with_the_password() {
     let rows = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
     assert!(rows.contains("INBOX"), "{rows}");
 }
+
+#[test]
+fn browsers_of_configured_origins_may_call_the_api() {
+    let s = serve("[http]\ncors_origins = [\"https://app.example.com\"]\n");
+    let preflight = |origin: &str| {
+        http_with(
+            &s.addr,
+            "OPTIONS",
+            "/v1/folders",
+            &[
+                ("Origin", origin),
+                ("Access-Control-Request-Method", "GET"),
+                ("Access-Control-Request-Headers", "authorization"),
+            ],
+            b"",
+        )
+    };
+    let ok = preflight("https://app.example.com");
+    assert_eq!(
+        ok.header("access-control-allow-origin").as_deref(),
+        Some("https://app.example.com")
+    );
+    let other = preflight("https://evil.example");
+    assert_eq!(other.header("access-control-allow-origin"), None);
+}

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::json::{Json as Body, Path, Query};
+use crate::problem::ProblemCode;
 use crate::{AppState, Problem};
 
 /// Proof that the request carries the admin token.
@@ -27,7 +28,7 @@ impl FromRequestParts<AppState> for Admin {
         let Some(want) = &state.inner.config.admin_token else {
             return Err(Problem::new(
                 StatusCode::FORBIDDEN,
-                "admin_disabled",
+                ProblemCode::AdminDisabled,
                 "the admin API is off: configure admin_token to enable it",
             ));
         };

@@ -14,6 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::Problem;
 use crate::auth::Session;
 use crate::json::{Path, Query};
+use crate::problem::ProblemCode;
 
 /// One header field as it arrived (unfolded).
 #[derive(Debug, Serialize, ToSchema)]
@@ -226,7 +227,13 @@ pub async fn get_attachment(
     let part = message
         .as_ref()
         .and_then(|m| m.attachments().nth(index))
-        .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "not_found", "no such attachment"))?;
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                ProblemCode::NotFound,
+                "no such attachment",
+            )
+        })?;
     let bytes = part.contents();
     let len = bytes.len();
     let mut headers = HeaderMap::new();
@@ -272,7 +279,7 @@ pub async fn get_attachment(
         Err(()) => {
             let mut response = Problem::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
-                "range_not_satisfiable",
+                ProblemCode::RangeNotSatisfiable,
                 format!("the attachment has {len} bytes"),
             )
             .into_response();

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
 use crate::Problem;
+use crate::problem::ProblemCode;
 
 /// A JSON request body.
 pub struct Json<T>(pub T);
@@ -21,14 +22,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
             Err(rejection) => Err(match rejection {
                 JsonRejection::MissingJsonContentType(_) => Problem::new(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_media_type",
+                    ProblemCode::UnsupportedMediaType,
                     "the body must be application/json",
                 ),
                 JsonRejection::JsonDataError(e) => Problem::invalid(e.body_text()),
                 JsonRejection::JsonSyntaxError(e) => Problem::invalid(e.body_text()),
                 other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => Problem::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
+                    ProblemCode::TooLarge,
                     "the request body is too large",
                 ),
                 other => Problem::invalid(other.body_text()),
@@ -93,7 +94,7 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
                 if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     Problem::new(
                         StatusCode::PAYLOAD_TOO_LARGE,
-                        "too_large",
+                        ProblemCode::TooLarge,
                         "the request body is too large",
                     )
                 } else {

@@ -34,7 +34,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use problem::Problem;
+pub use problem::{Problem, ProblemCode};
 
 /// Settings of the HTTP interface.
 #[derive(Debug, Clone)]
@@ -285,7 +285,7 @@ async fn readyz(State(state): State<AppState>) -> axum::response::Response {
     } else {
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "primary_unavailable",
+            ProblemCode::PrimaryUnavailable,
             format!("no link to primary {}", down.join(", ")),
         )
         .into_response()
@@ -293,5 +293,9 @@ async fn readyz(State(state): State<AppState>) -> axum::response::Response {
 }
 
 async fn not_found() -> Problem {
-    Problem::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        ProblemCode::NotFound,
+        "no such resource",
+    )
 }

@@ -8,6 +8,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use crate::json::{Path, Query, RawBody};
+use crate::problem::ProblemCode;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -126,7 +127,13 @@ pub async fn update_folder(
     all.into_iter()
         .find(|f| f.id == folder)
         .map(|f| Json(f.into()))
-        .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "not_found", "no such folder"))
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                ProblemCode::NotFound,
+                "no such folder",
+            )
+        })
 }
 
 /// Delete a folder and what is only in it.
@@ -322,10 +329,13 @@ pub async fn get_message(
     else {
         return Err(Problem::internal());
     };
-    found
-        .pop()
-        .map(|e| Json(e.into()))
-        .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "not_found", "no such message"))
+    found.pop().map(|e| Json(e.into())).ok_or_else(|| {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            ProblemCode::NotFound,
+            "no such message",
+        )
+    })
 }
 
 /// The message exactly as it arrived.
@@ -437,7 +447,7 @@ async fn uids_in(
             placed.get(id).copied().ok_or_else(|| {
                 Problem::new(
                     StatusCode::NOT_FOUND,
-                    "not_found",
+                    ProblemCode::NotFound,
                     format!("message {} is not in folder {}", id.0, from.0),
                 )
             })
@@ -535,7 +545,7 @@ pub async fn delete_message(session: Session, Path(id): Path<i64>) -> Result<Sta
     if found.is_empty() {
         return Err(Problem::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            ProblemCode::NotFound,
             "no such message",
         ));
     }

@@ -6,6 +6,37 @@ use cofre_storage::link::ErrorCode;
 use cofre_storage::link::ws::ClientError;
 use serde::Serialize;
 
+/// The stable, machine-readable kinds of error. Clients branch on these,
+/// never on `detail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemCode {
+    /// Malformed or invalid input; `detail` says what.
+    Invalid,
+    /// Missing, wrong, expired or revoked credentials.
+    Unauthorized,
+    /// No such folder, message, attachment, alias, domain or route.
+    NotFound,
+    /// It exists already.
+    AlreadyExists,
+    /// The body or message is larger than allowed.
+    TooLarge,
+    /// The body is not of a type this endpoint takes.
+    UnsupportedMediaType,
+    /// Too many failed logins; wait `Retry-After` seconds.
+    TooManyAttempts,
+    /// The mailbox's quota would be exceeded.
+    OverQuota,
+    /// The requested byte range is outside the content.
+    RangeNotSatisfiable,
+    /// The admin API is off (no admin token configured).
+    AdminDisabled,
+    /// The mail store is unreachable or shutting down; retry.
+    PrimaryUnavailable,
+    /// The server failed; details are in its log only.
+    Internal,
+}
+
 /// An error answer: HTTP status, a stable machine-readable code, and a
 /// message fit for the client (never internal details).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -15,7 +46,7 @@ pub struct Problem {
     #[schema(ignore)]
     status: StatusCode,
     /// Stable identifier of the kind of error.
-    code: &'static str,
+    code: ProblemCode,
     /// The status's reason phrase.
     title: &'static str,
     /// What went wrong, for a person.
@@ -31,7 +62,7 @@ pub struct Problem {
 
 impl Problem {
     /// A problem with a status, code and message.
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Problem {
+    pub fn new(status: StatusCode, code: ProblemCode, detail: impl Into<String>) -> Problem {
         Problem {
             status,
             code,
@@ -46,7 +77,7 @@ impl Problem {
     pub fn too_many(wait: std::time::Duration) -> Problem {
         let mut p = Problem::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "too_many_attempts",
+            ProblemCode::TooManyAttempts,
             "too many failed logins; try again later",
         );
         p.retry_after = Some(wait.as_secs().max(1));
@@ -57,14 +88,14 @@ impl Problem {
     pub fn internal() -> Problem {
         Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ProblemCode::Internal,
             "internal error",
         )
     }
 
     /// Invalid input, with the reason.
     pub fn invalid(detail: impl Into<String>) -> Problem {
-        Problem::new(StatusCode::BAD_REQUEST, "invalid", detail)
+        Problem::new(StatusCode::BAD_REQUEST, ProblemCode::Invalid, detail)
     }
 
     /// The answer to a missing or wrong password: the same whether or not
@@ -72,7 +103,7 @@ impl Problem {
     pub fn unauthorized() -> Problem {
         Problem::new(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ProblemCode::Unauthorized,
             "wrong address or password",
         )
     }
@@ -104,7 +135,7 @@ impl From<ClientError> for Problem {
         match e {
             ClientError::LinkDown(_) | ClientError::Refused(_) => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "primary_unavailable",
+                ProblemCode::PrimaryUnavailable,
                 "the mail store is unreachable; try again shortly",
             ),
             ClientError::Remote(e) => {
@@ -112,15 +143,20 @@ impl From<ClientError> for Problem {
                     ErrorCode::WrongPassword | ErrorCode::NoSession => {
                         return Problem::unauthorized();
                     }
-                    ErrorCode::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-                    ErrorCode::AlreadyExists => (StatusCode::CONFLICT, "already_exists"),
-                    ErrorCode::Invalid => (StatusCode::BAD_REQUEST, "invalid"),
-                    ErrorCode::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-                    ErrorCode::OverQuota => (StatusCode::INSUFFICIENT_STORAGE, "over_quota"),
-                    ErrorCode::Unavailable => {
-                        (StatusCode::SERVICE_UNAVAILABLE, "primary_unavailable")
+                    ErrorCode::NotFound => (StatusCode::NOT_FOUND, ProblemCode::NotFound),
+                    ErrorCode::AlreadyExists => (StatusCode::CONFLICT, ProblemCode::AlreadyExists),
+                    ErrorCode::Invalid => (StatusCode::BAD_REQUEST, ProblemCode::Invalid),
+                    ErrorCode::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ProblemCode::TooLarge),
+                    ErrorCode::OverQuota => {
+                        (StatusCode::INSUFFICIENT_STORAGE, ProblemCode::OverQuota)
                     }
-                    ErrorCode::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+                    ErrorCode::Unavailable => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        ProblemCode::PrimaryUnavailable,
+                    ),
+                    ErrorCode::Internal => {
+                        (StatusCode::INTERNAL_SERVER_ERROR, ProblemCode::Internal)
+                    }
                 };
                 Problem::new(status, code, e.message)
             }
