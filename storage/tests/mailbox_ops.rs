@@ -430,3 +430,47 @@ fn a_large_batch_keeps_order_and_bytes() {
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].uid.unwrap().get(), 41);
 }
+
+#[test]
+fn usage_follows_every_append_copy_and_destroy() {
+    let (_d, mut mb) = common::mailbox();
+    let inbox = mb.folder_by_role(Role::Inbox).unwrap().id;
+    let archive = mb.folder_by_role(Role::Archive).unwrap().id;
+    assert_eq!(mb.usage().unwrap(), 0);
+    let raws: Vec<Vec<u8>> = (0..5)
+        .map(|i| {
+            common::msg(
+                "a@b.c",
+                "d@e.f",
+                &format!("usage {i}"),
+                &"x".repeat(100 * i),
+            )
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for r in &raws[..2] {
+        ids.push(mb.append(inbox, r, &Default::default()).unwrap().email_id);
+    }
+    let batch: Vec<(&[u8], cofre_storage::mailbox::AppendOptions)> = raws[2..]
+        .iter()
+        .map(|r| (r.as_slice(), Default::default()))
+        .collect();
+    ids.extend(
+        mb.append_batch(inbox, &batch)
+            .unwrap()
+            .iter()
+            .map(|a| a.email_id),
+    );
+    let total: u64 = raws.iter().map(|r| r.len() as u64).sum();
+    assert_eq!(mb.usage().unwrap(), total);
+    // A copy is the same email: no more bytes.
+    mb.copy(inbox, &[uid(1)], archive).unwrap();
+    assert_eq!(mb.usage().unwrap(), total);
+    mb.destroy_emails(&ids[..2]).unwrap();
+    assert_eq!(
+        mb.usage().unwrap(),
+        total - raws[0].len() as u64 - raws[1].len() as u64
+    );
+    mb.destroy_emails(&ids[2..]).unwrap();
+    assert_eq!(mb.usage().unwrap(), 0);
+}

@@ -150,7 +150,7 @@ impl Mailbox {
     pub fn usage(&self) -> Result<u64> {
         Ok(self
             .conn
-            .query_row("SELECT COALESCE(SUM(size), 0) FROM emails", [], |r| {
+            .query_row("SELECT value FROM meta WHERE key = 'usage'", [], |r| {
                 r.get::<_, i64>(0)
             })? as u64)
     }

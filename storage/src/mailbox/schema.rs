@@ -9,7 +9,7 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 /// Every migration, oldest first. Version N means the first N were applied.
-pub const MIGRATIONS: &[&str] = &[V1, V2];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes.
 pub const CURRENT: i64 = MIGRATIONS.len() as i64;
@@ -183,6 +183,19 @@ CREATE VIRTUAL TABLE email_words USING fts5 (
 INSERT INTO email_words (email_words, rank) VALUES ('hashsize', 4194304);
 INSERT INTO email_words (rowid, subject, from_text, to_text, cc_text, bcc_text, body)
     SELECT rowid, subject, from_text, to_text, cc_text, bcc_text, body FROM email_text;
+"#;
+
+/// Version 3: the bytes the mailbox uses, kept current by triggers in the
+/// same transactions that add and remove emails, so a quota check or a
+/// usage report reads one row instead of summing every email.
+const V3: &str = r#"
+INSERT INTO meta (key, value) SELECT 'usage', COALESCE(SUM(size), 0) FROM emails;
+CREATE TRIGGER emails_usage_insert AFTER INSERT ON emails BEGIN
+    UPDATE meta SET value = value + NEW.size WHERE key = 'usage';
+END;
+CREATE TRIGGER emails_usage_delete AFTER DELETE ON emails BEGIN
+    UPDATE meta SET value = value - OLD.size WHERE key = 'usage';
+END;
 "#;
 
 /// Brings a database to [`CURRENT`], refusing one from a newer build.
