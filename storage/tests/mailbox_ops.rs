@@ -474,3 +474,64 @@ fn usage_follows_every_append_copy_and_destroy() {
     mb.destroy_emails(&ids[2..]).unwrap();
     assert_eq!(mb.usage().unwrap(), 0);
 }
+
+#[test]
+fn folder_counters_follow_every_change() {
+    use cofre_storage::Keyword;
+    use cofre_storage::mailbox::{Filter, Query};
+    let (_d, mut mb) = common::mailbox();
+    let inbox = mb.folder_by_role(Role::Inbox).unwrap().id;
+    let archive = mb.folder_by_role(Role::Archive).unwrap().id;
+    let work = mb.create_folder(&name("Work")).unwrap().id;
+    let check = |mb: &Mailbox, step: &str| {
+        for f in mb.folders().unwrap() {
+            let total = mb
+                .search(&Query::in_folder(f.id, Filter::All))
+                .unwrap()
+                .len() as u64;
+            let unseen = mb
+                .search(&Query::in_folder(
+                    f.id,
+                    Filter::Not(Box::new(Filter::Keyword(Keyword::seen()))),
+                ))
+                .unwrap()
+                .len() as u64;
+            assert_eq!(
+                (f.total, f.unseen),
+                (total, unseen),
+                "{} after {step}",
+                f.name
+            );
+        }
+    };
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let kw = if i % 2 == 0 { &["$seen"][..] } else { &[][..] };
+        let raw = common::msg("a@b.c", "d@e.f", &format!("count {i}"), "x");
+        ids.push(
+            mb.append(inbox, &raw, &common::with_keywords(kw))
+                .unwrap()
+                .email_id,
+        );
+    }
+    check(&mb, "appends");
+    mb.copy(inbox, &[uid(1), uid(2), uid(3)], archive).unwrap();
+    check(&mb, "copy");
+    mb.set_keywords(&ids[..4], &[Keyword::seen()], &[]).unwrap();
+    check(&mb, "marking seen");
+    mb.set_keywords(&ids[2..], &[], &[Keyword::seen()]).unwrap();
+    check(&mb, "marking unseen");
+    mb.replace_keywords(ids[1], &[Keyword::flagged()]).unwrap();
+    check(&mb, "replacing keywords");
+    mb.move_messages(inbox, &[uid(4), uid(5)], work).unwrap();
+    check(&mb, "move");
+    mb.set_keywords(&ids, &[Keyword::deleted()], &[]).unwrap();
+    mb.expunge(archive, Some(&[uid(1)])).unwrap();
+    check(&mb, "expunge");
+    mb.destroy_emails(&ids[..2]).unwrap();
+    check(&mb, "destroy");
+    mb.delete_folder(work).unwrap();
+    check(&mb, "folder deleted");
+    let inbox_now = mb.folder(inbox).unwrap();
+    assert!(inbox_now.total > 0);
+}

@@ -85,6 +85,12 @@ fn every_earlier_version_migrates_to_the_current_one() {
             .unwrap();
         assert_eq!(hits.len(), 1);
         assert!(mb.highest_modseq().unwrap() >= 2);
+        // The folder counters added in v3 start from the stored rows.
+        assert_eq!(
+            (inbox.total, inbox.unseen),
+            (1, 1),
+            "counters from v{version}"
+        );
         // The usage counter added in v3 starts from the stored sizes.
         assert_eq!(mb.usage().unwrap(), 48, "usage counted from v{version}");
     }

@@ -33,11 +33,9 @@ pub struct Folder {
     pub unseen: u64,
 }
 
+/// Counts come from the counters the schema's triggers keep (v3).
 const SELECT: &str = "SELECT f.id, f.name, f.role, f.uid_validity, f.uid_next, f.highest_modseq,
-        f.subscribed,
-        (SELECT count(*) FROM mailbox_messages m WHERE m.folder_id = f.id),
-        (SELECT count(*) FROM mailbox_messages m WHERE m.folder_id = f.id AND NOT EXISTS
-            (SELECT 1 FROM keywords k WHERE k.email_id = m.email_id AND k.keyword = '$seen'))
+        f.subscribed, f.total, f.unseen
     FROM folders f";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Folder> {

@@ -185,10 +185,39 @@ INSERT INTO email_words (rowid, subject, from_text, to_text, cc_text, bcc_text, 
     SELECT rowid, subject, from_text, to_text, cc_text, bcc_text, body FROM email_text;
 "#;
 
-/// Version 3: the bytes the mailbox uses, kept current by triggers in the
-/// same transactions that add and remove emails, so a quota check or a
-/// usage report reads one row instead of summing every email.
+/// Version 3: counters kept by triggers in the same transactions that
+/// change what they count — the bytes the mailbox uses (quota checks and
+/// usage reports read one row instead of summing every email) and each
+/// folder's total and unseen messages (folder lists and IMAP STATUS read
+/// them instead of counting).
 const V3: &str = r#"
+ALTER TABLE folders ADD COLUMN total INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE folders ADD COLUMN unseen INTEGER NOT NULL DEFAULT 0;
+UPDATE folders SET
+    total = (SELECT count(*) FROM mailbox_messages m WHERE m.folder_id = folders.id),
+    unseen = (SELECT count(*) FROM mailbox_messages m WHERE m.folder_id = folders.id
+        AND NOT EXISTS (SELECT 1 FROM keywords k
+                        WHERE k.email_id = m.email_id AND k.keyword = '$seen'));
+CREATE TRIGGER membership_insert AFTER INSERT ON mailbox_messages BEGIN
+    UPDATE folders SET total = total + 1,
+        unseen = unseen + NOT EXISTS (SELECT 1 FROM keywords
+                                      WHERE email_id = NEW.email_id AND keyword = '$seen')
+    WHERE id = NEW.folder_id;
+END;
+CREATE TRIGGER membership_delete AFTER DELETE ON mailbox_messages BEGIN
+    UPDATE folders SET total = total - 1,
+        unseen = unseen - NOT EXISTS (SELECT 1 FROM keywords
+                                      WHERE email_id = OLD.email_id AND keyword = '$seen')
+    WHERE id = OLD.folder_id;
+END;
+CREATE TRIGGER seen_insert AFTER INSERT ON keywords WHEN NEW.keyword = '$seen' BEGIN
+    UPDATE folders SET unseen = unseen - 1
+    WHERE id IN (SELECT folder_id FROM mailbox_messages WHERE email_id = NEW.email_id);
+END;
+CREATE TRIGGER seen_delete AFTER DELETE ON keywords WHEN OLD.keyword = '$seen' BEGIN
+    UPDATE folders SET unseen = unseen + 1
+    WHERE id IN (SELECT folder_id FROM mailbox_messages WHERE email_id = OLD.email_id);
+END;
 INSERT INTO meta (key, value) SELECT 'usage', COALESCE(SUM(size), 0) FROM emails;
 CREATE TRIGGER emails_usage_insert AFTER INSERT ON emails BEGIN
     UPDATE meta SET value = value + NEW.size WHERE key = 'usage';
