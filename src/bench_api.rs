@@ -156,6 +156,20 @@ pub fn run(messages: usize) -> Result<()> {
             ms(median(t))
         );
 
+        let mut t = Vec::new();
+        for _ in 0..200 {
+            let s = Instant::now();
+            let (status, _) = conn.call("GET", "/v1/folders", &auth, "").await?;
+            t.push(s.elapsed());
+            if status != 200 {
+                bail!("folders failed: {status}");
+            }
+        }
+        println!(
+            "| folder list with total and unseen counts, {messages}-message mailbox, median | {} | - |",
+            ms(median(t))
+        );
+
         for (label, op) in [("words", "words"), ("substring", "contains")] {
             let mut t = Vec::new();
             let mut hits = 0;
