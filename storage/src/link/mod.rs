@@ -851,9 +851,11 @@ pub async fn dispatch_async(primary: &Arc<Primary>, op: Op) -> Result<Reply, Lin
     }
 }
 
-/// Decodes one request frame, runs it, and encodes the response frame: the
-/// whole of the primary's side for one message. A frame that is not a
-/// well-formed request yields `Err`, and the transport closes the link.
+/// Decodes one whole request frame, runs it with [`dispatch`] (blocking),
+/// and encodes the response frame; a frame that is not a well-formed
+/// request yields `Err`. The WebSocket transport does the same in steps
+/// (`wire::Assembler`, then [`dispatch_async`]); this one-call form is for
+/// callers that hold a complete frame, such as the protocol tests.
 ///
 /// It takes the frame's bytes by value and frees them once decoded, so a
 /// large message is held once, not twice, while it is stored.
