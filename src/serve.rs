@@ -43,15 +43,7 @@ pub enum Role {
 }
 
 /// Services that later versions serve; their addresses are checked now.
-const NOT_YET: [&str; 7] = [
-    "imap",
-    "imaps",
-    "pop3",
-    "pop3s",
-    "smtp",
-    "submission",
-    "submissions",
-];
+const NOT_YET: [&str; 5] = ["pop3", "pop3s", "smtp", "submission", "submissions"];
 
 /// Resolves the configuration (every error at once), starts logging, and
 /// runs the role until Ctrl-C or SIGTERM.
@@ -174,10 +166,12 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
     {
         wanted.push(("link", a));
     }
-    if role != Role::Primary
-        && let Some(a) = s.addr("http")
-    {
-        wanted.push(("http", a));
+    if role != Role::Primary {
+        for service in ["http", "imap", "imaps"] {
+            if let Some(a) = s.addr(service) {
+                wanted.push((service, a));
+            }
+        }
     }
     let listeners = bind_all(&wanted).await?;
 
@@ -185,6 +179,7 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
         let Ok(a) = l.local_addr() else { return false };
         match *service {
             "link" => s.link_tls.applies(&a),
+            "imap" | "imaps" => true,
             _ => s.http_tls.applies(&a),
         }
     });
@@ -224,10 +219,34 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
         Role::Primary => None,
     };
 
+    let limiter = Arc::new(cofre_storage::throttle::LoginLimiter::default());
     let mut tasks = Vec::new();
     for (service, listener) in listeners {
         let addr = listener.local_addr()?;
         match service {
+            "imap" | "imaps" => {
+                let router = Arc::clone(router.as_ref().context("no router")?);
+                let implicit = service == "imaps";
+                let session = Arc::new(cofre_imap::Config {
+                    append_limit: s.max_body as u64,
+                    // Passwords in the clear only over loopback.
+                    plain_auth: addr.ip().is_loopback(),
+                    starttls: !implicit,
+                    failed_login_delay: std::time::Duration::from_secs(1),
+                    limiter: Arc::clone(&limiter),
+                });
+                let config = Arc::new(cofre_imap::ServerConfig::new(session, server_tls.clone()));
+                say!(
+                    "{service} listening on {addr} ({})",
+                    if implicit { "TLS" } else { "STARTTLS" }
+                );
+                let stopped = stopped.clone();
+                tasks.push(tokio::spawn(async move {
+                    cofre_imap::serve(listener, router, config, implicit, stopped)
+                        .await
+                        .context("imap listener")
+                }));
+            }
             "link" => {
                 let primary = Arc::clone(primary.as_ref().context("no primary")?);
                 let mut config = LinkConfig::new(Arc::clone(&secret), s.node.clone());

@@ -8,7 +8,6 @@ mod auth;
 mod body;
 mod filter;
 mod json;
-mod limit;
 mod mail;
 pub mod metrics;
 mod problem;
@@ -73,7 +72,7 @@ struct Inner {
     shutdown: watch::Receiver<bool>,
     signer: token::Signer,
     config: ApiConfig,
-    limiter: limit::LoginLimiter,
+    limiter: cofre_storage::throttle::LoginLimiter,
     /// Token id → the primary session this gateway resumed for it.
     token_sessions: Mutex<HashMap<String, SessionId>>,
 }
@@ -98,7 +97,7 @@ impl AppState {
                 shutdown,
                 signer: token::Signer::from_cluster_secret(cluster_secret),
                 config,
-                limiter: limit::LoginLimiter::default(),
+                limiter: cofre_storage::throttle::LoginLimiter::default(),
                 token_sessions: Mutex::new(HashMap::new()),
             }),
         }

@@ -23,6 +23,7 @@ pub mod mailbox;
 pub mod primary;
 pub mod queue;
 pub mod store;
+pub mod throttle;
 pub mod time;
 pub mod tls;
 pub mod types;

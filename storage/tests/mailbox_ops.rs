@@ -240,10 +240,11 @@ fn changes_since_a_modseq() {
     let fc = mb.folder_changes(inbox, state).unwrap();
     let ms = mb.summary(a.email_id).unwrap().modseq;
     assert_eq!(
-        fc.changed.iter().map(|(u, _)| *u).collect::<Vec<_>>(),
+        fc.changed.iter().map(|(u, _, _)| *u).collect::<Vec<_>>(),
         [a.uid, c.uid]
     );
-    assert!(fc.changed.contains(&(a.uid, ms)));
+    assert!(fc.changed.contains(&(a.uid, ms, a.email_id)));
+    assert_eq!(fc.highest, mb.highest_modseq().unwrap());
     assert_eq!(
         fc.vanished,
         [b.uid, t.uid],

@@ -25,8 +25,12 @@ impl Proc {
     /// Starts `cofre` with these arguments and extra environment.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cofre"));
+        // Tests run side by side: fixed default ports would collide, so the
+        // mail listeners are off unless a test asks for them with a flag.
         cmd.args(args)
             .env_remove("COFRE_CLUSTER_SECRET")
+            .env("COFRE_IMAP", "off")
+            .env("COFRE_IMAPS", "off")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in env {

@@ -34,10 +34,13 @@ pub struct Changes {
 /// What changed in one folder since a MODSEQ (IMAP CONDSTORE/QRESYNC).
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct FolderChanges {
-    /// Messages still present whose MODSEQ is newer, with that MODSEQ.
-    pub changed: Vec<(Uid, ModSeq)>,
+    /// Messages still present whose MODSEQ is newer: UID, that MODSEQ, and
+    /// the email (a new UID's email is what a client will fetch next).
+    pub changed: Vec<(Uid, ModSeq, EmailId)>,
     /// UIDs expunged since, in order.
     pub vanished: Vec<Uid>,
+    /// The mailbox's highest MODSEQ when this was read: ask from here next.
+    pub highest: ModSeq,
 }
 
 #[derive(Default)]
@@ -115,14 +118,15 @@ impl Mailbox {
     pub fn folder_changes(&self, folder: FolderId, since: ModSeq) -> Result<FolderChanges> {
         let mut out = FolderChanges::default();
         let mut stmt = self.conn.prepare_cached(
-            "SELECT uid, modseq FROM mailbox_messages WHERE folder_id = ?1 AND modseq > ?2
-             ORDER BY uid",
+            "SELECT uid, modseq, email_id FROM mailbox_messages
+             WHERE folder_id = ?1 AND modseq > ?2 ORDER BY uid",
         )?;
         let mut rows = stmt.query(params![folder.0, since as i64])?;
         while let Some(r) = rows.next()? {
             out.changed.push((
                 Uid::try_from(r.get::<_, u32>(0)?)?,
                 r.get::<_, i64>(1)? as ModSeq,
+                EmailId(r.get(2)?),
             ));
         }
         let mut stmt = self.conn.prepare_cached(
@@ -133,6 +137,7 @@ impl Mailbox {
         while let Some(r) = rows.next()? {
             out.vanished.push(Uid::try_from(r.get::<_, u32>(0)?)?);
         }
+        out.highest = self.highest_modseq()?;
         Ok(out)
     }
 }

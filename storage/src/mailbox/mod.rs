@@ -27,7 +27,7 @@ pub use append::{AppendOptions, Appended};
 pub use changes::{Changes, FolderChanges};
 pub use folders::Folder;
 pub use parse::Addr;
-pub use read::{EmailSummary, MimePart};
+pub use read::{EmailSummary, MimePart, part_decoded_of, structure_of};
 pub use search::{Filter, Query, SearchHit, Sort, SortKey, TextField};
 
 /// Tunables of a mailbox, with the defaults a server uses.

@@ -281,27 +281,33 @@ impl Mailbox {
     /// One leaf part's body, decoded from its transfer encoding. `path`
     /// holds 0-based child indexes from the root.
     pub fn part_decoded(&self, id: EmailId, path: &[usize]) -> Result<Vec<u8>> {
-        let raw = self.raw(id)?;
-        let msg = MessageParser::default()
-            .parse(&raw)
-            .ok_or_else(|| Error::NotFound("the message has no MIME structure".into()))?;
-        let mut cur_msg = &msg;
-        let mut part = cur_msg.root_part();
-        for &i in path {
-            part = match &part.body {
-                PartType::Multipart(children) => children
-                    .get(i)
-                    .and_then(|c| cur_msg.parts.get(*c as usize))
-                    .ok_or_else(|| Error::NotFound(format!("part {path:?}")))?,
-                PartType::Message(m) if i == 0 => {
-                    cur_msg = m;
-                    m.root_part()
-                }
-                _ => return Err(Error::NotFound(format!("part {path:?}"))),
-            };
-        }
-        Ok(part.contents().to_vec())
+        part_decoded_of(&self.raw(id)?, path)
     }
+}
+
+/// One leaf part's body of raw message bytes, decoded from its transfer
+/// encoding. `path` holds 0-based child indexes from the root; a
+/// message/rfc822 part's only child (index 0) is its nested root.
+pub fn part_decoded_of(raw: &[u8], path: &[usize]) -> Result<Vec<u8>> {
+    let msg = MessageParser::default()
+        .parse(raw)
+        .ok_or_else(|| Error::NotFound("the message has no MIME structure".into()))?;
+    let mut cur_msg = &msg;
+    let mut part = cur_msg.root_part();
+    for &i in path {
+        part = match &part.body {
+            PartType::Multipart(children) => children
+                .get(i)
+                .and_then(|c| cur_msg.parts.get(*c as usize))
+                .ok_or_else(|| Error::NotFound(format!("part {path:?}")))?,
+            PartType::Message(m) if i == 0 => {
+                cur_msg = m;
+                m.root_part()
+            }
+            _ => return Err(Error::NotFound(format!("part {path:?}"))),
+        };
+    }
+    Ok(part.contents().to_vec())
 }
 
 /// Builds the MIME tree of raw message bytes; a message that does not parse

@@ -1,7 +1,8 @@
-//! Failed-login throttling, per address and per client IP. After too many
-//! failures in a window, further attempts for that address or from that IP
-//! are answered 429 — right password or not, existing address or not — until
-//! the window has passed.
+//! Failed-login throttling, per address and per client IP, shared by every
+//! front end (HTTP, IMAP, POP3, SMTP AUTH). After too many failures in a window,
+//! further attempts for that address or from that IP are refused (HTTP 429,
+//! IMAP `NO [UNAVAILABLE]`, …) — right password or not, existing address or
+//! not — until the window has passed.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -1,0 +1,19 @@
+//! Cofre's IMAP4rev2 bridge. It speaks IMAP to mail clients and turns every
+//! command into calls over the link; it holds no mail itself.
+//!
+//! - `parse`: commands from bytes (our own parser; ARCHITECTURE.md says why),
+//! - `session`: the protocol state machine, driven from parsed commands,
+//! - `render`: FETCH data (ENVELOPE, BODYSTRUCTURE, sections) from bytes,
+//! - `thread`: RFC 5256 threading,
+//! - `server`: sockets, TLS, framing, IDLE, limits.
+
+pub mod date;
+pub mod mutf7;
+pub mod parse;
+pub mod render;
+pub mod server;
+pub mod session;
+pub mod thread;
+
+pub use server::{ServerConfig, serve};
+pub use session::{Config, Next, Session};

@@ -1,0 +1,496 @@
+//! The IMAP listener: sockets, TLS (implicit and STARTTLS), framing of
+//! lines and literals, IDLE, limits and timeouts. Protocol decisions are
+//! the [`Session`]'s; this module only moves bytes.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cofre_storage::link::route::Router;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig as TlsConfig;
+
+use crate::parse::parse_command;
+use crate::session::{Config, Next, Session};
+
+/// A listener's settings.
+pub struct ServerConfig {
+    /// What sessions share.
+    pub session: Arc<Config>,
+    /// TLS settings, for implicit TLS and STARTTLS.
+    pub tls: Option<Arc<TlsConfig>>,
+    /// Connections at once, in total.
+    pub max_connections: usize,
+    /// Connections at once from one IP address.
+    pub max_per_ip: usize,
+    /// The longest command line (literals aside), in bytes.
+    pub max_line: usize,
+    /// The largest literal before login.
+    pub max_preauth_literal: u64,
+    /// Literals in one command.
+    pub max_literals: usize,
+    /// How long an unauthenticated connection may stay silent.
+    pub preauth_timeout: Duration,
+    /// How long an authenticated connection may stay silent (also in IDLE).
+    pub idle_timeout: Duration,
+}
+
+impl ServerConfig {
+    /// Defaults for a session configuration (RFC 9051's 30-minute
+    /// autologout timer; 64 KiB lines; 1 minute to log in).
+    pub fn new(session: Arc<Config>, tls: Option<Arc<TlsConfig>>) -> ServerConfig {
+        ServerConfig {
+            session,
+            tls,
+            max_connections: 20_000,
+            max_per_ip: 200,
+            max_line: 64 * 1024,
+            max_preauth_literal: 8 * 1024,
+            max_literals: 1000,
+            preauth_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(31 * 60),
+        }
+    }
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A connection: the stream and the bytes read but not yet used.
+struct Conn {
+    io: Box<dyn Io>,
+    buf: Vec<u8>,
+}
+
+enum ReadError {
+    Closed,
+    TooLong,
+    Io,
+}
+
+impl Conn {
+    /// One line without its CRLF. Cancel-safe: bytes read stay in `buf`.
+    async fn line(&mut self, max: usize) -> Result<Vec<u8>, ReadError> {
+        let mut scanned = 0;
+        loop {
+            if let Some(p) = self.buf[scanned..].iter().position(|&c| c == b'\n') {
+                let end = scanned + p;
+                if end > max {
+                    return Err(ReadError::TooLong);
+                }
+                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Ok(line);
+            }
+            scanned = self.buf.len();
+            if self.buf.len() > max {
+                return Err(ReadError::TooLong);
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            match self.io.read(&mut chunk).await {
+                Ok(0) => return Err(ReadError::Closed),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(_) => return Err(ReadError::Io),
+            }
+        }
+    }
+
+    /// Exactly `n` bytes.
+    async fn exact(&mut self, n: usize, into: &mut Vec<u8>) -> Result<(), ReadError> {
+        let have = self.buf.len().min(n);
+        into.extend(self.buf.drain(..have));
+        let mut left = n - have;
+        let mut chunk = vec![0u8; 64 * 1024];
+        while left > 0 {
+            let want = left.min(chunk.len());
+            match self.io.read(&mut chunk[..want]).await {
+                Ok(0) => return Err(ReadError::Closed),
+                Ok(k) => {
+                    into.extend_from_slice(&chunk[..k]);
+                    left -= k;
+                }
+                Err(_) => return Err(ReadError::Io),
+            }
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, out: &mut Vec<u8>) -> bool {
+        if out.is_empty() {
+            return true;
+        }
+        let ok = self.io.write_all(out).await.is_ok() && self.io.flush().await.is_ok();
+        out.clear();
+        ok
+    }
+}
+
+/// `{123}`, `{123+}`, `~{123}` at the end of a line: (size, synchronising).
+fn literal_at_end(line: &[u8]) -> Option<(u64, bool)> {
+    let rest = line.strip_suffix(b"}")?;
+    let open = rest.iter().rposition(|&c| c == b'{')?;
+    let inner = &rest[open + 1..];
+    let (digits, sync) = match inner.last() {
+        Some(b'+') | Some(b'-') => (&inner[..inner.len() - 1], false),
+        _ => (inner, true),
+    };
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some((std::str::from_utf8(digits).ok()?.parse().ok()?, sync))
+}
+
+fn tag_of(buf: &[u8]) -> String {
+    let t: Vec<u8> = buf
+        .iter()
+        .take_while(|&&c| c > 0x20 && c < 0x7f && !b"(){%*\"\\+".contains(&c))
+        .take(64)
+        .copied()
+        .collect();
+    if t.is_empty() {
+        "*".into()
+    } else {
+        String::from_utf8_lossy(&t).into_owned()
+    }
+}
+
+/// Counts connections in total and per IP; a slot frees itself on drop.
+#[derive(Default)]
+struct Caps {
+    total: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+struct Slot {
+    caps: Arc<Caps>,
+    ip: IpAddr,
+}
+
+impl Caps {
+    fn take(self: &Arc<Self>, ip: IpAddr, total: usize, per_ip: usize) -> Option<Slot> {
+        let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if self.total.load(Ordering::Relaxed) >= total {
+            return None;
+        }
+        let n = map.entry(ip).or_insert(0);
+        if *n >= per_ip {
+            return None;
+        }
+        *n += 1;
+        self.total.fetch_add(1, Ordering::Relaxed);
+        Some(Slot {
+            caps: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut map = self.caps.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+        self.caps.total.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Resolves once the server is stopping.
+async fn stopping(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Serves IMAP on `listener` until `stopped` turns true. With
+/// `implicit_tls` every connection starts with a TLS handshake (port 993).
+pub async fn serve(
+    listener: TcpListener,
+    router: Arc<Router>,
+    config: Arc<ServerConfig>,
+    implicit_tls: bool,
+    mut stopped: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let caps = Arc::new(Caps::default());
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "imap accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopping(&mut stopped) => break,
+        };
+        while tasks.try_join_next().is_some() {}
+        let slot = caps.take(peer.ip(), config.max_connections, config.max_per_ip);
+        let router = Arc::clone(&router);
+        let config = Arc::clone(&config);
+        let stopped = stopped.clone();
+        tasks.spawn(async move {
+            let Some(_slot) = slot else {
+                let mut s = stream;
+                let _ = s
+                    .write_all(b"* BYE [UNAVAILABLE] too many connections; try again later\r\n")
+                    .await;
+                return;
+            };
+            connection(stream, peer, router, config, implicit_tls, stopped).await;
+        });
+    }
+    // Connections see `stopped` too, say BYE and end.
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Arc<Router>,
+    config: Arc<ServerConfig>,
+    implicit_tls: bool,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let io: Box<dyn Io> = if implicit_tls {
+        let Some(tls) = &config.tls else { return };
+        match tokio::time::timeout(
+            config.preauth_timeout,
+            TlsAcceptor::from(Arc::clone(tls)).accept(stream),
+        )
+        .await
+        {
+            Ok(Ok(s)) => Box::new(s),
+            _ => return,
+        }
+    } else {
+        Box::new(stream)
+    };
+    let mut conn = Conn {
+        io,
+        buf: Vec::new(),
+    };
+    let mut session = Session::new(
+        router,
+        Arc::clone(&config.session),
+        Some(peer.ip()),
+        implicit_tls,
+    );
+    let mut out = Vec::new();
+    session.greeting(&mut out);
+    if !conn.send(&mut out).await {
+        return;
+    }
+    tracing::debug!(%peer, "imap connection");
+    run(&mut conn, &mut session, &config, &mut stopped, &mut out).await;
+    let _ = conn.send(&mut out).await;
+    let _ = conn.io.shutdown().await;
+    session.close().await;
+}
+
+/// Reads one whole command (line plus literals) into a buffer.
+async fn read_command(
+    conn: &mut Conn,
+    session: &Session,
+    config: &ServerConfig,
+    out: &mut Vec<u8>,
+) -> Result<Result<Vec<u8>, String>, ReadError> {
+    let mut cmd = Vec::new();
+    let mut literals = 0;
+    let max_literal = if session.authenticated() {
+        config.session.append_limit
+    } else {
+        config.max_preauth_literal
+    };
+    loop {
+        let line = conn.line(config.max_line).await?;
+        cmd.extend_from_slice(&line);
+        let Some((n, sync)) = literal_at_end(&line) else {
+            return Ok(Ok(cmd));
+        };
+        literals += 1;
+        if n > max_literal || literals > config.max_literals {
+            if sync {
+                // Refuse before the client sends it.
+                let text = if session.authenticated() {
+                    "NO [TOOBIG] literal too large"
+                } else {
+                    "BAD literal too large before login"
+                };
+                return Ok(Err(format!("{} {text}", tag_of(&cmd))));
+            }
+            // A non-synchronising literal is already on its way.
+            return Err(ReadError::TooLong);
+        }
+        if sync {
+            out.extend_from_slice(b"+ go ahead\r\n");
+            if !conn.send(out).await {
+                return Err(ReadError::Io);
+            }
+        }
+        cmd.extend_from_slice(b"\r\n");
+        conn.exact(n as usize, &mut cmd).await?;
+    }
+}
+
+async fn run(
+    conn: &mut Conn,
+    session: &mut Session,
+    config: &ServerConfig,
+    stopped: &mut watch::Receiver<bool>,
+    out: &mut Vec<u8>,
+) {
+    loop {
+        let timeout = if session.authenticated() {
+            config.idle_timeout
+        } else {
+            config.preauth_timeout
+        };
+        let read = tokio::select! {
+            r = tokio::time::timeout(timeout, read_command(conn, session, config, out)) => r,
+            _ = stopping(stopped) => {
+                out.extend_from_slice(b"* BYE [UNAVAILABLE] server shutting down\r\n");
+                return;
+            }
+        };
+        let bytes = match read {
+            Err(_) => {
+                out.extend_from_slice(b"* BYE autologout: idle for too long\r\n");
+                return;
+            }
+            Ok(Err(ReadError::TooLong)) => {
+                out.extend_from_slice(b"* BYE line or literal too long\r\n");
+                return;
+            }
+            Ok(Err(_)) => return,
+            Ok(Ok(Err(refusal))) => {
+                out.extend_from_slice(format!("{refusal}\r\n").as_bytes());
+                if !conn.send(out).await {
+                    return;
+                }
+                continue;
+            }
+            Ok(Ok(Ok(b))) => b,
+        };
+        let cmd = match parse_command(&bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                session.parse_error(e.tag.as_deref(), &e.message, out);
+                if !conn.send(out).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let next = session.command(cmd, out).await;
+        if !conn.send(out).await {
+            return;
+        }
+        match next {
+            Next::Continue => {}
+            Next::Close => return,
+            Next::StartTls => {
+                let Some(tls) = &config.tls else { return };
+                // Anything pipelined after STARTTLS was sent in the clear:
+                // it is dropped, never executed.
+                conn.buf.clear();
+                let io = std::mem::replace(&mut conn.io, Box::new(tokio::io::duplex(1).0));
+                match tokio::time::timeout(
+                    config.preauth_timeout,
+                    TlsAcceptor::from(Arc::clone(tls)).accept(io),
+                )
+                .await
+                {
+                    Ok(Ok(s)) => conn.io = Box::new(s),
+                    _ => return,
+                }
+                session.tls_started();
+            }
+            Next::SaslContinue(tag) => {
+                let line =
+                    match tokio::time::timeout(config.preauth_timeout, conn.line(config.max_line))
+                        .await
+                    {
+                        Ok(Ok(l)) => l,
+                        _ => return,
+                    };
+                session.authenticate_continue(&tag, &line, out).await;
+                if !conn.send(out).await {
+                    return;
+                }
+            }
+            Next::Idle(tag) => {
+                if !idle(conn, session, config, stopped, out, &tag).await {
+                    return;
+                }
+            }
+            Next::Compress => return,
+        }
+    }
+}
+
+/// IDLE: news is pushed as it happens until the client says DONE.
+async fn idle(
+    conn: &mut Conn,
+    session: &mut Session,
+    config: &ServerConfig,
+    stopped: &mut watch::Receiver<bool>,
+    out: &mut Vec<u8>,
+    tag: &str,
+) -> bool {
+    // What happened before IDLE began is news too.
+    session.idle_news(out).await;
+    if !conn.send(out).await {
+        return false;
+    }
+    let deadline = tokio::time::Instant::now() + config.idle_timeout;
+    loop {
+        tokio::select! {
+            line = conn.line(config.max_line) => {
+                let Ok(line) = line else { return false };
+                session.finish_idle(tag, &line, out).await;
+                return conn.send(out).await;
+            }
+            _ = session.wait_for_news() => {
+                session.idle_news(out).await;
+                if !conn.send(out).await {
+                    return false;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                out.extend_from_slice(b"* BYE autologout: idle for too long\r\n");
+                return false;
+            }
+            _ = stopping(stopped) => {
+                out.extend_from_slice(b"* BYE [UNAVAILABLE] server shutting down\r\n");
+                return false;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_markers() {
+        assert_eq!(literal_at_end(b"a APPEND x {12}"), Some((12, true)));
+        assert_eq!(literal_at_end(b"a APPEND x {12+}"), Some((12, false)));
+        assert_eq!(literal_at_end(b"a APPEND x ~{3}"), Some((3, true)));
+        assert_eq!(literal_at_end(b"a LOGIN {x}"), None);
+        assert_eq!(literal_at_end(b"a NOOP"), None);
+    }
+}

@@ -1,0 +1,297 @@
+//! The IMAP server on a real socket with an in-process primary behind it:
+//! RFC examples, byte-exact bodies, concurrent sessions, IDLE, bad input.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Client, message, server, server_with};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn greeting_capability_and_login() {
+    let s = server().await;
+    let (mut c, greeting) = Client::connect(s.addr).await;
+    assert!(
+        greeting.starts_with("* OK [CAPABILITY IMAP4rev1 IMAP4rev2"),
+        "{greeting}"
+    );
+    assert!(greeting.contains("AUTH=PLAIN"), "{greeting}");
+    let r = c.run("SELECT INBOX").await;
+    assert!(r[0].starts_with("t1 BAD"), "{r:?}");
+    let r = c.run(&format!("LOGIN {} wrong", s.users[0].0)).await;
+    assert!(r[0].starts_with("t2 NO [AUTHENTICATIONFAILED]"), "{r:?}");
+    let r = c.run("LOGIN nobody@example.com wrong").await;
+    assert!(
+        r[0].starts_with("t3 NO [AUTHENTICATIONFAILED]"),
+        "same answer: {r:?}"
+    );
+    // SASL-IR: base64("\0ana@example.com\0password").
+    use base64::Engine;
+    let ir = base64::engine::general_purpose::STANDARD
+        .encode(format!("\0{}\0{}", s.users[0].0, s.users[0].1));
+    let r = c.ok(&format!("AUTHENTICATE PLAIN {ir}")).await;
+    assert!(
+        r[0].contains("[CAPABILITY ") && r[0].contains("IDLE"),
+        "{r:?}"
+    );
+    let r = c.ok("NAMESPACE").await;
+    assert_eq!(r[0], "* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
+    let r = c.ok("LOGOUT").await;
+    assert!(r[0].starts_with("* BYE"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_session_is_byte_exact() {
+    let s = server().await;
+    let mut c = Client::login(&s, 0).await;
+    let r = c.ok("LIST \"\" \"*\"").await;
+    assert!(
+        r.iter()
+            .any(|l| l == "* LIST (\\HasNoChildren) \"/\" \"INBOX\"\r\n"),
+        "{r:?}"
+    );
+    assert!(
+        r.iter()
+            .any(|l| l.contains("\\Sent") && l.contains("\"Sent\"")),
+        "{r:?}"
+    );
+    c.ok("CREATE Work/Projekte-&AOQ-").await;
+    let r = c.ok("LIST \"\" Work/%").await;
+    assert_eq!(
+        r[0],
+        "* LIST (\\HasNoChildren) \"/\" \"Work/Projekte-&AOQ-\"\r\n"
+    );
+    let r = c.ok("LIST \"\" %").await;
+    assert!(
+        r.iter()
+            .any(|l| l == "* LIST (\\HasChildren) \"/\" \"Work\"\r\n"),
+        "{r:?}"
+    );
+
+    let mut msg = message("first", "Hello.\r\n.dot line\r\n\r\nbye");
+    msg.extend_from_slice(b"\r\n\x00binary\xff\r\n");
+    let r = c.append("INBOX", "\\Flagged", &msg).await;
+    assert!(r.last().unwrap().contains("[APPENDUID "), "{r:?}");
+    let r = c.ok("SELECT INBOX").await;
+    assert!(r.contains(&"* 1 EXISTS\r\n".to_string()), "{r:?}");
+    assert!(r.last().unwrap().contains("[READ-WRITE]"));
+    let r = c.ok("FETCH 1 (FLAGS RFC822.SIZE UID BODY.PEEK[])").await;
+    let expected = format!(
+        "* 1 FETCH (FLAGS (\\Flagged) RFC822.SIZE {} UID 1 BODY[] {{{}}}\r\n",
+        msg.len(),
+        msg.len()
+    );
+    assert!(r[0].starts_with(&expected), "{:?}", r[0]);
+    assert!(r[0].as_bytes().len() > msg.len());
+    let body_start = expected.len();
+    assert_eq!(
+        &r[0].as_bytes()[body_start..body_start + msg.len()].len(),
+        &msg.len()
+    );
+    let r = c.ok("FETCH 1 (ENVELOPE)").await;
+    assert!(
+        r[0].contains("\"first\" ((\"Ana\" NIL \"ana\" \"example.com\"))"),
+        "{:?}",
+        r[0]
+    );
+    let r = c.ok("FETCH 1 BODY[HEADER.FIELDS (SUBJECT)]").await;
+    assert!(
+        r[0].contains("BODY[HEADER.FIELDS (SUBJECT)] {18}\r\nSubject: first\r\n\r\n"),
+        "{r:?}"
+    );
+    assert!(
+        r[0].contains("\\Seen"),
+        "BODY[] without PEEK sets \\Seen: {r:?}"
+    );
+    let r = c.ok("UID SEARCH UNSEEN").await;
+    assert_eq!(r[0], "* SEARCH\r\n");
+    let r = c.ok("SEARCH SUBJECT first SEEN FLAGGED").await;
+    assert_eq!(r[0], "* SEARCH 1\r\n");
+    let r = c.ok("STORE 1 -FLAGS.SILENT (\\Seen)").await;
+    assert_eq!(r.len(), 1, "silent: {r:?}");
+    let r = c.ok("STORE 1 +FLAGS ($Label1)").await;
+    assert!(
+        r[0].contains("FLAGS (") && r[0].contains("$label1"),
+        "{r:?}"
+    );
+    let r = c.ok("COPY 1 Work").await;
+    assert!(r.last().unwrap().contains("[COPYUID "), "{r:?}");
+    let r = c.ok("STATUS Work (MESSAGES UIDNEXT UNSEEN SIZE)").await;
+    assert_eq!(
+        r[0],
+        format!(
+            "* STATUS \"Work\" (MESSAGES 1 UIDNEXT 2 UNSEEN 1 SIZE {})\r\n",
+            msg.len()
+        )
+    );
+    let r = c.ok("MOVE 1 Trash").await;
+    assert!(r.iter().any(|l| l.starts_with("* OK [COPYUID ")), "{r:?}");
+    assert!(r.contains(&"* 1 EXPUNGE\r\n".to_string()), "{r:?}");
+    c.ok("SELECT Trash").await;
+    let r = c.ok("UID FETCH 1:* BODY.PEEK[]").await;
+    assert!(
+        r[0].ends_with(&format!("{})\r\n", String::from_utf8_lossy(&msg))),
+        "byte-exact after MOVE"
+    );
+    c.ok("STORE 1 +FLAGS (\\Deleted)").await;
+    let r = c.ok("EXPUNGE").await;
+    assert_eq!(r[0], "* 1 EXPUNGE\r\n");
+    let r = c.ok("STATUS Trash (MESSAGES)").await;
+    assert_eq!(r[0], "* STATUS \"Trash\" (MESSAGES 0)\r\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sessions_see_each_others_changes_with_right_sequence_numbers() {
+    let s = server().await;
+    let mut a = Client::login(&s, 0).await;
+    let mut b = Client::login(&s, 0).await;
+    for i in 1..=5 {
+        a.append("INBOX", "", &message(&format!("m{i}"), "x")).await;
+    }
+    a.ok("SELECT INBOX").await;
+    let r = b.ok("SELECT INBOX").await;
+    assert!(r.contains(&"* 5 EXISTS\r\n".to_string()));
+    a.ok("STORE 2 +FLAGS (\\Deleted)").await;
+    a.ok("STORE 4 +FLAGS (\\Deleted)").await;
+    let r = b.ok("NOOP").await;
+    assert!(
+        r.iter()
+            .any(|l| l.starts_with("* 2 FETCH (UID 2 FLAGS (\\Deleted))")),
+        "{r:?}"
+    );
+    let r = a.ok("EXPUNGE").await;
+    assert_eq!(r[..2], ["* 4 EXPUNGE\r\n", "* 2 EXPUNGE\r\n"]);
+    // B is told inside FETCH? No: expunges wait for a command that allows them.
+    let r = b.ok("FETCH 1:* (UID)").await;
+    assert!(!r.iter().any(|l| l.contains("EXPUNGE")), "{r:?}");
+    let r = b.ok("NOOP").await;
+    assert_eq!(r[..2], ["* 4 EXPUNGE\r\n", "* 2 EXPUNGE\r\n"], "{r:?}");
+    let r = b.ok("FETCH 1:* (UID)").await;
+    let uids: Vec<&str> = r[..3].iter().map(|l| l.trim_end()).collect();
+    assert_eq!(
+        uids,
+        [
+            "* 1 FETCH (UID 1)",
+            "* 2 FETCH (UID 3)",
+            "* 3 FETCH (UID 5)"
+        ]
+    );
+    a.append("INBOX", "", &message("m6", "x")).await;
+    let r = b.ok("NOOP").await;
+    assert!(r.contains(&"* 4 EXISTS\r\n".to_string()), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_hears_about_new_mail_within_a_second() {
+    let s = server().await;
+    let mut a = Client::login(&s, 0).await;
+    let mut b = Client::login(&s, 0).await;
+    b.ok("SELECT INBOX").await;
+    b.send(b"i1 IDLE\r\n").await;
+    assert!(b.response().await.starts_with("+ "));
+    let started = Instant::now();
+    a.append("INBOX", "", &message("news", "x")).await;
+    let line = b.response().await;
+    assert_eq!(line, "* 1 EXISTS\r\n");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // Mail delivered by MX (the primary) is news too.
+    s.primary
+        .deliver(
+            &cofre_storage::AliasAddress::try_from("ana@example.com").unwrap(),
+            message("delivered", "y"),
+            Default::default(),
+        )
+        .unwrap();
+    assert_eq!(b.response().await, "* 2 EXISTS\r\n");
+    b.send(b"DONE\r\n").await;
+    assert_eq!(b.response().await, "i1 OK IDLE terminated\r\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_bad_and_the_session_goes_on() {
+    let s = server_with(|c| c.max_line = 1024).await;
+    let (mut c, _) = Client::connect(s.addr).await;
+    for junk in [
+        "\r\n",
+        "x\r\n",
+        "a1 FROB\r\n",
+        "a2 FETCH\r\n",
+        "a3 LOGIN \"unterminated\r\n",
+        "a4 SEARCH ((((((((((((((((((((((((((((((((((((((((ALL))))))))))))))))))))))))))))))))))))))))\r\n",
+        "\u{0}\u{1}\u{ff}\r\n",
+    ] {
+        c.send(junk.as_bytes()).await;
+        let r = c.response().await;
+        assert!(r.contains(" BAD "), "{junk:?} → {r}");
+    }
+    c.ok("NOOP").await;
+    // A too-large literal before login is refused without reading it.
+    c.send(b"a5 LOGIN {100000}\r\n").await;
+    assert!(c.response().await.starts_with("a5 BAD"));
+    c.ok("NOOP").await;
+    // A line past the limit ends the connection with BYE.
+    let mut long = b"a6 NOOP ".to_vec();
+    long.extend(std::iter::repeat_n(b'x', 4096));
+    long.extend_from_slice(b"\r\n");
+    c.send(&long).await;
+    assert!(c.response().await.starts_with("* BYE"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn condstore_qresync_and_esearch() {
+    let s = server().await;
+    let mut c = Client::login(&s, 0).await;
+    for i in 1..=4 {
+        c.append("INBOX", "", &message(&format!("q{i}"), "x")).await;
+    }
+    let r = c.ok("ENABLE QRESYNC").await;
+    assert_eq!(r[0], "* ENABLED QRESYNC\r\n");
+    let r = c.ok("SELECT INBOX").await;
+    let modseq: u64 = r
+        .iter()
+        .find_map(|l| l.strip_prefix("* OK [HIGHESTMODSEQ "))
+        .and_then(|l| l.split(']').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let validity: u32 = r
+        .iter()
+        .find_map(|l| l.strip_prefix("* OK [UIDVALIDITY "))
+        .and_then(|l| l.split(']').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    c.ok("STORE 1 +FLAGS (\\Seen)").await;
+    c.ok("STORE 3 +FLAGS (\\Deleted)").await;
+    let r = c.ok("EXPUNGE").await;
+    assert_eq!(r[0], "* VANISHED 3\r\n", "QRESYNC reports VANISHED");
+    let r = c
+        .ok(&format!("UID FETCH 1:* (FLAGS) (CHANGEDSINCE {modseq})"))
+        .await;
+    assert_eq!(r.len(), 2, "only the changed message: {r:?}");
+    assert!(
+        r[0].starts_with("* 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ ("),
+        "{r:?}"
+    );
+    let r = c
+        .ok(&format!("SELECT INBOX (QRESYNC ({validity} {modseq} 1:4))"))
+        .await;
+    assert!(
+        r.contains(&"* VANISHED (EARLIER) 3\r\n".to_string()),
+        "{r:?}"
+    );
+    assert!(
+        r.iter()
+            .any(|l| l.starts_with("* 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ")),
+        "{r:?}"
+    );
+    let r = c.ok("UID SEARCH RETURN (MIN MAX COUNT ALL) ALL").await;
+    assert_eq!(r[0], "* ESEARCH UID MIN 1 MAX 4 COUNT 3 ALL 1:2,4\r\n");
+    let r = c.ok("STORE 1 (UNCHANGEDSINCE 1) +FLAGS (\\Flagged)").await;
+    assert!(r.last().unwrap().contains("[MODIFIED 1]"), "{r:?}");
+    let r = c.ok("UID SORT (REVERSE SUBJECT) UTF-8 ALL").await;
+    assert_eq!(r[0], "* SORT 4 2 1\r\n");
+    let r = c.ok("THREAD ORDEREDSUBJECT UTF-8 ALL").await;
+    assert_eq!(r[0], "* THREAD (1)(2)(3)\r\n");
+}
