@@ -495,6 +495,9 @@ impl Session {
                 Err(bad("already logged in"))
             }
             Body::Enable(caps) => {
+                if self.selected.is_some() {
+                    return Err(bad("ENABLE is valid only before SELECT"));
+                }
                 let mut on = Vec::new();
                 for c in caps {
                     match c.as_str() {
