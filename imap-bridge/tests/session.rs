@@ -76,19 +76,18 @@ async fn a_full_session_is_byte_exact() {
     let r = c.ok("SELECT INBOX").await;
     assert!(r.contains(&"* 1 EXISTS\r\n".to_string()), "{r:?}");
     assert!(r.last().unwrap().contains("[READ-WRITE]"));
-    let r = c.ok("FETCH 1 (FLAGS RFC822.SIZE UID BODY.PEEK[])").await;
-    let expected = format!(
+    c.send(b"f1 FETCH 1 (FLAGS RFC822.SIZE UID BODY.PEEK[])\r\n")
+        .await;
+    let mut expected = format!(
         "* 1 FETCH (FLAGS (\\Flagged) RFC822.SIZE {} UID 1 BODY[] {{{}}}\r\n",
         msg.len(),
         msg.len()
-    );
-    assert!(r[0].starts_with(&expected), "{:?}", r[0]);
-    assert!(r[0].as_bytes().len() > msg.len());
-    let body_start = expected.len();
-    assert_eq!(
-        &r[0].as_bytes()[body_start..body_start + msg.len()].len(),
-        &msg.len()
-    );
+    )
+    .into_bytes();
+    expected.extend_from_slice(&msg);
+    expected.extend_from_slice(b")\r\n");
+    assert_eq!(c.response_bytes().await, expected, "BODY[] is byte-exact");
+    assert!(c.response().await.starts_with("f1 OK"));
     let r = c.ok("FETCH 1 (ENVELOPE)").await;
     assert!(
         r[0].contains("\"first\" ((\"Ana\" NIL \"ana\" \"example.com\"))"),

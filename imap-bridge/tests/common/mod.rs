@@ -107,8 +107,13 @@ impl Client {
         c
     }
 
-    /// One response: a line, with any literals it announces read into it.
+    /// One response as text (invalid UTF-8 replaced).
     pub async fn response(&mut self) -> String {
+        String::from_utf8_lossy(&self.response_bytes().await).into_owned()
+    }
+
+    /// One response: a line, with any literals it announces read into it.
+    pub async fn response_bytes(&mut self) -> Vec<u8> {
         let mut acc = Vec::new();
         loop {
             let mut line = Vec::new();
@@ -135,7 +140,7 @@ impl Client {
                 acc.extend_from_slice(&lit);
                 continue;
             }
-            return String::from_utf8_lossy(&acc).into_owned();
+            return acc;
         }
     }
 
