@@ -25,6 +25,21 @@ pub struct BenchArgs {
     /// Idle mailboxes opened to measure memory per mailbox.
     #[arg(long, default_value_t = 200)]
     idle_mailboxes: usize,
+    /// IMAP: messages in the mailbox `UID FETCH 1:*` reads.
+    #[arg(long, default_value_t = 10_000)]
+    fetch_messages: usize,
+    /// IMAP: concurrent clients of the mixed load.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// IMAP: seconds of mixed load per server.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// IMAP: connections held in IDLE (0 to skip).
+    #[arg(long, default_value_t = 10_000)]
+    idle_connections: usize,
+    /// IMAP: skip the side-by-side run against Dovecot.
+    #[arg(long)]
+    no_dovecot: bool,
 }
 
 /// The benchmark suites.
@@ -37,6 +52,9 @@ enum Suite {
     /// The HTTP API over loopback with keep-alive: listing, search, and
     /// authenticated reads per second.
     Api,
+    /// The IMAP bridge: FETCH over 10,000 messages, a mixed load beside
+    /// Dovecot, memory of 10,000 connections in IDLE.
+    Imap,
 }
 
 /// A small deterministic generator, so every run measures the same corpus.
@@ -169,7 +187,7 @@ pub(crate) fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
 
-fn rss_kib() -> u64 {
+pub(crate) fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -201,6 +219,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Suite::Storage => storage(args),
         Suite::Link => crate::bench_link::run(),
         Suite::Api => crate::bench_api::run(args.search_messages),
+        Suite::Imap => crate::bench_imap::run(crate::bench_imap::ImapBench {
+            messages: args.fetch_messages,
+            clients: args.clients,
+            seconds: args.seconds,
+            idle: args.idle_connections,
+            dovecot: !args.no_dovecot,
+        }),
     }
 }
 

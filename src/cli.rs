@@ -30,8 +30,18 @@ enum Command {
     /// Import mail into a mailbox, or export it.
     #[command(subcommand)]
     Mailbox(MailboxCommand),
-    /// Measure the storage engine on this machine.
+    /// Measure the storage engine, link, API or IMAP bridge on this machine.
     Bench(crate::bench::BenchArgs),
+    /// Holds IMAP connections in IDLE for `bench imap` (internal).
+    #[command(hide = true)]
+    BenchHoldIdle {
+        /// The IMAP listener.
+        #[arg(long)]
+        addr: String,
+        /// How many connections.
+        #[arg(long)]
+        count: usize,
+    },
     /// Run everything in one process: the primary and every service, linked
     /// in-process. Creates the data directory on first start.
     Serve(crate::config::ServerArgs),
@@ -109,6 +119,7 @@ pub fn run() -> Result<()> {
         Command::Alias(cmd) => alias(data, cmd),
         Command::Mailbox(cmd) => mailbox(data, cmd),
         Command::Bench(args) => crate::bench::run(args),
+        Command::BenchHoldIdle { addr, count } => crate::bench_imap::hold_idle(&addr, count),
         Command::Serve(args) => crate::serve::run(crate::serve::Role::Serve, &args, flag),
         Command::Primary(args) => crate::serve::run(crate::serve::Role::Primary, &args, flag),
         Command::Gateway(args) => crate::serve::run(crate::serve::Role::Gateway, &args, flag),

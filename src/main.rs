@@ -3,6 +3,8 @@
 
 mod bench;
 mod bench_api;
+mod bench_dovecot;
+mod bench_imap;
 mod bench_link;
 mod cli;
 mod config;

@@ -84,6 +84,9 @@ impl Conn {
                     return Err(ReadError::TooLong);
                 }
                 let mut line: Vec<u8> = self.buf.drain(..=end).collect();
+                if self.buf.is_empty() && self.buf.capacity() > 64 * 1024 {
+                    self.buf = Vec::new();
+                }
                 line.pop();
                 if line.last() == Some(&b'\r') {
                     line.pop();
@@ -94,10 +97,12 @@ impl Conn {
             if self.buf.len() > max {
                 return Err(ReadError::TooLong);
             }
-            let mut chunk = [0u8; 16 * 1024];
-            match self.io.read(&mut chunk).await {
+            // Read straight into the buffer: an idle connection holds no
+            // scratch space while it waits.
+            self.buf.reserve(4096);
+            match self.io.read_buf(&mut self.buf).await {
                 Ok(0) => return Err(ReadError::Closed),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(_) => {}
                 Err(_) => return Err(ReadError::Io),
             }
         }

@@ -181,6 +181,10 @@ impl Selected {
             }
         } else {
             let n = self.msgs.len() as u32;
+            if n == 0 {
+                // `1:*` on an empty mailbox names nothing, and is no error.
+                return Ok(out);
+            }
             for (lo, hi) in set.ranges(n) {
                 if lo == 0 || hi > n {
                     return Err(bad("no such message sequence number"));

@@ -1,0 +1,101 @@
+//! Dovecot started for a side-by-side benchmark: Debian's dovecot-imapd,
+//! plain Maildir, no TLS, no encryption, in a temporary directory, on a
+//! free loopback port; stopped when dropped.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// A running Dovecot.
+pub struct Dovecot {
+    /// `127.0.0.1:port`.
+    pub addr: String,
+    /// (user, password) pairs.
+    pub users: Vec<(String, String)>,
+    /// `dovecot --version`.
+    pub version: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Dovecot {
+    /// Starts Dovecot with `users` accounts.
+    pub fn start(users: usize) -> Result<Dovecot> {
+        let version = Command::new("dovecot")
+            .arg("--version")
+            .output()
+            .context("dovecot is not installed (Debian: apt-get install dovecot-imapd)")?;
+        let version = String::from_utf8_lossy(&version.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or("?")
+            .to_string();
+        let dir = tempfile::tempdir()?;
+        let root = dir.path();
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            l.local_addr()?.port()
+        };
+        // Mail is owned by an unprivileged user: Dovecot refuses uid 0.
+        let (uid, gid) = ("65534", "65534");
+        let mail = root.join("mail");
+        std::fs::create_dir_all(&mail)?;
+        let status = Command::new("chown")
+            .args(["-R", &format!("{uid}:{gid}"), &mail.to_string_lossy()])
+            .status()?;
+        if !status.success() {
+            bail!("chown of the Dovecot mail directory failed");
+        }
+        let mut passwd = String::new();
+        let mut list = Vec::new();
+        for i in 0..users {
+            let (u, p) = (format!("load{i}"), format!("secret{i}"));
+            passwd.push_str(&format!("{u}:{{PLAIN}}{p}::::::\n"));
+            list.push((u, p));
+        }
+        std::fs::write(root.join("users"), passwd)?;
+        let r = root.display();
+        let conf = format!(
+            "base_dir = {r}/run\nstate_dir = {r}/state\nlog_path = {r}/dovecot.log\n\
+             listen = 127.0.0.1\nprotocols = imap\nssl = no\n\
+             disable_plaintext_auth = no\nauth_mechanisms = plain login\n\
+             mail_location = maildir:{r}/mail/%u\nfirst_valid_uid = 1\n\
+             passdb {{\n  driver = passwd-file\n  args = {r}/users\n}}\n\
+             userdb {{\n  driver = static\n  args = uid={uid} gid={gid} home={r}/mail/%u\n}}\n\
+             service imap-login {{\n  inet_listener imap {{\n    port = {port}\n  }}\n  \
+             inet_listener imaps {{\n    port = 0\n  }}\n}}\n"
+        );
+        std::fs::write(root.join("dovecot.conf"), conf)?;
+        let child = Command::new("dovecot")
+            .args(["-F", "-c"])
+            .arg(root.join("dovecot.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting dovecot")?;
+        let addr = format!("127.0.0.1:{port}");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(&addr).is_err() {
+            if started.elapsed() > Duration::from_secs(10) {
+                let log = std::fs::read_to_string(root.join("dovecot.log")).unwrap_or_default();
+                bail!("dovecot did not start listening:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Dovecot {
+            addr,
+            users: list,
+            version,
+            child,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
