@@ -216,6 +216,8 @@ pub struct Session {
     selected: Option<Selected>,
     events: broadcast::Receiver<Event>,
     news: bool,
+    /// The view gained messages the client has not been told of (EXISTS).
+    exists_changed: bool,
 }
 
 const CAPS_COMMON: &str = "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE";
@@ -242,6 +244,7 @@ impl Session {
             selected: None,
             events,
             news: false,
+            exists_changed: false,
         }
     }
 
@@ -302,7 +305,7 @@ impl Session {
         };
         loop {
             match self.events.recv().await {
-                Ok(Event::Changed(c)) if c.address == me => {
+                Ok(Event::Changed(c)) if c.address == me && c.modseq > self.known() => {
                     self.news = true;
                     return;
                 }
@@ -318,13 +321,32 @@ impl Session {
         }
     }
 
+    /// The MODSEQ up to which the selected mailbox's view is current.
+    fn known(&self) -> ModSeq {
+        self.selected.as_ref().map_or(0, |s| s.modseq)
+    }
+
+    /// After this session's own write at `modseq`: if nothing else was
+    /// written since the view was current, the view is current at
+    /// `modseq` and no `FolderChanges` round trip is needed.
+    fn own_write(&mut self, modseq: ModSeq) -> bool {
+        match self.selected.as_mut() {
+            Some(sel) if modseq == sel.modseq + 1 => {
+                sel.modseq = modseq;
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn drain_events(&mut self) {
-        let Some(me) = self.auth.as_ref().map(|a| &a.address) else {
+        let Some(me) = self.auth.as_ref().map(|a| a.address.clone()) else {
             return;
         };
+        let me = &me;
         loop {
             match self.events.try_recv() {
-                Ok(Event::Changed(c)) => self.news |= &c.address == me,
+                Ok(Event::Changed(c)) => self.news |= &c.address == me && c.modseq > self.known(),
                 Err(broadcast::error::TryRecvError::Lagged(_)) => self.news = true,
                 Err(_) => return,
             }

@@ -519,7 +519,24 @@ impl Session {
                 })
                 .await;
             match r {
-                Ok(Reply::Appended(a)) => done.push((a.uid, a.email_id, a.duplicate)),
+                Ok(Reply::Appended(a)) => {
+                    done.push((a.uid, a.email_id, a.duplicate));
+                    // Into the selected mailbox, with nothing else written
+                    // meanwhile: the view learns the message here.
+                    let into_selected = self.selected.as_ref().is_some_and(|s| {
+                        s.id == f.id && a.modseq == s.modseq + 1 && a.uid.get() > s.max_uid()
+                    });
+                    if self.own_write(a.modseq) && into_selected {
+                        if let Some(sel) = self.selected.as_mut() {
+                            sel.msgs.push(Msg {
+                                uid: a.uid.get(),
+                                email: a.email_id,
+                                modseq: a.modseq,
+                            });
+                            self.exists_changed = true;
+                        }
+                    }
+                }
                 Ok(_) => return Err(no(Some("SERVERBUG"), "unexpected reply")),
                 Err(e) => {
                     // MULTIAPPEND is all or nothing: take back what went in.

@@ -214,6 +214,11 @@ impl Session {
                 }
             }
         }
+        if std::mem::take(&mut self.exists_changed)
+            && let Some(sel) = self.selected.as_ref()
+        {
+            out.extend_from_slice(format!("* {} EXISTS\r\n", sel.msgs.len()).as_bytes());
+        }
         if expunge_allowed {
             self.report_expunged(out);
         }
@@ -251,7 +256,7 @@ impl Session {
         sel.msgs.extend(fresh);
         sel.modseq = sel.modseq.max(ch.highest);
         if sel.msgs.len() != before {
-            out.extend_from_slice(format!("* {} EXISTS\r\n", sel.msgs.len()).as_bytes());
+            self.exists_changed = true;
         }
         if flagged.is_empty() {
             return;
@@ -376,7 +381,7 @@ impl Session {
                     .await?;
                 let modseq = match r {
                     Reply::ModSeq(m) => m,
-                    _ => 0,
+                    _ => return Err(no(Some("SERVERBUG"), "unexpected reply")),
                 };
                 for e in &unseen {
                     if let Some(s) = sums.get_mut(e) {
@@ -392,6 +397,7 @@ impl Session {
                         }
                     }
                 }
+                self.own_write(modseq);
             }
         }
         let raw_needed = items.iter().any(needs_raw);
@@ -624,27 +630,31 @@ impl Session {
             }
             groups.entry((add, remove)).or_default().push(m.email);
         }
-        let mut modseq = None;
+        // What the messages now carry follows from what they carried: no
+        // second read.
+        let mut now = sums;
         for ((add, remove), emails) in groups {
-            if let Reply::ModSeq(ms) = self
+            let Reply::ModSeq(ms) = self
                 .call(Op::SetKeywords {
                     session: self.sid()?,
-                    emails,
-                    add,
-                    remove,
+                    emails: emails.clone(),
+                    add: add.clone(),
+                    remove: remove.clone(),
                 })
                 .await?
-            {
-                modseq = Some(ms);
+            else {
+                return Err(no(Some("SERVERBUG"), "unexpected reply"));
+            };
+            for e in emails {
+                if let Some(s) = now.get_mut(&e) {
+                    s.keywords.retain(|k| !remove.contains(k));
+                    s.keywords.extend(add.iter().cloned());
+                    s.keywords.sort();
+                    s.modseq = ms;
+                }
             }
+            self.own_write(ms);
         }
-        // Read back what the messages now carry, and say so.
-        let ids: Vec<EmailId> = touched.iter().map(|(_, m)| m.email).collect();
-        let now = if modseq.is_some() {
-            self.summaries(&ids).await?
-        } else {
-            sums
-        };
         let condstore = self.condstore;
         let Some(sel) = self.selected.as_mut() else {
             return Ok(modified);
