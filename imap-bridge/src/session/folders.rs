@@ -526,15 +526,16 @@ impl Session {
                     let into_selected = self.selected.as_ref().is_some_and(|s| {
                         s.id == f.id && a.modseq == s.modseq + 1 && a.uid.get() > s.max_uid()
                     });
-                    if self.own_write(a.modseq) && into_selected {
-                        if let Some(sel) = self.selected.as_mut() {
-                            sel.msgs.push(Msg {
-                                uid: a.uid.get(),
-                                email: a.email_id,
-                                modseq: a.modseq,
-                            });
-                            self.exists_changed = true;
-                        }
+                    if self.own_write(a.modseq)
+                        && into_selected
+                        && let Some(sel) = self.selected.as_mut()
+                    {
+                        sel.msgs.push(Msg {
+                            uid: a.uid.get(),
+                            email: a.email_id,
+                            modseq: a.modseq,
+                        });
+                        self.exists_changed = true;
                     }
                 }
                 Ok(_) => return Err(no(Some("SERVERBUG"), "unexpected reply")),
