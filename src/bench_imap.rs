@@ -216,6 +216,7 @@ pub fn run(b: ImapBench) -> Result<()> {
         .build()?;
     rt.block_on(async move {
         let router = Router::new(vec![("bench".into(), Link::Local(Arc::clone(&primary)))]);
+        let stats_router = Arc::clone(&router);
         let session = Arc::new(cofre_imap::Config {
             append_limit: 50 << 20,
             plain_auth: true,
@@ -261,7 +262,22 @@ pub fn run(b: ImapBench) -> Result<()> {
         );
         c.run("LOGOUT").await?;
 
+        let before: Vec<(&str, u64, u64)> = stats_router
+            .stats()
+            .iter()
+            .map(|(n, s)| (*n, s.count.load(std::sync::atomic::Ordering::Relaxed), s.total_us.load(std::sync::atomic::Ordering::Relaxed)))
+            .collect();
         let ours = mixed(&addr, &users, b.seconds).await?;
+        if std::env::var_os("COFRE_BENCH_OPS").is_some() {
+            for (n, s) in stats_router.stats() {
+                let (c0, t0) = before.iter().find(|b| b.0 == n).map_or((0, 0), |b| (b.1, b.2));
+                let c = s.count.load(std::sync::atomic::Ordering::Relaxed) - c0;
+                let t = s.total_us.load(std::sync::atomic::Ordering::Relaxed) - t0;
+                if c > 0 {
+                    eprintln!("{n:>16}: {c:>7} calls, mean {:>7.0} us", t as f64 / c as f64);
+                }
+            }
+        }
         println!(
             "| mixed load (login, select, append, fetch, store, expunge), {} clients, {} s | {ours:.0} commands/s | >= Dovecot |",
             b.clients, b.seconds

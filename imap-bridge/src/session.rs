@@ -149,6 +149,9 @@ struct Msg {
 /// The selected mailbox as the client knows it.
 struct Selected {
     id: FolderId,
+    /// Its storage name when selected.
+    name: String,
+    uid_validity: u32,
     read_only: bool,
     msgs: Vec<Msg>,
     /// Changes up to here are reflected in `msgs` (or pending below).

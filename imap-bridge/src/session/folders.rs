@@ -419,7 +419,9 @@ impl Session {
         out.extend_from_slice(&list);
         self.selected = Some(Selected {
             id: f.id,
+            name: f.name.clone(),
             read_only,
+            uid_validity: f.uid_validity,
             msgs,
             modseq: f.highest_modseq,
             gone: HashSet::new(),
@@ -492,12 +494,26 @@ impl Session {
         messages: Vec<crate::parse::AppendMessage>,
     ) -> Res<String> {
         let name = self.storage_name(wire)?;
-        let f = self
-            .folders()
-            .await?
-            .into_iter()
-            .find(|f| f.name == name)
-            .ok_or_else(|| no(Some("TRYCREATE"), "no such mailbox"))?;
+        // Appending to the selected mailbox needs no lookup, unless news
+        // (a rename, say) arrived since it was selected.
+        self.drain_events();
+        let selected = self
+            .selected
+            .as_ref()
+            .filter(|s| !self.news && s.name == name)
+            .map(|s| (s.id, s.uid_validity));
+        let (folder, uid_validity) = match selected {
+            Some(x) => x,
+            None => {
+                let f = self
+                    .folders()
+                    .await?
+                    .into_iter()
+                    .find(|f| f.name == name)
+                    .ok_or_else(|| no(Some("TRYCREATE"), "no such mailbox"))?;
+                (f.id, f.uid_validity)
+            }
+        };
         for m in &messages {
             if m.data.len() as u64 > self.config.append_limit {
                 return Err(no(Some("TOOBIG"), "message larger than APPENDLIMIT"));
@@ -509,7 +525,7 @@ impl Session {
             let r = self
                 .call(Op::Append {
                     session: self.sid()?,
-                    folder: f.id,
+                    folder,
                     raw: m.data,
                     options: AppendOptions {
                         keywords,
@@ -524,7 +540,7 @@ impl Session {
                     // Into the selected mailbox, with nothing else written
                     // meanwhile: the view learns the message here.
                     let into_selected = self.selected.as_ref().is_some_and(|s| {
-                        s.id == f.id && a.modseq == s.modseq + 1 && a.uid.get() > s.max_uid()
+                        s.id == folder && a.modseq == s.modseq + 1 && a.uid.get() > s.max_uid()
                     });
                     if self.own_write(a.modseq)
                         && into_selected
@@ -546,7 +562,7 @@ impl Session {
                         let _ = self
                             .call(Op::Expunge {
                                 session: self.sid()?,
-                                folder: f.id,
+                                folder,
                                 only: Some(fresh.clone()),
                             })
                             .await;
@@ -563,7 +579,7 @@ impl Session {
             }
         }
         let uids: Vec<u32> = done.iter().map(|d| d.0.get()).collect();
-        Ok(format!("APPENDUID {} {}", f.uid_validity, uid_list(&uids)))
+        Ok(format!("APPENDUID {uid_validity} {}", uid_set(&uids)))
     }
 
     pub(super) async fn quota(&self, out: &mut Vec<u8>) -> Res<()> {
@@ -665,7 +681,8 @@ pub(super) fn keywords_of(flags: &[Flag]) -> Res<Vec<Keyword>> {
     Ok(v)
 }
 
-/// UIDs as a compact set: `1:3,7,9:10` (input ascending).
+/// UIDs as a compact set, `1:3,7,9:10`: runs of consecutive UIDs joined,
+/// order kept (COPYUID pairs its two lists by position).
 pub(super) fn uid_set(uids: &[u32]) -> String {
     let mut out = String::new();
     let mut i = 0;
@@ -673,31 +690,6 @@ pub(super) fn uid_set(uids: &[u32]) -> String {
         let start = uids[i];
         let mut end = start;
         while i + 1 < uids.len() && uids[i + 1] == end + 1 {
-            i += 1;
-            end = uids[i];
-        }
-        if !out.is_empty() {
-            out.push(',');
-        }
-        if start == end {
-            out.push_str(&start.to_string());
-        } else {
-            out.push_str(&format!("{start}:{end}"));
-        }
-        i += 1;
-    }
-    out
-}
-
-/// UIDs in the order given, as a set (COPYUID pairs the two lists by
-/// position, so order matters and ranges only join runs).
-pub(super) fn uid_list(uids: &[u32]) -> String {
-    let mut out = String::new();
-    let mut i = 0;
-    while i < uids.len() {
-        let start = uids[i];
-        let mut end = start;
-        while i + 1 < uids.len() && uids[i + 1] == end.wrapping_add(1) {
             i += 1;
             end = uids[i];
         }

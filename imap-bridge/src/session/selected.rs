@@ -84,13 +84,25 @@ impl Session {
                     None => None,
                 };
                 let folder = sel.id;
-                self.call(Op::Expunge {
-                    session: self.sid()?,
-                    folder,
-                    only,
-                })
-                .await?;
-                self.news = true;
+                let r = self
+                    .call(Op::Expunge {
+                        session: self.sid()?,
+                        folder,
+                        only,
+                    })
+                    .await?;
+                let Reply::Expunged { uids, modseq } = r else {
+                    return Err(no(Some("SERVERBUG"), "unexpected reply"));
+                };
+                if self.own_write(modseq) {
+                    // Nothing else happened meanwhile: these are all the
+                    // news, and they are told below.
+                    if let Some(sel) = self.selected.as_mut() {
+                        sel.gone.extend(uids.iter().map(|u| u.get()));
+                    }
+                } else {
+                    self.news = true;
+                }
                 done("EXPUNGE completed")
             }
             Body::Fetch {
@@ -581,6 +593,36 @@ impl Session {
             .collect();
         let keywords = keywords_of(flags)?;
         let ids: Vec<EmailId> = wanted.iter().map(|(_, m)| m.email).collect();
+        if silent && unchanged_since.is_none() && mode != StoreMode::Replace {
+            // Nothing to report and nothing to compare: one write.
+            if ids.is_empty() || keywords.is_empty() {
+                return Ok(Vec::new());
+            }
+            let (add, remove) = match mode {
+                StoreMode::Add => (keywords, Vec::new()),
+                _ => (Vec::new(), keywords),
+            };
+            let Reply::ModSeq(ms) = self
+                .call(Op::SetKeywords {
+                    session: self.sid()?,
+                    emails: ids,
+                    add,
+                    remove,
+                })
+                .await?
+            else {
+                return Err(no(Some("SERVERBUG"), "unexpected reply"));
+            };
+            if let Some(sel) = self.selected.as_mut() {
+                for (i, m) in &wanted {
+                    if sel.msgs.get(*i).is_some_and(|x| x.uid == m.uid) {
+                        sel.msgs[*i].modseq = ms;
+                    }
+                }
+            }
+            self.own_write(ms);
+            return Ok(Vec::new());
+        }
         let sums = self.summaries(&ids).await?;
         let mut modified = Vec::new();
         // Group emails by the change they need.

@@ -429,8 +429,13 @@ pub enum Reply {
     ModSeq(ModSeq),
     /// (source UID, new UID) pairs.
     UidPairs(Vec<(Uid, Uid)>),
-    /// UIDs.
-    Uids(Vec<Uid>),
+    /// UIDs expunged, and the MODSEQ of the expunge.
+    Expunged {
+        /// The UIDs.
+        uids: Vec<Uid>,
+        /// The mailbox's MODSEQ after the expunge.
+        modseq: ModSeq,
+    },
     /// Bytes used, and the quota if any.
     Usage {
         /// Bytes used.
@@ -722,7 +727,11 @@ pub fn mailbox_job(op: Op) -> Result<MailboxJob, Op> {
             folder,
             only,
         } => job(session, true, move |mb| {
-            Ok(Reply::Uids(mb.expunge(folder, only.as_deref())?))
+            let uids = mb.expunge(folder, only.as_deref())?;
+            // Read on the mailbox's one thread right after the write: no
+            // other write can come between.
+            let modseq = mb.highest_modseq()?;
+            Ok(Reply::Expunged { uids, modseq })
         }),
         Op::Destroy { session, emails } => job(session, true, move |mb| {
             mb.destroy_emails(&emails)?;
