@@ -87,6 +87,11 @@ fn configure(conn: &Connection) -> Result<()> {
          PRAGMA cache_size = -{CACHE_KIB};"
     ))?;
     register_functions(conn)?;
+    // An append, a keyword change or a summary read each use more distinct
+    // statements than rusqlite's default cache of 16 holds; past it every
+    // statement (and the triggers it fires) was compiled again each time
+    // (14% of CPU time under the IMAP benchmark's mixed load).
+    conn.set_prepared_statement_cache_capacity(256);
     Ok(())
 }
 
