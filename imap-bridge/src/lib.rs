@@ -5,8 +5,9 @@
 //! - `session`: the protocol state machine, driven from parsed commands,
 //! - `render`: FETCH data (ENVELOPE, BODYSTRUCTURE, sections) from bytes,
 //! - `thread`: RFC 5256 threading,
-//! - `server`: sockets, TLS, framing, IDLE, limits.
+//! - `server`: sockets, TLS, framing, IDLE, limits; `compress` COMPRESS=DEFLATE.
 
+pub mod compress;
 pub mod date;
 pub mod mutf7;
 pub mod parse;

@@ -441,7 +441,12 @@ async fn run(
                     return;
                 }
             }
-            Next::Compress => return,
+            Next::Compress => {
+                // Bytes read past the command are already compressed.
+                let pending = std::mem::take(&mut conn.buf);
+                let io = std::mem::replace(&mut conn.io, Box::new(tokio::io::duplex(1).0));
+                conn.io = Box::new(crate::compress::Deflate::new(io, pending));
+            }
         }
     }
 }

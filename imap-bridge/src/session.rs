@@ -221,13 +221,15 @@ pub struct Session {
     news: bool,
     /// The view gained messages the client has not been told of (EXISTS).
     exists_changed: bool,
+    /// COMPRESS=DEFLATE is on.
+    compressed: bool,
 }
 
 const CAPS_COMMON: &str = "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE";
 const CAPS_AUTHED: &str = "IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE \
     LIST-EXTENDED LIST-STATUS STATUS=SIZE CONDSTORE QRESYNC ESEARCH SORT \
     THREAD=ORDEREDSUBJECT THREAD=REFERENCES QUOTA QUOTA=RES-STORAGE UTF8=ACCEPT \
-    MULTIAPPEND BINARY OBJECTID";
+    MULTIAPPEND BINARY OBJECTID COMPRESS=DEFLATE";
 
 const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
 
@@ -248,6 +250,7 @@ impl Session {
             events,
             news: false,
             exists_changed: false,
+            compressed: false,
         }
     }
 
@@ -722,7 +725,20 @@ impl Session {
                 done("GETQUOTA completed")
             }
             Body::SetQuota => Err(no(Some("NOPERM"), "quotas are set by the operator")),
-            Body::Compress(_) => Err(no(Some("CANNOT"), "COMPRESS is not offered")),
+            Body::Compress(mechanism) => {
+                if self.compressed {
+                    Err(no(Some("COMPRESSIONACTIVE"), "compression is already on"))
+                } else if mechanism != "DEFLATE" {
+                    Err(bad("only DEFLATE is supported"))
+                } else {
+                    self.compressed = true;
+                    Ok(Done {
+                        next: Next::Compress,
+                        code: None,
+                        text: "DEFLATE active",
+                    })
+                }
+            }
             Body::Idle => {
                 out.extend_from_slice(b"+ idling\r\n");
                 Ok(Done {

@@ -294,3 +294,50 @@ async fn condstore_qresync_and_esearch() {
     let r = c.ok("THREAD ORDEREDSUBJECT UTF-8 ALL").await;
     assert_eq!(r[0], "* THREAD (1)(2)(3)\r\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compress_deflate_carries_the_session() {
+    use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = server().await;
+    let mut c = Client::login(&s, 0).await;
+    c.append("INBOX", "", &message("zipped", "compressed body"))
+        .await;
+    let r = c.ok("COMPRESS DEFLATE").await;
+    assert!(r[0].contains("OK DEFLATE active"), "{r:?}");
+    let mut enc = Compress::new(Compression::default(), false);
+    let mut dec = Decompress::new(false);
+    let stream = c.r.get_mut();
+    let mut wire = Vec::with_capacity(256);
+    enc.compress_vec(
+        b"z1 SELECT INBOX\r\nz2 FETCH 1 BODY.PEEK[TEXT]\r\nz3 COMPRESS DEFLATE\r\n",
+        &mut wire,
+        FlushCompress::Sync,
+    )
+    .unwrap();
+    stream.write_all(&wire).await.unwrap();
+    let mut plain = Vec::with_capacity(1 << 16);
+    let mut buf = [0u8; 4096];
+    let text = loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&plain));
+        let mut input = &buf[..n];
+        while !input.is_empty() {
+            let before = dec.total_in();
+            plain.reserve(8192);
+            dec.decompress_vec(input, &mut plain, FlushDecompress::None)
+                .unwrap();
+            input = &input[(dec.total_in() - before) as usize..];
+        }
+        let text = String::from_utf8_lossy(&plain).into_owned();
+        if text.contains("z3 ") {
+            break text;
+        }
+    };
+    assert!(text.contains("z1 OK [READ-WRITE]"), "{text}");
+    assert!(text.contains("compressed body"), "{text}");
+    assert!(text.contains("z3 NO [COMPRESSIONACTIVE]"), "{text}");
+}
