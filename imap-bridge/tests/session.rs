@@ -341,3 +341,26 @@ async fn compress_deflate_carries_the_session() {
     assert!(text.contains("compressed body"), "{text}");
     assert!(text.contains("z3 NO [COMPRESSIONACTIVE]"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_are_throttled_and_silence_is_timed_out() {
+    let s = server_with(|c| c.preauth_timeout = Duration::from_millis(300)).await;
+    let (mut c, _) = Client::connect(s.addr).await;
+    let user = &s.users[1].0;
+    for _ in 0..5 {
+        let r = c.run(&format!("LOGIN {user} wrong")).await;
+        assert!(r[0].contains("NO [AUTHENTICATIONFAILED]"), "{r:?}");
+    }
+    // Now even the right password is refused for a while.
+    let r = c.run(&format!("LOGIN {user} \"{}\"", s.users[1].1)).await;
+    assert!(r[0].contains("NO [UNAVAILABLE]"), "{r:?}");
+    // Before login, silence ends the connection with BYE.
+    let (mut quiet, _) = Client::connect(s.addr).await;
+    let line = quiet.response().await;
+    assert!(line.starts_with("* BYE"), "{line}");
+    // SEARCH with a charset we do not have is a NO [BADCHARSET].
+    let mut d = Client::login(&s, 0).await;
+    d.ok("SELECT INBOX").await;
+    let r = d.run("SEARCH CHARSET KOI8-R ALL").await;
+    assert!(r[0].contains("NO [BADCHARSET"), "{r:?}");
+}
