@@ -475,7 +475,7 @@ async fn idle(
             }
             _ = session.wait_for_news() => {
                 session.idle_news(out).await;
-                if !conn.send(out).await {
+                if !conn.send(out).await || session.closing() {
                     return false;
                 }
             }

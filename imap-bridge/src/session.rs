@@ -223,6 +223,8 @@ pub struct Session {
     exists_changed: bool,
     /// COMPRESS=DEFLATE is on.
     compressed: bool,
+    /// A BYE went out: the connection ends after this command.
+    closing: bool,
 }
 
 const CAPS_COMMON: &str = "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE";
@@ -251,6 +253,7 @@ impl Session {
             news: false,
             exists_changed: false,
             compressed: false,
+            closing: false,
         }
     }
 
@@ -379,7 +382,7 @@ impl Session {
         let Command { tag, body } = cmd;
         let kind = command_kind(&body);
         let result = self.dispatch(&tag, body, out).await;
-        match result {
+        let next = match result {
             Ok(Done { next, code, text }) => {
                 // Pending updates go before the tagged OK.
                 if self.selected.is_some() && !matches!(next, Next::Idle(_)) {
@@ -405,7 +408,13 @@ impl Session {
                 write_no(out, &tag, &e);
                 Next::Continue
             }
-        }
+        };
+        if self.closing { Next::Close } else { next }
+    }
+
+    /// Whether the session said BYE and the connection must end.
+    pub fn closing(&self) -> bool {
+        self.closing
     }
 
     /// Answers a command that could not be parsed.
@@ -691,7 +700,10 @@ impl Session {
                 if condstore {
                     self.condstore = true;
                 }
-                self.selected = None;
+                if self.selected.take().is_some() {
+                    // RFC 9051 §6.3.2: the previous mailbox is closed first.
+                    out.extend_from_slice(b"* OK [CLOSED] previous mailbox closed\r\n");
+                }
                 let f = self.existing(&mailbox).await?;
                 let code = self.select(f, read_only, qresync, out).await?;
                 done_with(

@@ -364,3 +364,20 @@ async fn failed_logins_are_throttled_and_silence_is_timed_out() {
     let r = d.run("SEARCH CHARSET KOI8-R ALL").await;
     assert!(r[0].contains("NO [BADCHARSET"), "{r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mailbox_deleted_under_a_session_ends_it_with_bye() {
+    let s = server().await;
+    let mut a = Client::login(&s, 0).await;
+    let mut b = Client::login(&s, 0).await;
+    a.ok("CREATE Doomed").await;
+    a.append("Doomed", "", &message("d", "x")).await;
+    a.ok("SELECT Doomed").await;
+    let r = a.ok("SELECT INBOX").await;
+    assert_eq!(r[0], "* OK [CLOSED] previous mailbox closed\r\n");
+    a.ok("SELECT Doomed").await;
+    b.ok("DELETE Doomed").await;
+    a.send(b"n1 NOOP\r\n").await;
+    let line = a.response().await;
+    assert!(line.starts_with("* BYE"), "{line}");
+}

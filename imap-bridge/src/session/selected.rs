@@ -218,6 +218,7 @@ impl Session {
                     // The folder itself went away (deleted elsewhere).
                     out.extend_from_slice(b"* BYE the selected mailbox was deleted\r\n");
                     self.selected = None;
+                    self.closing = true;
                     return;
                 }
                 _ => {

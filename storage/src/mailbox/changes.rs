@@ -115,7 +115,10 @@ impl Mailbox {
     }
 
     /// Messages of one folder changed or expunged after `since`.
+    /// A folder that no longer exists is `NotFound` (a session that had
+    /// it selected must be told).
     pub fn folder_changes(&self, folder: FolderId, since: ModSeq) -> Result<FolderChanges> {
+        super::folders::by_id(&self.conn, folder)?;
         let mut out = FolderChanges::default();
         let mut stmt = self.conn.prepare_cached(
             "SELECT uid, modseq, email_id FROM mailbox_messages
