@@ -187,6 +187,27 @@ pub(crate) fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// Creates `address` in `store` with `messages` generated 3 KB messages in
+/// its inbox (deterministic for a seed); returns its password.
+pub(crate) fn alias_with_mail(
+    store: &cofre_storage::Store,
+    address: &str,
+    messages: usize,
+    seed: u64,
+) -> Result<cofre_storage::Password> {
+    let address = cofre_storage::AliasAddress::try_from(address)?;
+    let (_, password) = store.create_alias(&address, None)?;
+    let unlocked = store.unlock(&address, &password)?;
+    let mut mb = store.open_mailbox(&unlocked)?;
+    let mut rng = Rng(seed);
+    let vocab = Vocabulary::new(&mut rng);
+    let raws: Vec<Vec<u8>> = (0..messages)
+        .map(|i| message(&mut rng, &vocab, i, 3 * 1024))
+        .collect();
+    fill(&mut mb, &raws)?;
+    Ok(password)
+}
+
 pub(crate) fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()

@@ -8,11 +8,11 @@ use anyhow::{Context, Result, bail};
 use cofre_api::{ApiConfig, AppState};
 use cofre_storage::link::route::{Link, Router};
 use cofre_storage::primary::{Primary, PrimaryConfig};
-use cofre_storage::{AliasAddress, Store, StoreConfig};
+use cofre_storage::{Store, StoreConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::bench::{Rng, Vocabulary, fill, median, message, ms};
+use crate::bench::{Rng, Vocabulary, median, ms};
 
 const SECRET: &[u8] = b"benchmark cluster secret";
 
@@ -83,18 +83,8 @@ impl Conn {
 pub fn run(messages: usize) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let store = Store::open(dir.path(), StoreConfig::default())?;
-    let address = AliasAddress::try_from("bench@example.com")?;
-    let (_, password) = store.create_alias(&address, None)?;
-    {
-        let unlocked = store.unlock(&address, &password)?;
-        let mut mb = store.open_mailbox(&unlocked)?;
-        let mut rng = Rng(0x5eed_cafe);
-        let vocab = Vocabulary::new(&mut rng);
-        let raws: Vec<Vec<u8>> = (0..messages)
-            .map(|i| message(&mut rng, &vocab, i, 3 * 1024))
-            .collect();
-        fill(&mut mb, &raws)?;
-    }
+    let password =
+        crate::bench::alias_with_mail(&store, "bench@example.com", messages, 0x5eed_cafe)?;
     // The same vocabulary again, for the query words.
     let vocab = Vocabulary::new(&mut Rng(0x5eed_cafe));
     let primary = Arc::new(

@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use tokio::net::TcpStream;
 
-use crate::bench::{Rng, Vocabulary, fill, median, message, ms};
+use crate::bench::{Rng, Vocabulary, alias_with_mail, median, message, ms};
 
 /// A minimal IMAP client for load generation: tagged commands, literals
 /// in responses skipped over.
@@ -178,31 +178,9 @@ pub struct ImapBench {
 pub fn run(b: ImapBench) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let store = Store::open(dir.path(), StoreConfig::default())?;
-    let address = AliasAddress::try_from("bench@example.com")?;
-    let (_, password) = store.create_alias(&address, None)?;
-    {
-        let unlocked = store.unlock(&address, &password)?;
-        let mut mb = store.open_mailbox(&unlocked)?;
-        let mut rng = Rng(0x1a9_cafe);
-        let vocab = Vocabulary::new(&mut rng);
-        let raws: Vec<Vec<u8>> = (0..b.messages)
-            .map(|i| message(&mut rng, &vocab, i, 3 * 1024))
-            .collect();
-        fill(&mut mb, &raws)?;
-    }
+    let password = alias_with_mail(&store, "bench@example.com", b.messages, 0x1a9_cafe)?;
     // The IDLE connections share one alias with a small inbox.
-    let idler = AliasAddress::try_from("idle@example.com")?;
-    let (_, idle_password) = store.create_alias(&idler, None)?;
-    {
-        let unlocked = store.unlock(&idler, &idle_password)?;
-        let mut mb = store.open_mailbox(&unlocked)?;
-        let mut rng = Rng(0x1d1e);
-        let vocab = Vocabulary::new(&mut rng);
-        let raws: Vec<Vec<u8>> = (0..20)
-            .map(|i| message(&mut rng, &vocab, i, 3 * 1024))
-            .collect();
-        fill(&mut mb, &raws)?;
-    }
+    let idle_password = alias_with_mail(&store, "idle@example.com", 20, 0x1d1e)?;
     let mut users = Vec::new();
     for i in 0..b.clients {
         let a = AliasAddress::try_from(format!("load{i}@example.com").as_str())?;

@@ -123,6 +123,17 @@ fn link(nodes: &mut [Node], parent: usize, child: usize) {
     nodes[parent].children.push(child);
 }
 
+/// A new empty container; its index.
+fn empty(nodes: &mut Vec<Node>) -> usize {
+    nodes.push(Node {
+        id: None,
+        date: i64::MAX,
+        parent: None,
+        children: Vec::new(),
+    });
+    nodes.len() - 1
+}
+
 /// REFERENCES: parent/child links from References and In-Reply-To, empty
 /// containers pruned, siblings and threads in date order. (Merging of
 /// separate threads by subject, step 5 of RFC 5256, is not done.)
@@ -130,15 +141,7 @@ pub fn references(items: &[Item]) -> String {
     let mut nodes: Vec<Node> = Vec::new();
     let mut by_id: HashMap<String, usize> = HashMap::new();
     let mut container = |nodes: &mut Vec<Node>, id: &str| -> usize {
-        *by_id.entry(id.to_string()).or_insert_with(|| {
-            nodes.push(Node {
-                id: None,
-                date: i64::MAX,
-                parent: None,
-                children: Vec::new(),
-            });
-            nodes.len() - 1
-        })
+        *by_id.entry(id.to_string()).or_insert_with(|| empty(nodes))
     };
     for it in items {
         let own = match &it.message_id {
@@ -146,26 +149,12 @@ pub fn references(items: &[Item]) -> String {
                 let c = container(&mut nodes, mid);
                 if nodes[c].id.is_some() {
                     // A duplicate Message-ID: a container of its own.
-                    nodes.push(Node {
-                        id: None,
-                        date: i64::MAX,
-                        parent: None,
-                        children: Vec::new(),
-                    });
-                    nodes.len() - 1
+                    empty(&mut nodes)
                 } else {
                     c
                 }
             }
-            None => {
-                nodes.push(Node {
-                    id: None,
-                    date: i64::MAX,
-                    parent: None,
-                    children: Vec::new(),
-                });
-                nodes.len() - 1
-            }
+            None => empty(&mut nodes),
         };
         nodes[own].id = Some(it.id);
         nodes[own].date = it.date;

@@ -151,7 +151,8 @@ impl Session {
             .ok_or_else(|| no(Some("NONEXISTENT"), "no such mailbox"))
     }
 
-    pub(super) async fn folder_uids(&self, folder: FolderId) -> Res<Vec<Uid>> {
+    /// (UID, email) of every message of a folder, in UID order.
+    pub(super) async fn folder_index(&self, folder: FolderId) -> Res<Vec<(Uid, EmailId)>> {
         match self
             .call(Op::FolderIndex {
                 session: self.sid()?,
@@ -159,9 +160,18 @@ impl Session {
             })
             .await?
         {
-            Reply::FolderIndex(v) => Ok(v.into_iter().map(|(u, _)| u).collect()),
+            Reply::FolderIndex(v) => Ok(v),
             _ => Err(no(Some("SERVERBUG"), "unexpected reply")),
         }
+    }
+
+    pub(super) async fn folder_uids(&self, folder: FolderId) -> Res<Vec<Uid>> {
+        Ok(self
+            .folder_index(folder)
+            .await?
+            .into_iter()
+            .map(|(u, _)| u)
+            .collect())
     }
 
     pub(super) async fn list(
@@ -290,16 +300,7 @@ impl Session {
                     format!("DELETED {n}")
                 }
                 StatusItem::Size => {
-                    let index = match self
-                        .call(Op::FolderIndex {
-                            session: self.sid()?,
-                            folder: f.id,
-                        })
-                        .await?
-                    {
-                        Reply::FolderIndex(v) => v,
-                        _ => return Err(no(Some("SERVERBUG"), "unexpected reply")),
-                    };
+                    let index = self.folder_index(f.id).await?;
                     let ids: Vec<EmailId> = index.into_iter().map(|(_, e)| e).collect();
                     let size: u64 = self.summaries(&ids).await?.values().map(|s| s.size).sum();
                     format!("SIZE {size}")
@@ -356,16 +357,7 @@ impl Session {
     ) -> Res<&'static str> {
         // The folder first, then its index: a change in between shows up
         // again at the next sync rather than being missed.
-        let index = match self
-            .call(Op::FolderIndex {
-                session: self.sid()?,
-                folder: f.id,
-            })
-            .await?
-        {
-            Reply::FolderIndex(v) => v,
-            _ => return Err(no(Some("SERVERBUG"), "unexpected reply")),
-        };
+        let index = self.folder_index(f.id).await?;
         let msgs: Vec<Msg> = index
             .into_iter()
             .map(|(uid, email)| Msg {
