@@ -40,6 +40,9 @@ pub struct BenchArgs {
     /// IMAP: skip the side-by-side run against Dovecot.
     #[arg(long)]
     no_dovecot: bool,
+    /// IMAP: rounds of mixed load per server, alternating.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 /// The benchmark suites.
@@ -246,6 +249,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             seconds: args.seconds,
             idle: args.idle_connections,
             dovecot: !args.no_dovecot,
+            rounds: args.rounds.max(1),
         }),
     }
 }

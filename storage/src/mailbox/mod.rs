@@ -189,11 +189,11 @@ impl Mailbox {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let modseq: i64 = tx.query_row(
-            "UPDATE meta SET value = value + 1 WHERE key = 'modseq' RETURNING value",
-            [],
-            |r| r.get(0),
-        )?;
+        let modseq: i64 = tx
+            .prepare_cached(
+                "UPDATE meta SET value = value + 1 WHERE key = 'modseq' RETURNING value",
+            )?
+            .query_row([], |r| r.get(0))?;
         let out = f(&tx, modseq as ModSeq)?;
         tx.commit()?;
         Ok(out)
