@@ -225,6 +225,8 @@ pub struct Session {
     compressed: bool,
     /// A BYE went out: the connection ends after this command.
     closing: bool,
+    /// The primary no longer knows this session.
+    lost: std::sync::atomic::AtomicBool,
 }
 
 const CAPS_COMMON: &str = "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE";
@@ -254,6 +256,7 @@ impl Session {
             exists_changed: false,
             compressed: false,
             closing: false,
+            lost: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -364,10 +367,15 @@ impl Session {
 
     async fn call(&self, op: Op) -> Res<Reply> {
         let a = self.auth.as_ref().ok_or_else(|| bad("log in first"))?;
-        self.router
-            .request(&a.address, op)
-            .await
-            .map_err(link_error)
+        let r = self.router.request(&a.address, op).await;
+        if let Err(ClientError::Remote(e)) = &r
+            && e.code == ErrorCode::NoSession
+        {
+            // The primary forgot the session (it restarted): the client
+            // must log in again, so this connection ends.
+            self.lost.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        r.map_err(link_error)
     }
 
     fn sid(&self) -> Res<SessionId> {
@@ -409,6 +417,12 @@ impl Session {
                 Next::Continue
             }
         };
+        if self.lost.load(std::sync::atomic::Ordering::Relaxed) && !self.closing {
+            out.extend_from_slice(
+                b"* BYE [UNAVAILABLE] the session ended on the server; log in again\r\n",
+            );
+            self.closing = true;
+        }
         if self.closing { Next::Close } else { next }
     }
 

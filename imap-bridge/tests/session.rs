@@ -381,3 +381,27 @@ async fn a_mailbox_deleted_under_a_session_ends_it_with_bye() {
     let line = a.response().await;
     assert!(line.starts_with("* BYE"), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_the_primary_ended_says_bye() {
+    let s = server().await;
+    let mut a = Client::login(&s, 0).await;
+    a.ok("SELECT INBOX").await;
+    // A password change ends every session of the alias.
+    let (user, pass) = &s.users[0];
+    let p = std::sync::Arc::clone(&s.primary);
+    let (user, pass) = (user.clone(), pass.clone());
+    tokio::task::spawn_blocking(move || {
+        p.change_password(
+            &cofre_storage::AliasAddress::try_from(user.as_str()).unwrap(),
+            &common::password(&pass),
+        )
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    let r = a.run("STATUS INBOX (MESSAGES)").await;
+    assert!(r[0].contains("NO [UNAVAILABLE]"), "{r:?}");
+    let bye = a.response().await;
+    assert!(bye.starts_with("* BYE [UNAVAILABLE]"), "{bye}");
+}
