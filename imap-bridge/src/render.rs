@@ -8,14 +8,13 @@ use mail_parser::{Address, HeaderValue, MessageParser};
 
 use crate::parse::{Section, SectionText};
 
-/// Writes an IMAP string: quoted when short and plain, a literal otherwise.
-/// Non-ASCII text goes as UTF-8 only when the client enabled UTF8=ACCEPT;
-/// else header text is RFC 2047-encoded by the caller first.
+/// Writes an IMAP string: quoted when short and printable ASCII, a literal
+/// otherwise (8-bit text in a quoted string is valid only after UTF8=ACCEPT;
+/// in a literal it always is). Header text is RFC 2047-encoded by the
+/// caller first unless the client enabled UTF8=ACCEPT.
 pub fn string(out: &mut Vec<u8>, s: &[u8]) {
-    let plain = s.len() < 1024
-        && s.iter()
-            .all(|&c| c != b'\r' && c != b'\n' && c != 0 && (c >= 0x20 || c == b'\t'));
-    if plain && std::str::from_utf8(s).is_ok() {
+    let plain = s.len() < 1024 && s.iter().all(|&c| (0x20..0x7f).contains(&c) || c == b'\t');
+    if plain {
         out.push(b'"');
         for &c in s {
             if c == b'"' || c == b'\\' {

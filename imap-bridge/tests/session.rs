@@ -405,3 +405,20 @@ async fn a_session_the_primary_ended_says_bye() {
     let bye = a.response().await;
     assert!(bye.starts_with("* BYE [UNAVAILABLE]"), "{bye}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn utf8_accept_and_modified_utf7_name_the_same_mailbox() {
+    let s = server().await;
+    let mut a = Client::login(&s, 0).await;
+    a.ok("CREATE Caf&AOk-").await;
+    let mut b = Client::login(&s, 0).await;
+    let r = b.ok("ENABLE UTF8=ACCEPT").await;
+    assert_eq!(r[0], "* ENABLED UTF8=ACCEPT\r\n");
+    let r = b.ok("LIST \"\" Caf*").await;
+    assert_eq!(r[0], "* LIST (\\HasNoChildren) \"/\" {5}\r\nCafé\r\n");
+    b.ok("SELECT {5+}\r\nCafé").await;
+    let r = a.ok("LIST \"\" Caf*").await;
+    assert_eq!(r[0], "* LIST (\\HasNoChildren) \"/\" \"Caf&AOk-\"\r\n");
+    let r = a.run("SELECT Caf&AOk").await;
+    assert!(r[0].contains("BAD"), "not valid modified UTF-7: {r:?}");
+}
