@@ -13,6 +13,8 @@ pub struct Item {
     pub references: Vec<String>,
     /// Base subject.
     pub subject: String,
+    /// Whether the subject had a reply or forward prefix (`Re:`, `Fwd:`).
+    pub reply: bool,
     /// Sent date (or internal date), Unix seconds.
     pub date: i64,
 }
@@ -135,8 +137,8 @@ fn empty(nodes: &mut Vec<Node>) -> usize {
 }
 
 /// REFERENCES: parent/child links from References and In-Reply-To, empty
-/// containers pruned, siblings and threads in date order. (Merging of
-/// separate threads by subject, step 5 of RFC 5256, is not done.)
+/// containers pruned, threads with the same base subject gathered, siblings
+/// and threads in date order (RFC 5256).
 pub fn references(items: &[Item]) -> String {
     let mut nodes: Vec<Node> = Vec::new();
     let mut by_id: HashMap<String, usize> = HashMap::new();
@@ -212,7 +214,9 @@ pub fn references(items: &[Item]) -> String {
     let roots: Vec<usize> = (0..nodes.len())
         .filter(|&n| nodes[n].parent.is_none())
         .collect();
-    let mut roots = prune(&mut nodes, roots, true, 0);
+    let roots = prune(&mut nodes, roots, true, 0);
+    let by_id: HashMap<u32, &Item> = items.iter().map(|i| (i.id, i)).collect();
+    let mut roots = gather_by_subject(&mut nodes, roots, &by_id);
     let dates: Vec<i64> = (0..nodes.len()).map(|n| date_of(&nodes, n, 0)).collect();
     for n in 0..nodes.len() {
         let mut c = std::mem::take(&mut nodes[n].children);
@@ -221,6 +225,88 @@ pub fn references(items: &[Item]) -> String {
     }
     roots.sort_by_key(|&x| (dates[x], nodes[x].id));
     render(&nodes, &roots)
+}
+
+/// RFC 5256 step 5: root threads whose base subjects are equal become one
+/// thread — under the one that is not a reply, or under a new empty
+/// container.
+fn gather_by_subject(
+    nodes: &mut Vec<Node>,
+    roots: Vec<usize>,
+    items: &HashMap<u32, &Item>,
+) -> Vec<usize> {
+    let subject = |nodes: &Vec<Node>, n: usize| -> Option<(String, bool)> {
+        let id = nodes[n]
+            .id
+            .or_else(|| nodes[n].children.first().and_then(|&c| nodes[c].id))?;
+        let it = items.get(&id)?;
+        (!it.subject.is_empty()).then(|| (it.subject.clone(), it.reply))
+    };
+    let mut table: HashMap<String, usize> = HashMap::new();
+    for &r in &roots {
+        let Some((subj, reply)) = subject(nodes, r) else {
+            continue;
+        };
+        match table.get(&subj) {
+            None => {
+                table.insert(subj, r);
+            }
+            Some(&e) => {
+                let e_reply = subject(nodes, e).is_some_and(|x| x.1);
+                let better = (nodes[e].id.is_some() && nodes[r].id.is_none())
+                    || (nodes[e].id.is_some() && nodes[r].id.is_some() && e_reply && !reply);
+                if better {
+                    table.insert(subj, r);
+                }
+            }
+        }
+    }
+    let mut kept: Vec<usize> = Vec::new();
+    let mut absorbed = std::collections::HashSet::new();
+    for r in roots {
+        if absorbed.contains(&r) {
+            continue;
+        }
+        let Some((subj, reply)) = subject(nodes, r) else {
+            kept.push(r);
+            continue;
+        };
+        let Some(&e) = table.get(&subj) else {
+            kept.push(r);
+            continue;
+        };
+        if e == r {
+            kept.push(r);
+            continue;
+        }
+        absorbed.insert(r);
+        let e_dummy = nodes[e].id.is_none();
+        let r_dummy = nodes[r].id.is_none();
+        if e_dummy && r_dummy {
+            let moved = std::mem::take(&mut nodes[r].children);
+            for &c in &moved {
+                nodes[c].parent = Some(e);
+            }
+            nodes[e].children.extend(moved);
+        } else if e_dummy || (reply && !subject(nodes, e).is_some_and(|x| x.1)) {
+            nodes[r].parent = Some(e);
+            nodes[e].children.push(r);
+        } else {
+            // Neither is the other's reply: both under a new container.
+            let d = empty(nodes);
+            for x in [e, r] {
+                nodes[x].parent = Some(d);
+                nodes[d].children.push(x);
+            }
+            table.insert(subj, d);
+            absorbed.insert(e);
+            match kept.iter().position(|&k| k == e) {
+                Some(p) => kept[p] = d,
+                None => kept.push(d),
+            }
+        }
+    }
+    kept
 }
 
 #[cfg(test)]
@@ -233,6 +319,7 @@ mod tests {
             message_id: Some(mid.into()),
             references: refs.iter().map(|s| s.to_string()).collect(),
             subject: subject.into(),
+            reply: false,
             date,
         }
     }
@@ -251,6 +338,15 @@ mod tests {
         // A missing parent with two replies stays as an empty root.
         let orphans = vec![item(1, "b", &["zz"], "q", 1), item(2, "c", &["zz"], "q", 2)];
         assert_eq!(references(&orphans), "((1)(2))");
+        // Same base subject, no references: a reply goes under the original;
+        // two originals go under a new container.
+        let mut reply = item(2, "r", &[], "plan", 2);
+        reply.reply = true;
+        assert_eq!(references(&[item(1, "o", &[], "plan", 1), reply]), "(1 2)");
+        assert_eq!(
+            references(&[item(1, "o", &[], "plan", 1), item(2, "p", &[], "plan", 2)]),
+            "((1)(2))"
+        );
         // Loops in references do not hang or panic.
         let looped = vec![item(1, "a", &["b"], "", 1), item(2, "b", &["a"], "", 2)];
         assert!(!references(&looped).is_empty());

@@ -974,6 +974,13 @@ impl Session {
             .iter()
             .filter_map(|(i, m)| {
                 let s = sums.get(&m.email)?;
+                let base = cofre_storage::mailbox::parse::base_subject(&s.subject);
+                let plain = s
+                    .subject
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .to_lowercase();
                 Some(crate::thread::Item {
                     id: if uid { m.uid } else { *i as u32 + 1 },
                     message_id: s.message_id.clone(),
@@ -983,7 +990,8 @@ impl Session {
                         .chain(s.in_reply_to.iter())
                         .cloned()
                         .collect(),
-                    subject: cofre_storage::mailbox::parse::base_subject(&s.subject),
+                    reply: base != plain,
+                    subject: base,
                     date: s.sent_at.unwrap_or(s.received_at),
                 })
             })
