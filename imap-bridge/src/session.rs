@@ -488,7 +488,11 @@ impl Session {
                 );
                 return done("CAPABILITY completed");
             }
-            Body::Noop => return done("NOOP completed"),
+            Body::Noop => {
+                // NOOP is how clients without IDLE poll: always ask.
+                self.news |= self.selected.is_some();
+                return done("NOOP completed");
+            }
             Body::Logout => {
                 out.extend_from_slice(b"* BYE logging out\r\n");
                 self.close().await;
