@@ -149,7 +149,7 @@ fn write_env(out: &mut Vec<u8>, e: &Env<'_>, utf8: bool) {
     out.push(b' ');
     nstring(out, e.subject.map(|s| header_text(s, utf8)).as_deref());
     // RFC 9051: sender and reply-to default to from.
-    for (i, list) in [
+    for list in [
         &e.from,
         if e.sender.is_empty() {
             &e.from
@@ -164,11 +164,7 @@ fn write_env(out: &mut Vec<u8>, e: &Env<'_>, utf8: bool) {
         &e.to,
         &e.cc,
         &e.bcc,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let _ = i;
+    ] {
         out.push(b' ');
         addr_list(out, list, utf8);
     }

@@ -771,7 +771,6 @@ impl Session {
                 });
             }
         }
-        let folder = sel.id;
         let hits = match self
             .call(Op::Search {
                 session: self.sid()?,
@@ -782,7 +781,6 @@ impl Session {
             Reply::Hits(h) => h,
             _ => return Err(no(Some("SERVERBUG"), "unexpected reply")),
         };
-        let _ = folder;
         let sel = self.sel()?;
         let mut idx: Vec<usize> = hits
             .iter()
