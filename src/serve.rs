@@ -275,6 +275,7 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
                         token_ttl: s.token_ttl,
                         cors_origins: s.cors_origins.clone(),
                         admin_token: s.admin_token.clone(),
+                        limiter: Arc::clone(&limiter),
                     },
                     stopped.clone(),
                 );

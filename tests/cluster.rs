@@ -339,3 +339,70 @@ fn configuration_errors_are_reported_together() {
         "nothing is created when the configuration is wrong"
     );
 }
+
+/// One IMAP command on a fresh connection; the tagged answer.
+fn imap_login(addr: &str, user: &str, pass: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("* OK"), "{line}");
+    r.get_mut()
+        .write_all(format!("a LOGIN {user} \"{pass}\"\r\n").as_bytes())
+        .unwrap();
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    line
+}
+
+#[test]
+fn http_and_imap_share_one_failed_login_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let password = create_alias(&data, "ana@example.com");
+    let mut serve = Proc::start(
+        &[
+            "--data",
+            data.to_str().unwrap(),
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--imap",
+            "127.0.0.1:0",
+            "--link",
+            "off",
+        ],
+        &[],
+    );
+    let addr = serve.wait_for("http listening on http://");
+    let imap = serve.wait_for("imap listening on ");
+    let imap = imap.split_whitespace().next().unwrap().to_string();
+    serve.wait_for("ready");
+    for _ in 0..3 {
+        let r = imap_login(&imap, "ana@example.com", "wrong");
+        assert!(r.starts_with("a NO [AUTHENTICATIONFAILED]"), "{r}");
+    }
+    for _ in 0..2 {
+        let r = http(
+            &addr,
+            "GET",
+            "/v1/quota",
+            Some(("ana@example.com", "wrong")),
+            b"",
+        );
+        assert_eq!(r.status, 401);
+    }
+    // Five failures in all: now the right password is refused on both.
+    let r = http(
+        &addr,
+        "GET",
+        "/v1/quota",
+        Some(("ana@example.com", &password)),
+        b"",
+    );
+    assert_eq!(r.status, 429);
+    let r = imap_login(&imap, "ana@example.com", &password);
+    assert!(r.starts_with("a NO [UNAVAILABLE]"), "{r}");
+}

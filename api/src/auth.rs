@@ -91,11 +91,11 @@ pub async fn password_login(
     ip: Option<IpAddr>,
     op: impl FnOnce(AliasAddress) -> Op,
 ) -> Result<(AliasAddress, Reply), Problem> {
-    if let Some(wait) = state.inner.limiter.blocked(address, ip) {
+    if let Some(wait) = state.inner.config.limiter.blocked(address, ip) {
         return Err(Problem::too_many(wait));
     }
     let failed = || {
-        state.inner.limiter.failed(address, ip);
+        state.inner.config.limiter.failed(address, ip);
         Problem::unauthorized()
     };
     let Ok(parsed) = AliasAddress::try_from(address) else {

@@ -46,6 +46,9 @@ pub struct ApiConfig {
     pub cors_origins: Vec<String>,
     /// The operator's token for `/v1/admin`; none: the admin API is off.
     pub admin_token: Option<zeroize::Zeroizing<String>>,
+    /// Failed-login throttling, shared with the other front ends (IMAP…)
+    /// so that a password guesser gets one budget, not one per protocol.
+    pub limiter: Arc<cofre_storage::throttle::LoginLimiter>,
 }
 
 impl Default for ApiConfig {
@@ -55,6 +58,7 @@ impl Default for ApiConfig {
             token_ttl: Duration::from_secs(3600),
             cors_origins: Vec::new(),
             admin_token: None,
+            limiter: Arc::default(),
         }
     }
 }
@@ -72,7 +76,6 @@ struct Inner {
     shutdown: watch::Receiver<bool>,
     signer: token::Signer,
     config: ApiConfig,
-    limiter: cofre_storage::throttle::LoginLimiter,
     /// Token id → the primary session this gateway resumed for it.
     token_sessions: Mutex<HashMap<String, SessionId>>,
 }
@@ -97,7 +100,6 @@ impl AppState {
                 shutdown,
                 signer: token::Signer::from_cluster_secret(cluster_secret),
                 config,
-                limiter: cofre_storage::throttle::LoginLimiter::default(),
                 token_sessions: Mutex::new(HashMap::new()),
             }),
         }
