@@ -728,15 +728,60 @@ fn open_count(reg: &Registry) -> usize {
         .count()
 }
 
-/// One mailbox's thread: runs jobs in order; closes the file after the idle
-/// timeout or when every sender is gone.
+/// How long a mailbox with an index backlog waits for quiet before it
+/// indexes the backlog.
+const INDEX_QUIET: Duration = Duration::from_millis(200);
+
+/// The longest new mail waits for the index when the mailbox is never quiet
+/// (a client polling in a loop).
+const INDEX_LATEST: Duration = Duration::from_secs(2);
+
+/// A backlog this large is indexed after the job that grew it, quiet or not
+/// (the job's caller already has its answer).
+const INDEX_BATCH: usize = 64;
+
+/// One mailbox's thread: runs jobs in order; indexes new mail for search
+/// when the mailbox is quiet, the backlog is large or has waited long
+/// enough; closes the file after the idle timeout or when every sender is
+/// gone.
 fn mailbox_thread(mut mailbox: Mailbox, jobs: Receiver<Job>, idle: Duration) {
+    // Since when the backlog has been waiting.
+    let mut since: Option<Instant> = None;
     loop {
-        match jobs.recv_timeout(idle) {
-            Ok(job) => job(&mut mailbox),
+        if mailbox.index_backlog() == 0 {
+            since = None;
+        } else if since.is_none() {
+            since = Some(Instant::now());
+        }
+        let wait = match since {
+            Some(t) => INDEX_QUIET.min(INDEX_LATEST.saturating_sub(t.elapsed())),
+            None => idle,
+        };
+        match jobs.recv_timeout(wait) {
+            Ok(job) => {
+                job(&mut mailbox);
+                let overdue = since.is_some_and(|t| t.elapsed() >= INDEX_LATEST);
+                if overdue || mailbox.index_backlog() >= INDEX_BATCH {
+                    index_backlog(&mailbox);
+                    // After a failure, the next try waits its turn again.
+                    since = None;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) if since.is_some() => {
+                index_backlog(&mailbox);
+                since = None;
+            }
             Err(mpsc::RecvTimeoutError::Timeout | mpsc::RecvTimeoutError::Disconnected) => {
                 return;
             }
         }
+    }
+}
+
+/// Indexes a mailbox's backlog; a failure is logged and retried at the next
+/// quiet moment (searches flush it themselves, and report their own error).
+fn index_backlog(mailbox: &Mailbox) {
+    if let Err(e) = mailbox.flush_index() {
+        tracing::warn!(path = %mailbox.path().display(), error = %e, "indexing new mail for search failed");
     }
 }

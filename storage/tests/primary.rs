@@ -372,3 +372,27 @@ fn api_tokens_resume_sessions_until_they_expire_or_are_revoked() {
     ));
     assert_eq!(p.session_count(), 0);
 }
+
+/// New mail joins the search-index backlog; the mailbox's thread indexes it
+/// once the mailbox is quiet, and at once when the backlog grows large.
+#[test]
+fn the_mailbox_thread_indexes_new_mail_when_quiet_or_plentiful() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (p, aliases) = primary(tmp.path(), PrimaryConfig::default());
+    let (ana, pw) = &aliases[0];
+    let s = p.login(ana, pw).unwrap();
+    let backlog = || p.call(s, |mb| Ok(mb.index_backlog())).unwrap();
+    for i in 0..100 {
+        let m = common::msg("x@y.z", "ana@example.com", &format!("n{i}"), "body");
+        p.deliver(ana, m, AppendOptions::default()).unwrap();
+        assert!(backlog() < 64, "a large backlog is indexed at once");
+    }
+    let start = std::time::Instant::now();
+    while backlog() > 0 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "a quiet mailbox indexes its backlog"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -547,3 +547,65 @@ fn sorting_collapsing_and_paging() {
             .is_err()
     );
 }
+
+/// Mail appended one message at a time waits on the index backlog; a search
+/// indexes it first, destroying mail still waiting leaves nothing behind,
+/// bulk appends are indexed at once, and the backlog survives a reopen.
+#[test]
+fn the_index_backlog_never_hides_mail_from_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.sqlite");
+    let key = cofre_storage::SecretKey::generate();
+    let mut mb = Mailbox::create(&path, &key, Default::default()).unwrap();
+    let inbox = mb.folder_by_role(Role::Inbox).unwrap().id;
+    let msg = |word: &str| format!("Subject: {word}\r\n\r\nthe word is {word}\r\n");
+    let find = |mb: &Mailbox, word: &str| {
+        let substring = mb
+            .search(&Query::everywhere(F::Contains(T::Body, word.into())))
+            .unwrap()
+            .len();
+        let words = mb
+            .search(&Query::everywhere(F::Words(T::Body, word.into())))
+            .unwrap()
+            .len();
+        assert_eq!(substring, words, "{word}: substring and word index agree");
+        substring
+    };
+    let opts = AppendOptions::default();
+    for w in ["alpha", "bravo", "charlie"] {
+        mb.append(inbox, msg(w).as_bytes(), &opts).unwrap();
+    }
+    assert_eq!(mb.index_backlog(), 3);
+
+    // Destroy "charlie" before it was ever indexed; its id is the next one
+    // handed out again, to "delta".
+    let uids = mb.folder_index(inbox).unwrap();
+    mb.destroy_emails(&[uids[2].1]).unwrap();
+    mb.append(inbox, msg("delta").as_bytes(), &opts).unwrap();
+    assert_eq!(find(&mb, "alpha"), 1);
+    assert_eq!(mb.index_backlog(), 0, "the search indexed the backlog");
+    assert_eq!(find(&mb, "charlie"), 0);
+    assert_eq!(find(&mb, "delta"), 1);
+
+    // Destroying indexed mail takes it out of the indexes.
+    let uids = mb.folder_index(inbox).unwrap();
+    mb.destroy_emails(&[uids[0].1]).unwrap();
+    assert_eq!(find(&mb, "alpha"), 0);
+    assert_eq!(find(&mb, "bravo"), 1);
+
+    // A bulk append is indexed in its own transaction.
+    let bulk: Vec<String> = (0..20).map(|i| msg(&format!("bulk{i}x"))).collect();
+    let batch: Vec<(&[u8], AppendOptions)> =
+        bulk.iter().map(|m| (m.as_bytes(), opts.clone())).collect();
+    mb.append_batch(inbox, &batch).unwrap();
+    assert_eq!(mb.index_backlog(), 0);
+    assert_eq!(find(&mb, "bulk7x"), 1);
+
+    // The backlog is in the file, not only in memory.
+    mb.append(inbox, msg("echo").as_bytes(), &opts).unwrap();
+    drop(mb);
+    let mb = Mailbox::open(&path, &key, Default::default()).unwrap();
+    assert_eq!(mb.index_backlog(), 1);
+    assert_eq!(find(&mb, "echo"), 1);
+    assert_eq!(mb.flush_index().unwrap(), 0);
+}

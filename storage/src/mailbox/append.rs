@@ -44,8 +44,10 @@ struct Prepared<'a> {
     analysis: Analysis,
     /// Address fields as searched: from, to, cc, bcc.
     addr_texts: [String; 4],
-    /// Trigram tokens per searchable column, in `email_grams` order.
-    grams: [String; 7],
+    /// Trigram tokens per searchable column, in `email_grams` order, for a
+    /// bulk append (indexed in its own transaction); `None` when the email
+    /// joins the index backlog.
+    grams: Option<[String; 7]>,
     skeleton: Vec<u8>,
     skeleton_compressed: bool,
     /// (offset in skeleton, sha256, encoded body bytes)
@@ -62,7 +64,12 @@ fn maybe_compress(data: &[u8], enabled: bool) -> Option<Vec<u8>> {
     (c.len() <= data.len() / 10 * 9).then_some(c)
 }
 
-fn prepare<'a>(raw: &'a [u8], options: &'a AppendOptions, compress: bool) -> Prepared<'a> {
+fn prepare<'a>(
+    raw: &'a [u8],
+    options: &'a AppendOptions,
+    compress: bool,
+    bulk: bool,
+) -> Prepared<'a> {
     let analysis = parse::analyse(raw);
     let mut skeleton = Vec::with_capacity(raw.len());
     let mut blobs = Vec::with_capacity(analysis.dedup_ranges.len());
@@ -84,15 +91,17 @@ fn prepare<'a>(raw: &'a [u8], options: &'a AppendOptions, compress: bool) -> Pre
         parse::addrs_text(&analysis.cc),
         parse::addrs_text(&analysis.bcc),
     ];
-    let grams = [
-        trigram_tokens(&analysis.subject),
-        trigram_tokens(&addr_texts[0]),
-        trigram_tokens(&addr_texts[1]),
-        trigram_tokens(&addr_texts[2]),
-        trigram_tokens(&addr_texts[3]),
-        trigram_tokens(&analysis.body_text),
-        trigram_tokens(&analysis.headers_text),
-    ];
+    let grams = bulk.then(|| {
+        [
+            trigram_tokens(&analysis.subject),
+            trigram_tokens(&addr_texts[0]),
+            trigram_tokens(&addr_texts[1]),
+            trigram_tokens(&addr_texts[2]),
+            trigram_tokens(&addr_texts[3]),
+            trigram_tokens(&analysis.body_text),
+            trigram_tokens(&analysis.headers_text),
+        ]
+    });
     Prepared {
         raw,
         analysis,
@@ -105,16 +114,21 @@ fn prepare<'a>(raw: &'a [u8], options: &'a AppendOptions, compress: bool) -> Pre
     }
 }
 
+/// A batch this large is indexed in its own transaction (imports), rather
+/// than put on the index backlog.
+const BULK: usize = 16;
+
 /// Prepares a batch, on two threads when it is large enough to be worth it
 /// (parsing, hashing, compressing and computing trigrams is a fifth of the
 /// cost of an append, and needs no lock).
 fn prepare_all<'a>(messages: &'a [(&'a [u8], AppendOptions)], compress: bool) -> Vec<Prepared<'a>> {
+    let bulk = messages.len() >= BULK;
     let one = |part: &'a [(&'a [u8], AppendOptions)]| -> Vec<Prepared<'a>> {
         part.iter()
-            .map(|(raw, o)| prepare(raw, o, compress))
+            .map(|(raw, o)| prepare(raw, o, compress, bulk))
             .collect()
     };
-    if messages.len() < 16 {
+    if !bulk {
         return one(messages);
     }
     let (first, second) = messages.split_at(messages.len() / 2);
@@ -213,7 +227,7 @@ impl Mailbox {
         }
         let compress = self.options.compress;
         let prepared = prepare_all(messages, compress);
-        self.write(|tx, modseq| {
+        let appended = self.write(|tx, modseq| {
             folders::by_id(tx, folder)?;
             let appended = prepared
                 .iter()
@@ -229,7 +243,13 @@ impl Mailbox {
                 }
             }
             Ok(appended)
-        })
+        })?;
+        let deferred = prepared.iter().zip(&appended);
+        let deferred = deferred
+            .filter(|(p, a)| p.grams.is_none() && !a.duplicate)
+            .count();
+        self.index_backlog.set(self.index_backlog.get() + deferred);
+        Ok(appended)
     }
 }
 
@@ -307,7 +327,8 @@ fn store(
     })
 }
 
-/// Adds an email's text to the substring and word indexes.
+/// Stores an email's searchable text, and indexes it now (bulk appends) or
+/// puts it on the index backlog (see [`flush_backlog`]).
 fn index(tx: &Transaction<'_>, email: EmailId, p: &Prepared<'_>) -> Result<()> {
     let a = &p.analysis;
     let [from_t, to_t, cc_t, bcc_t] = &p.addr_texts;
@@ -325,26 +346,73 @@ fn index(tx: &Transaction<'_>, email: EmailId, p: &Prepared<'_>) -> Result<()> {
         a.body_text,
         a.headers_text
     ])?;
-    let g = &p.grams;
+    let Some(g) = &p.grams else {
+        tx.prepare_cached("INSERT INTO index_backlog (id) VALUES (?1)")?
+            .execute([email.0])?;
+        return Ok(());
+    };
+    insert_grams(tx, email.0, g)?;
+    insert_words(
+        tx,
+        email.0,
+        [&a.subject, from_t, to_t, cc_t, bcc_t, &a.body_text],
+    )
+}
+
+fn insert_grams(tx: &Transaction<'_>, email: i64, g: &[String; 7]) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO email_grams (rowid, subject, from_text, to_text, cc_text, bcc_text, body, headers)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
-    .execute(params![email.0, g[0], g[1], g[2], g[3], g[4], g[5], g[6]])?;
+    .execute(params![email, g[0], g[1], g[2], g[3], g[4], g[5], g[6]])?;
+    Ok(())
+}
+
+fn insert_words(tx: &Transaction<'_>, email: i64, w: [&String; 6]) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO email_words (rowid, subject, from_text, to_text, cc_text, bcc_text, body)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
-    .execute(params![
-        email.0,
-        a.subject,
-        from_t,
-        to_t,
-        cc_t,
-        bcc_t,
-        a.body_text
-    ])?;
+    .execute(params![email, w[0], w[1], w[2], w[3], w[4], w[5]])?;
     Ok(())
+}
+
+/// Indexes every email on the backlog, in one go: one FTS5 segment per
+/// batch instead of one per message, and nothing at all for mail expunged
+/// before its turn. Returns how many emails it indexed.
+pub(super) fn flush_backlog(tx: &Transaction<'_>) -> Result<usize> {
+    let texts: Vec<(i64, [String; 7])> = tx
+        .prepare_cached(
+            "SELECT t.id, t.subject, t.from_text, t.to_text, t.cc_text, t.bcc_text, t.body,
+                    t.headers
+             FROM index_backlog b JOIN email_text t ON t.id = b.id ORDER BY t.id",
+        )?
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                [
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ],
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    // Grams for every email, then words for every email: see the note on
+    // FTS5's pending terms in `append_batch`.
+    for (id, t) in &texts {
+        insert_grams(tx, *id, &std::array::from_fn(|i| trigram_tokens(&t[i])))?;
+    }
+    for (id, t) in &texts {
+        insert_words(tx, *id, [&t[0], &t[1], &t[2], &t[3], &t[4], &t[5]])?;
+    }
+    tx.prepare_cached("DELETE FROM index_backlog")?
+        .execute([])?;
+    Ok(texts.len())
 }
 
 fn find_delivery(tx: &Transaction<'_>, folder: FolderId, r: &str) -> Result<Option<Appended>> {

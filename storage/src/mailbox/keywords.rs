@@ -270,10 +270,16 @@ fn destroy_email_row(tx: &Transaction<'_>, email: i64, modseq: ModSeq) -> Result
     }
     tx.prepare_cached("DELETE FROM email_text WHERE id = ?1")?
         .execute([email])?;
-    tx.prepare_cached("DELETE FROM email_grams WHERE rowid = ?1")?
+    // An email still on the index backlog has nothing in the indexes.
+    let waiting = tx
+        .prepare_cached("DELETE FROM index_backlog WHERE id = ?1")?
         .execute([email])?;
-    tx.prepare_cached("DELETE FROM email_words WHERE rowid = ?1")?
-        .execute([email])?;
+    if waiting == 0 {
+        tx.prepare_cached("DELETE FROM email_grams WHERE rowid = ?1")?
+            .execute([email])?;
+        tx.prepare_cached("DELETE FROM email_words WHERE rowid = ?1")?
+            .execute([email])?;
+    }
     tx.prepare_cached("DELETE FROM emails WHERE id = ?1")?
         .execute([email])?;
     log_change(tx, modseq, "email", email, None, "destroyed")

@@ -14,6 +14,7 @@ mod read;
 pub mod schema;
 pub mod search;
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
@@ -70,6 +71,9 @@ pub struct Mailbox {
     conn: Connection,
     path: PathBuf,
     options: MailboxOptions,
+    /// Emails on the index backlog, at least (exact after open and flush;
+    /// an expunge may leave it high, never low).
+    index_backlog: Cell<usize>,
 }
 
 impl std::fmt::Debug for Mailbox {
@@ -87,6 +91,7 @@ impl Mailbox {
             conn,
             path: path.to_path_buf(),
             options,
+            index_backlog: Cell::new(0),
         };
         mb.write(|tx, modseq| {
             for role in Role::ALL {
@@ -102,11 +107,34 @@ impl Mailbox {
     pub fn open(path: &Path, key: &SecretKey, options: MailboxOptions) -> Result<Mailbox> {
         let mut conn = db::open(path, Some(key), Mode::Existing)?;
         schema::migrate(&mut conn)?;
+        let backlog: i64 =
+            conn.query_row("SELECT count(*) FROM index_backlog", [], |r| r.get(0))?;
         Ok(Mailbox {
             conn,
             path: path.to_path_buf(),
             options,
+            index_backlog: Cell::new(backlog as usize),
         })
+    }
+
+    /// How many emails wait for the search indexes (at least; the mailbox's
+    /// owner calls [`flush_index`](Self::flush_index) when it is quiet or
+    /// this grows large).
+    pub fn index_backlog(&self) -> usize {
+        self.index_backlog.get()
+    }
+
+    /// Indexes every email on the backlog in one transaction; returns how
+    /// many. Searches call it first, so they never miss mail.
+    pub fn flush_index(&self) -> Result<usize> {
+        if self.index_backlog.get() == 0 {
+            return Ok(0);
+        }
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
+        let n = append::flush_backlog(&tx)?;
+        tx.commit()?;
+        self.index_backlog.set(0);
+        Ok(n)
     }
 
     /// Gives back the page cache this connection filled (up to

@@ -9,7 +9,7 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 /// Every migration, oldest first. Version N means the first N were applied.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes.
 pub const CURRENT: i64 = MIGRATIONS.len() as i64;
@@ -225,6 +225,17 @@ END;
 CREATE TRIGGER emails_usage_delete AFTER DELETE ON emails BEGIN
     UPDATE meta SET value = value - OLD.size WHERE key = 'usage';
 END;
+"#;
+
+/// Version 4: emails whose text waits for the search indexes. An append
+/// stores the text (`email_text`) and a row here; the mailbox's thread
+/// indexes the backlog in batches, when the mailbox is quiet, when the
+/// backlog is large, and before any search, so a search never misses mail
+/// (`Mailbox::flush_index`).
+const V4: &str = r#"
+CREATE TABLE index_backlog (
+    id INTEGER PRIMARY KEY REFERENCES emails (id) ON DELETE CASCADE
+);
 "#;
 
 /// Brings a database to [`CURRENT`], refusing one from a newer build.

@@ -582,6 +582,7 @@ impl Mailbox {
     /// Runs a query; hits come sorted, threads collapsed if asked, then
     /// `position` and `limit` applied.
     pub fn search(&self, q: &Query) -> Result<Vec<SearchHit>> {
+        self.flush_index()?;
         if let Some(f) = q.folder {
             // An unknown folder is an error, not an empty result. (Not
             // `self.folder`, which also counts the folder's messages.)
