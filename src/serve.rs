@@ -43,7 +43,7 @@ pub enum Role {
 }
 
 /// Services that later versions serve; their addresses are checked now.
-const NOT_YET: [&str; 5] = ["pop3", "pop3s", "smtp", "submission", "submissions"];
+const NOT_YET: [&str; 4] = ["pop3", "pop3s", "submission", "submissions"];
 
 /// Resolves the configuration (every error at once), starts logging, and
 /// runs the role until Ctrl-C or SIGTERM.
@@ -167,7 +167,7 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
         wanted.push(("link", a));
     }
     if role != Role::Primary {
-        for service in ["http", "imap", "imaps"] {
+        for service in ["http", "imap", "imaps", "smtp"] {
             if let Some(a) = s.addr(service) {
                 wanted.push((service, a));
             }
@@ -179,7 +179,7 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
         let Ok(a) = l.local_addr() else { return false };
         match *service {
             "link" => s.link_tls.applies(&a),
-            "imap" | "imaps" => true,
+            "imap" | "imaps" | "smtp" => true,
             _ => s.http_tls.applies(&a),
         }
     });
@@ -245,6 +245,27 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
                     cofre_imap::serve(listener, router, config, implicit, stopped)
                         .await
                         .context("imap listener")
+                }));
+            }
+            "smtp" => {
+                let router = Arc::clone(router.as_ref().context("no router")?);
+                let session = Arc::new(cofre_mx::Config {
+                    hostname: s
+                        .tls_names
+                        .first()
+                        .cloned()
+                        .unwrap_or_else(|| "localhost".into()),
+                    max_message_size: s.max_body as u64,
+                    max_recipients: 100,
+                    starttls: server_tls.is_some(),
+                });
+                let config = Arc::new(cofre_mx::ServerConfig::new(session, server_tls.clone()));
+                say!("smtp listening on {addr} (MX, STARTTLS)");
+                let stopped = stopped.clone();
+                tasks.push(tokio::spawn(async move {
+                    cofre_mx::serve(listener, router, config, false, stopped)
+                        .await
+                        .context("smtp listener")
                 }));
             }
             "link" => {

@@ -2,18 +2,18 @@
 //! lines and literals, IDLE, limits and timeouts. Protocol decisions are
 //! the [`Session`]'s; this module only moves bytes.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cofre_storage::link::route::Router;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig as TlsConfig;
+
+use cofre_storage::net::{Caps, Conn, Io, ReadError, stopping};
 
 use crate::parse::parse_command;
 use crate::session::{Config, Next, Session};
@@ -58,86 +58,6 @@ impl ServerConfig {
     }
 }
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-/// A connection: the stream and the bytes read but not yet used.
-struct Conn {
-    io: Box<dyn Io>,
-    buf: Vec<u8>,
-}
-
-enum ReadError {
-    Closed,
-    TooLong,
-    Io,
-}
-
-impl Conn {
-    /// One line without its CRLF. Cancel-safe: bytes read stay in `buf`.
-    async fn line(&mut self, max: usize) -> Result<Vec<u8>, ReadError> {
-        let mut scanned = 0;
-        loop {
-            if let Some(p) = self.buf[scanned..].iter().position(|&c| c == b'\n') {
-                let end = scanned + p;
-                if end > max {
-                    return Err(ReadError::TooLong);
-                }
-                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
-                if self.buf.is_empty() && self.buf.capacity() > 64 * 1024 {
-                    self.buf = Vec::new();
-                }
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                return Ok(line);
-            }
-            scanned = self.buf.len();
-            if self.buf.len() > max {
-                return Err(ReadError::TooLong);
-            }
-            // Read straight into the buffer: an idle connection holds no
-            // scratch space while it waits.
-            self.buf.reserve(4096);
-            match self.io.read_buf(&mut self.buf).await {
-                Ok(0) => return Err(ReadError::Closed),
-                Ok(_) => {}
-                Err(_) => return Err(ReadError::Io),
-            }
-        }
-    }
-
-    /// Exactly `n` bytes.
-    async fn exact(&mut self, n: usize, into: &mut Vec<u8>) -> Result<(), ReadError> {
-        let have = self.buf.len().min(n);
-        into.extend(self.buf.drain(..have));
-        let mut left = n - have;
-        let mut chunk = vec![0u8; 64 * 1024];
-        while left > 0 {
-            let want = left.min(chunk.len());
-            match self.io.read(&mut chunk[..want]).await {
-                Ok(0) => return Err(ReadError::Closed),
-                Ok(k) => {
-                    into.extend_from_slice(&chunk[..k]);
-                    left -= k;
-                }
-                Err(_) => return Err(ReadError::Io),
-            }
-        }
-        Ok(())
-    }
-
-    async fn send(&mut self, out: &mut Vec<u8>) -> bool {
-        if out.is_empty() {
-            return true;
-        }
-        let ok = self.io.write_all(out).await.is_ok() && self.io.flush().await.is_ok();
-        out.clear();
-        ok
-    }
-}
-
 /// `{123}`, `{123+}`, `~{123}` at the end of a line: (size, synchronising).
 fn literal_at_end(line: &[u8]) -> Option<(u64, bool)> {
     let rest = line.strip_suffix(b"}")?;
@@ -165,55 +85,6 @@ fn tag_of(buf: &[u8]) -> String {
     } else {
         String::from_utf8_lossy(&t).into_owned()
     }
-}
-
-/// Counts connections in total and per IP; a slot frees itself on drop.
-#[derive(Default)]
-struct Caps {
-    total: AtomicUsize,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
-}
-
-struct Slot {
-    caps: Arc<Caps>,
-    ip: IpAddr,
-}
-
-impl Caps {
-    fn take(self: &Arc<Self>, ip: IpAddr, total: usize, per_ip: usize) -> Option<Slot> {
-        let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if self.total.load(Ordering::Relaxed) >= total {
-            return None;
-        }
-        let n = map.entry(ip).or_insert(0);
-        if *n >= per_ip {
-            return None;
-        }
-        *n += 1;
-        self.total.fetch_add(1, Ordering::Relaxed);
-        Some(Slot {
-            caps: Arc::clone(self),
-            ip,
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut map = self.caps.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
-        self.caps.total.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Resolves once the server is stopping.
-async fn stopping(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
 }
 
 /// Serves IMAP on `listener` until `stopped` turns true. With
@@ -283,10 +154,7 @@ async fn connection(
     } else {
         Box::new(stream)
     };
-    let mut conn = Conn {
-        io,
-        buf: Vec::new(),
-    };
+    let mut conn = Conn::new(io);
     let mut session = Session::new(
         router,
         Arc::clone(&config.session),

@@ -20,6 +20,7 @@ pub mod import;
 pub mod keys;
 pub mod link;
 pub mod mailbox;
+pub mod net;
 pub mod primary;
 pub mod queue;
 pub mod store;

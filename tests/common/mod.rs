@@ -31,6 +31,7 @@ impl Proc {
             .env_remove("COFRE_CLUSTER_SECRET")
             .env("COFRE_IMAP", "off")
             .env("COFRE_IMAPS", "off")
+            .env("COFRE_SMTP", "off")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in env {

@@ -1,0 +1,15 @@
+//! Cofre's mail exchanger: receives mail for our aliases over SMTP
+//! (RFC 5321 with PIPELINING, SIZE, 8BITMIME, SMTPUTF8,
+//! ENHANCEDSTATUSCODES, CHUNKING and STARTTLS) and delivers it over the
+//! link; it holds no mail itself.
+//!
+//! - `parse`: command lines from bytes,
+//! - `session`: the protocol state machine and delivery,
+//! - `server`: sockets, TLS, DATA and BDAT framing, limits and timeouts.
+
+pub mod parse;
+pub mod server;
+pub mod session;
+
+pub use server::{ServerConfig, serve};
+pub use session::{Config, Next, Session};

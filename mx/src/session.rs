@@ -1,0 +1,503 @@
+//! The SMTP state machine of one connection (RFC 5321 §4.1.4): greeting,
+//! envelope, message, delivery over the link. No sockets here: the server
+//! feeds it command lines and message bytes, and writes what it returns.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cofre_storage::AliasAddress;
+use cofre_storage::link::route::Router;
+use cofre_storage::link::ws::ClientError;
+use cofre_storage::link::{ErrorCode, Op, Reply};
+use sha2::{Digest, Sha256};
+
+use crate::parse::{self, Command, MailParams};
+
+/// What a mail exchanger accepts.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The name this server gives in its greeting and `Received` headers.
+    pub hostname: String,
+    /// Largest message accepted, in octets (advertised with SIZE).
+    pub max_message_size: u64,
+    /// Most recipients in one transaction (RFC 5321 asks for at least 100).
+    pub max_recipients: usize,
+    /// Whether STARTTLS is offered (a certificate is configured and the
+    /// connection is not TLS yet).
+    pub starttls: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hostname: "localhost".into(),
+            max_message_size: 50 * 1024 * 1024,
+            max_recipients: 100,
+            starttls: true,
+        }
+    }
+}
+
+/// What the server does after a command.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Write the reply and read the next command.
+    Reply(String),
+    /// Write the reply (354) and read a message up to `<CRLF>.<CRLF>`, then
+    /// give it to [`Session::message`].
+    ReadData(String),
+    /// Read exactly `size` octets, then give them to [`Session::chunk`].
+    ReadChunk {
+        /// Octets to read.
+        size: u64,
+        /// Whether this is the last chunk.
+        last: bool,
+    },
+    /// Write the reply, then start TLS and reset the session.
+    StartTls(String),
+    /// Write the reply and close the connection.
+    Close(String),
+}
+
+/// An envelope being built.
+#[derive(Debug)]
+struct Envelope {
+    from: String,
+    params: MailParams,
+    rcpts: Vec<AliasAddress>,
+    /// BDAT chunks received so far.
+    chunks: Vec<u8>,
+    /// A BDAT chunk pushed the message over the limit: the rest is read
+    /// and dropped, and the last chunk is answered with this.
+    chunk_error: Option<String>,
+}
+
+/// One connection's SMTP session.
+pub struct Session {
+    router: Arc<Router>,
+    config: Arc<Config>,
+    peer: SocketAddr,
+    tls: bool,
+    /// The EHLO/HELO name, and whether it was EHLO.
+    helo: Option<(String, bool)>,
+    envelope: Option<Envelope>,
+}
+
+fn reply(code: u16, status: &str, text: &str) -> String {
+    format!("{code} {status} {text}\r\n")
+}
+
+/// A process-unique id for a transaction, for logs and `Received`.
+fn transaction_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
+    format!("{:X}{:04X}", now, n & 0xffff)
+}
+
+impl Session {
+    /// A session for a connection from `peer`; `tls` when it is already
+    /// encrypted (implicit TLS, or after STARTTLS).
+    pub fn new(router: Arc<Router>, config: Arc<Config>, peer: SocketAddr, tls: bool) -> Session {
+        Session {
+            router,
+            config,
+            peer,
+            tls,
+            helo: None,
+            envelope: None,
+        }
+    }
+
+    /// The greeting sent when the connection opens.
+    pub fn greeting(&self) -> String {
+        format!("220 {} ESMTP Cofre\r\n", self.config.hostname)
+    }
+
+    /// Whether a transaction has begun (MAIL accepted, not yet finished).
+    pub fn in_transaction(&self) -> bool {
+        self.envelope.is_some()
+    }
+
+    fn ehlo_reply(&self, name: &str) -> String {
+        let mut lines = vec![
+            format!("{} Hello {name} [{}]", self.config.hostname, self.peer.ip()),
+            "PIPELINING".into(),
+            format!("SIZE {}", self.config.max_message_size),
+            "8BITMIME".into(),
+            "SMTPUTF8".into(),
+            "ENHANCEDSTATUSCODES".into(),
+            "CHUNKING".into(),
+        ];
+        if self.config.starttls && !self.tls {
+            lines.push("STARTTLS".into());
+        }
+        let last = lines.len() - 1;
+        let mut out = String::new();
+        for (i, l) in lines.iter().enumerate() {
+            out.push_str(&format!("250{}{l}\r\n", if i == last { ' ' } else { '-' }));
+        }
+        out
+    }
+
+    /// Handles one command line (without CRLF).
+    pub async fn command(&mut self, line: &[u8]) -> Next {
+        let cmd = match parse::command(line) {
+            Ok(c) => c,
+            Err(r) => return Next::Reply(format!("{r}\r\n")),
+        };
+        match cmd {
+            Command::Ehlo(name) => {
+                let r = self.ehlo_reply(&name);
+                self.helo = Some((name, true));
+                self.envelope = None;
+                Next::Reply(r)
+            }
+            Command::Helo(name) => {
+                let r = format!("250 {} Hello {name}\r\n", self.config.hostname);
+                self.helo = Some((name, false));
+                self.envelope = None;
+                Next::Reply(r)
+            }
+            Command::Mail { from, params } => Next::Reply(self.mail(from, params)),
+            Command::Rcpt { to } => Next::Reply(self.rcpt(&to).await),
+            Command::Data => self.data(),
+            Command::Bdat { size, last } => Next::ReadChunk { size, last },
+            Command::Rset => {
+                self.envelope = None;
+                Next::Reply(reply(250, "2.0.0", "Ok"))
+            }
+            Command::Noop => Next::Reply(reply(250, "2.0.0", "Ok")),
+            Command::Quit => Next::Close(format!(
+                "221 2.0.0 {} closing connection\r\n",
+                self.config.hostname
+            )),
+            Command::Vrfy => Next::Reply(reply(
+                252,
+                "2.5.0",
+                "Cannot verify; send mail and it will be delivered if the address exists",
+            )),
+            Command::Help => Next::Reply(reply(
+                214,
+                "2.0.0",
+                "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT STARTTLS",
+            )),
+            Command::StartTls => {
+                if self.tls || !self.config.starttls {
+                    Next::Reply(reply(502, "5.5.1", "STARTTLS not available"))
+                } else if self.envelope.is_some() {
+                    Next::Reply(reply(503, "5.5.1", "STARTTLS not inside a transaction"))
+                } else {
+                    Next::StartTls(reply(220, "2.0.0", "Ready to start TLS"))
+                }
+            }
+            Command::Auth => Next::Reply(reply(
+                503,
+                "5.5.1",
+                "This is a mail exchanger: no AUTH here (use the submission port)",
+            )),
+        }
+    }
+
+    /// After TLS is up: the session starts over (RFC 3207 §4.2).
+    pub fn tls_started(&mut self) {
+        self.tls = true;
+        self.helo = None;
+        self.envelope = None;
+    }
+
+    fn mail(&mut self, from: String, params: MailParams) -> String {
+        if self.helo.is_none() {
+            return reply(503, "5.5.1", "Say EHLO first");
+        }
+        if self.envelope.is_some() {
+            return reply(503, "5.5.1", "Nested MAIL command");
+        }
+        if !from.is_ascii() && !params.smtputf8 {
+            return reply(
+                553,
+                "5.6.7",
+                "Non-ASCII sender needs the SMTPUTF8 parameter",
+            );
+        }
+        if params
+            .size
+            .is_some_and(|s| s > self.config.max_message_size)
+        {
+            return reply(
+                552,
+                "5.3.4",
+                &format!(
+                    "Message too large: at most {} octets",
+                    self.config.max_message_size
+                ),
+            );
+        }
+        self.envelope = Some(Envelope {
+            from,
+            params,
+            rcpts: Vec::new(),
+            chunks: Vec::new(),
+            chunk_error: None,
+        });
+        reply(250, "2.1.0", "Sender ok")
+    }
+
+    async fn rcpt(&mut self, to: &str) -> String {
+        let Some(env) = &self.envelope else {
+            return reply(503, "5.5.1", "Need MAIL before RCPT");
+        };
+        if !to.is_ascii() && !env.params.smtputf8 {
+            return reply(
+                553,
+                "5.6.7",
+                "Non-ASCII recipient needs the SMTPUTF8 parameter",
+            );
+        }
+        if env.rcpts.len() >= self.config.max_recipients {
+            return reply(452, "4.5.3", "Too many recipients");
+        }
+        // An address that is not a valid alias cannot be ours: the same
+        // answer as for an unknown alias, so nobody can tell them apart.
+        let unknown = || reply(550, "5.1.1", "No such mailbox here");
+        let Ok(address) = AliasAddress::try_from(to) else {
+            return unknown();
+        };
+        let found = self
+            .router
+            .request(
+                &address,
+                Op::Locate {
+                    address: address.clone(),
+                },
+            )
+            .await;
+        match found {
+            Ok(Reply::Holds(true)) => {}
+            Ok(_) => return unknown(),
+            Err(ClientError::Remote(e)) if e.code == ErrorCode::NotFound => return unknown(),
+            Err(e) => {
+                tracing::warn!(error = %e, "recipient lookup failed");
+                return reply(
+                    451,
+                    "4.4.3",
+                    "Cannot check the recipient now; try again later",
+                );
+            }
+        }
+        if let Some(env) = &mut self.envelope
+            && !env.rcpts.contains(&address)
+        {
+            env.rcpts.push(address);
+        }
+        reply(250, "2.1.5", "Recipient ok")
+    }
+
+    fn data(&mut self) -> Next {
+        match &self.envelope {
+            None => Next::Reply(reply(503, "5.5.1", "Need MAIL before DATA")),
+            Some(e) if e.rcpts.is_empty() => {
+                Next::Reply(reply(554, "5.5.1", "No valid recipients"))
+            }
+            Some(e) if !e.chunks.is_empty() => {
+                Next::Reply(reply(503, "5.5.1", "DATA after BDAT is not allowed"))
+            }
+            Some(_) => Next::ReadData(reply(354, "2.0.0", "End data with <CR><LF>.<CR><LF>")),
+        }
+    }
+
+    /// The message of a DATA command, unstuffed; `too_large` when it went
+    /// past the limit (what was read is not all of it).
+    pub async fn message(&mut self, raw: &[u8], too_large: bool) -> String {
+        let Some(env) = self.envelope.take() else {
+            return reply(503, "5.5.1", "No transaction");
+        };
+        if too_large {
+            return self.too_large();
+        }
+        self.deliver(env, raw).await
+    }
+
+    /// One BDAT chunk: its bytes, or `None` when the server dropped them
+    /// because [`chunk_fits`](Self::chunk_fits) said no.
+    pub async fn chunk(&mut self, bytes: Option<Vec<u8>>, last: bool) -> String {
+        let too_large = self.too_large();
+        let Some(env) = &mut self.envelope else {
+            return reply(503, "5.5.1", "Need MAIL before BDAT");
+        };
+        if env.rcpts.is_empty() {
+            self.envelope = None;
+            return reply(554, "5.5.1", "No valid recipients");
+        }
+        let size = bytes.as_ref().map_or(0, Vec::len);
+        match bytes {
+            Some(b) if env.chunk_error.is_none() => env.chunks.extend_from_slice(&b),
+            Some(_) => {}
+            None => {
+                env.chunk_error = Some(too_large);
+                env.chunks = Vec::new();
+            }
+        }
+        if !last {
+            return match &env.chunk_error {
+                Some(e) => e.clone(),
+                None => reply(250, "2.0.0", &format!("{size} octets received")),
+            };
+        }
+        let Some(mut env) = self.envelope.take() else {
+            return reply(503, "5.5.1", "No transaction");
+        };
+        if let Some(e) = env.chunk_error.take() {
+            return e;
+        }
+        let raw = std::mem::take(&mut env.chunks);
+        self.deliver(env, &raw).await
+    }
+
+    /// Whether a BDAT chunk of this size can be taken (in a transaction,
+    /// and within the size limit); the server drops a chunk that cannot.
+    pub fn chunk_fits(&self, size: u64) -> bool {
+        self.envelope.as_ref().is_some_and(|e| {
+            e.chunk_error.is_none() && e.chunks.len() as u64 + size <= self.config.max_message_size
+        })
+    }
+
+    fn too_large(&self) -> String {
+        reply(
+            552,
+            "5.3.4",
+            &format!(
+                "Message too large: at most {} octets",
+                self.config.max_message_size
+            ),
+        )
+    }
+
+    fn received(&self, env: &Envelope, id: &str) -> String {
+        let (helo, ehlo) = self
+            .helo
+            .clone()
+            .unwrap_or_else(|| ("unknown".into(), false));
+        let mut with = match (env.params.smtputf8, ehlo) {
+            (true, _) => "UTF8SMTP".to_string(),
+            (false, true) => "ESMTP".to_string(),
+            (false, false) => "SMTP".to_string(),
+        };
+        if self.tls {
+            with.push('S');
+        }
+        let helo: String = helo
+            .chars()
+            .filter(|c| !c.is_control() && *c != '(' && *c != ')')
+            .take(255)
+            .collect();
+        let mut out = format!(
+            "Received: from {helo} ([{}])\r\n\tby {} (Cofre) with {with} id {id}",
+            self.peer.ip(),
+            self.config.hostname
+        );
+        if let [only] = env.rcpts.as_slice() {
+            out.push_str(&format!("\r\n\tfor <{only}>"));
+        }
+        out.push_str(&format!("; {}\r\n", rfc5322_now()));
+        out
+    }
+
+    /// Delivers to every recipient; 250 only when every copy is durable.
+    async fn deliver(&self, env: Envelope, raw: &[u8]) -> String {
+        let id = transaction_id();
+        let header = self.received(&env, &id);
+        let mut stamped = Vec::with_capacity(header.len() + raw.len());
+        stamped.extend_from_slice(header.as_bytes());
+        stamped.extend_from_slice(raw);
+        let mut temporary = None;
+        let mut permanent = None;
+        for rcpt in &env.rcpts {
+            // A retry of the same bytes to the same recipient (our 4xx after
+            // some copies were stored) is stored once.
+            let mut h = Sha256::new();
+            h.update(rcpt.as_str().as_bytes());
+            h.update([0]);
+            h.update(raw);
+            let delivery_ref = format!("smtp:{:x}", h.finalize());
+            let op = Op::Deliver {
+                address: rcpt.clone(),
+                raw: stamped.clone(),
+                delivery_ref: Some(delivery_ref),
+            };
+            match self.router.request(rcpt, op).await {
+                Ok(Reply::Delivery(_)) => {}
+                Ok(other) => {
+                    tracing::error!(reply = ?other, "unexpected reply to a delivery");
+                    temporary = Some(reply(451, "4.3.0", "Delivery failed; try again later"));
+                }
+                Err(ClientError::Remote(e)) => match e.code {
+                    ErrorCode::TooLarge => permanent = Some(self.too_large()),
+                    ErrorCode::OverQuota => {
+                        temporary = Some(reply(452, "4.2.2", "Mailbox full; try again later"));
+                    }
+                    ErrorCode::NotFound => {
+                        permanent = Some(reply(550, "5.1.1", "No such mailbox here"));
+                    }
+                    _ => {
+                        tracing::warn!(error = %e, "delivery failed");
+                        temporary = Some(reply(451, "4.3.0", "Delivery failed; try again later"));
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "delivery failed");
+                    temporary = Some(reply(451, "4.4.3", "Delivery failed; try again later"));
+                }
+            }
+        }
+        // Copies already stored are not stored again when the sender
+        // retries (see `delivery_ref`), so a temporary failure of any copy
+        // asks for a retry of all.
+        if let Some(r) = temporary.or(permanent) {
+            return r;
+        }
+        tracing::info!(
+            id,
+            from = %env.from,
+            recipients = env.rcpts.len(),
+            size = raw.len(),
+            "delivered"
+        );
+        reply(250, "2.0.0", &format!("Ok: delivered as {id}"))
+    }
+}
+
+/// Now as an RFC 5322 date in UTC, for `Received`.
+fn rfc5322_now() -> String {
+    let now = cofre_storage::time::now();
+    let iso = cofre_storage::time::iso(now);
+    // `iso` is `YYYY-MM-DDTHH:MM:SSZ`.
+    let (date, time) = iso.split_once('T').unwrap_or((&iso, "00:00:00Z"));
+    let mut parts = date.split('-');
+    let (y, m, d) = (
+        parts.next().unwrap_or("1970"),
+        parts
+            .next()
+            .and_then(|m| m.parse::<usize>().ok())
+            .unwrap_or(1),
+        parts
+            .next()
+            .and_then(|d| d.parse::<u32>().ok())
+            .unwrap_or(1),
+    );
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    // 1970-01-01 was a Thursday.
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    let weekday = DAYS[(now.div_euclid(86_400).rem_euclid(7)) as usize];
+    format!(
+        "{weekday}, {d} {} {y} {} +0000",
+        MONTHS[m.clamp(1, 12) - 1],
+        time.trim_end_matches('Z')
+    )
+}
