@@ -1,0 +1,189 @@
+"""Third-party SMTP clients against Cofre's mail exchanger.
+
+Python's smtplib and swaks deliver to a running `cofre serve`: STARTTLS,
+8-bit and SMTPUTF8 mail, pipelining, BDAT, several recipients (one of them
+without a live session), refused relaying. Every delivered message is read
+back over IMAP and must equal the bytes sent plus our one Received header.
+A client in IMAP IDLE hears mail for its alias within a second.
+
+usage: smtp_flow.py HOST SMTP_PORT IMAPS_PORT CA ANA_PW BO_PW WORKDIR
+"""
+
+import imaplib
+import re
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+
+from imapclient import IMAPClient
+
+host, smtp_port, imaps_port, ca, ana_pw, bo_pw, work = sys.argv[1:8]
+smtp_port, imaps_port = int(smtp_port), int(imaps_port)
+ctx = ssl.create_default_context(cafile=ca)
+checks = 0
+
+
+def check(cond, what):
+    global checks
+    if not cond:
+        raise SystemExit(f"FAILED: {what}")
+    checks += 1
+
+
+def imap(user, password):
+    m = imaplib.IMAP4_SSL(host, imaps_port, ssl_context=ctx)
+    m.login(user, password)
+    m.select("INBOX")
+    return m
+
+
+def inbox_bytes(user, password):
+    m = imap(user, password)
+    typ, data = m.uid("SEARCH", None, "ALL")
+    out = []
+    for uid in data[0].split():
+        typ, d = m.uid("FETCH", uid, "(BODY.PEEK[])")
+        out.append(d[0][1])
+    m.logout()
+    return out
+
+
+TRACE = re.compile(rb"^Received: from [^\r\n]*\r\n(\t[^\r\n]*\r\n)*")
+
+
+def untraced(stored):
+    m = TRACE.match(stored)
+    check(m is not None, f"a Received header first: {stored[:80]!r}")
+    check(
+        b"by localhost (Cofre) with" in m.group(0),
+        f"our trace header: {m.group(0)!r}",
+    )
+    return stored[m.end():], m.group(0)
+
+
+def delivered(user, password, sent, what):
+    stored = inbox_bytes(user, password)
+    found = [untraced(s) for s in stored]
+    match = [t for body, t in found if body == sent]
+    check(len(match) == 1, f"{what}: stored once, byte for byte (have {len(stored)})")
+    return match[0]
+
+
+# The IDLE listener logs in first: ana has a live session from here on.
+idler = IMAPClient(host, port=imaps_port, ssl=True, ssl_context=ctx)
+idler.login("ana@example.com", ana_pw)
+idler.select_folder("INBOX")
+
+# 1. smtplib: EHLO, STARTTLS, 8-bit mail.
+s = smtplib.SMTP(host, smtp_port, timeout=10)
+code, _ = s.ehlo("client.example")
+check(code == 250, "EHLO")
+for ext in ["pipelining", "8bitmime", "smtputf8", "chunking", "size", "starttls", "enhancedstatuscodes"]:
+    check(s.has_extn(ext), f"EHLO advertises {ext}")
+s.starttls(context=ctx)
+s.ehlo("client.example")
+check(not s.has_extn("starttls"), "no STARTTLS once under TLS")
+eight = (
+    "From: Zoë <zoe@sender.example>\r\nTo: ana@example.com\r\n"
+    "Subject: crème brûlée\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    "Content-Transfer-Encoding: 8bit\r\n\r\nÇa marche — 8-bit body.\r\n"
+    ".a line with a leading dot\r\n..and two\r\n"
+).encode()
+refused = s.sendmail("zoe@sender.example", ["ana@example.com"], eight, mail_options=["BODY=8BITMIME"])
+check(refused == {}, "8-bit mail accepted")
+trace = delivered("ana@example.com", ana_pw, eight, "8-bit mail over STARTTLS")
+check(b"with ESMTPS" in trace, f"TLS recorded in the trace header: {trace!r}")
+
+# 2. SMTPUTF8: an internationalised sender and UTF-8 headers.
+utf8 = (
+    "From: José <josé@exämple.org>\r\nTo: ana@example.com\r\n"
+    "Subject: ¡Hola, señora!\r\n\r\nUnicode everywhere: 日本語\r\n"
+).encode()
+refused = s.sendmail("josé@exämple.org", ["ana@example.com"], utf8, mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+check(refused == {}, "SMTPUTF8 mail accepted")
+trace = delivered("ana@example.com", ana_pw, utf8, "SMTPUTF8 mail")
+check(b"with UTF8SMTPS" in trace, f"SMTPUTF8 recorded: {trace!r}")
+
+# 3. Several recipients, one unknown, one without a live session.
+several = b"From: a@sender.example\r\nSubject: to several\r\n\r\nOne copy each.\r\n"
+refused = s.sendmail("a@sender.example", ["ana@example.com", "bo@example.com", "nobody@example.com"], several)
+check(list(refused) == ["nobody@example.com"], f"only the unknown refused: {refused}")
+check(refused["nobody@example.com"][0] == 550, "unknown recipient: 550 at RCPT time")
+
+# 4. No relaying.
+try:
+    s.sendmail("a@sender.example", ["someone@elsewhere.example"], b"Subject: relay?\r\n\r\nno\r\n")
+    check(False, "relaying refused")
+except smtplib.SMTPRecipientsRefused as e:
+    check(e.recipients["someone@elsewhere.example"][0] == 550, "relaying refused with 550")
+s.quit()
+
+delivered("ana@example.com", ana_pw, several, "several recipients: ana's copy")
+delivered("bo@example.com", bo_pw, several, "several recipients: bo's copy, sealed until his login")
+
+# 5. BDAT (smtplib has no CHUNKING): two chunks, raw on a socket.
+chunks = [b"From: c@sender.example\r\nSubject: chunked\r\n\r\nfirst, ", b"second.\r\n.no stuffing in BDAT\r\n"]
+with socket.create_connection((host, smtp_port), timeout=10) as raw:
+    f = raw.makefile("rb")
+
+    def reply():
+        lines = []
+        while True:
+            line = f.readline()
+            lines.append(line)
+            if line[3:4] != b"-":
+                return b"".join(lines)
+
+    reply()
+    burst = b"EHLO c.example\r\nMAIL FROM:<c@sender.example>\r\nRCPT TO:<ana@example.com>\r\n"
+    burst += b"BDAT %d\r\n" % len(chunks[0]) + chunks[0]
+    burst += b"BDAT %d LAST\r\n" % len(chunks[1]) + chunks[1]
+    raw.sendall(burst)
+    answers = [reply()[:3] for _ in range(5)]
+    check(answers == [b"250"] * 5, f"pipelined BDAT: {answers}")
+delivered("ana@example.com", ana_pw, b"".join(chunks), "BDAT in two chunks")
+
+# 6. IDLE hears delivered mail within a second.
+idler.idle()
+idle_mail = b"From: i@sender.example\r\nSubject: while idling\r\n\r\nping\r\n"
+t = threading.Thread(target=lambda: smtplib.SMTP(host, smtp_port).sendmail("i@sender.example", ["ana@example.com"], idle_mail))
+start = time.monotonic()
+t.start()
+news = []
+while time.monotonic() - start < 3 and not any(r[1] == b"EXISTS" for r in news):
+    news += idler.idle_check(timeout=0.2)
+took = time.monotonic() - start
+idler.idle_done()
+t.join()
+check(any(r[1] == b"EXISTS" for r in news), f"IDLE heard the delivery: {news}")
+check(took < 1.0, f"within a second (took {took:.2f} s)")
+idler.logout()
+
+# 7. swaks: pipelining, STARTTLS, a dot-leading 8-bit message from a file.
+# swaks ends DATA with CRLF.CRLF after the file, so one blank line more is
+# part of what it sends.
+for extra in (["--pipeline"], ["--tls"]):
+    swaks_mail = (
+        b"From: swaks@sender.example\r\nTo: ana@example.com\r\nSubject: swaks "
+        + extra[0].encode()
+        + b"\r\n\r\nBody with \xc3\xa9 and\r\n.a leading dot\r\n"
+    )
+    path = f"{work}/swaks.eml"
+    with open(path, "wb") as fh:
+        fh.write(swaks_mail)
+    run = subprocess.run(
+        ["swaks", "--server", f"{host}:{smtp_port}", "--ehlo", "swaks.example",
+         "--from", "swaks@sender.example", "--to", "ana@example.com",
+         "--data", f"@{path}", *extra],
+        capture_output=True,
+    )
+    out = run.stdout.decode(errors="replace")
+    check(run.returncode == 0, f"swaks {extra} succeeded:\n{out}")
+    check("250 2.0.0 Ok: delivered" in out, f"swaks {extra} saw 250 after DATA:\n{out}")
+    delivered("ana@example.com", ana_pw, swaks_mail + b"\r\n", f"swaks {extra}")
+
+print(f"smtp clients: {checks} checks passed")
