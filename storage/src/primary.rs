@@ -516,7 +516,7 @@ impl Primary {
             let message = Arc::clone(&raw);
             let stored = self.write_on(alias.id, move |mb| {
                 let inbox = mb.folder_by_role(Role::Inbox)?.id;
-                mb.append(inbox, &message, &options)
+                mb.durably(|mb| mb.append(inbox, &message, &options))
             });
             match stored {
                 Ok(a) => return Ok(Delivery::Stored(a)),

@@ -41,6 +41,9 @@ impl Queue {
             Mode::Create
         };
         let conn = db::open(path, None, mode)?;
+        // Everything here was acknowledged to a sender: commits reach the
+        // disk, not only the OS.
+        conn.execute_batch("PRAGMA synchronous = FULL;")?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS queue (
                  id          INTEGER PRIMARY KEY,

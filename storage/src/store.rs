@@ -346,7 +346,8 @@ impl Store {
                     )
                 })
                 .collect();
-            let appended = mailbox.append_batch(inbox, &messages)?;
+            // On disk before the queue lets go of them.
+            let appended = mailbox.durably(|mb| mb.append_batch(inbox, &messages))?;
             delivered += appended.iter().filter(|a| !a.duplicate).count();
             observe(DrainStep::Appended);
             queue.remove(&batch.iter().map(|i| i.id).collect::<Vec<_>>())?;

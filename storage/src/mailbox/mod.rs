@@ -165,6 +165,20 @@ impl Mailbox {
         &self.conn
     }
 
+    /// Runs `f` with every commit reaching the disk before it returns
+    /// (`synchronous = FULL`), for writes someone was promised would be
+    /// kept — mail answered with SMTP 250, a drain that then empties the
+    /// queue. Other writes commit to the OS only (`NORMAL`): safe from a
+    /// process crash, and in WAL mode never corrupting on power loss.
+    pub fn durably<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.conn.execute_batch("PRAGMA synchronous = FULL")?;
+        let out = f(self);
+        let restored = self.conn.execute_batch("PRAGMA synchronous = NORMAL");
+        let out = out?;
+        restored?;
+        Ok(out)
+    }
+
     /// The highest MODSEQ handed out so far (the JMAP state).
     pub fn highest_modseq(&self) -> Result<ModSeq> {
         Ok(self
@@ -275,4 +289,30 @@ pub(crate) fn log_change(
         op
     ])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn level(mb: &Mailbox) -> i64 {
+        mb.conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap_or(-1)
+    }
+
+    #[test]
+    fn durably_syncs_its_commits_and_then_goes_back() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let key = SecretKey::generate();
+        let mut mb = Mailbox::create(&dir.path().join("m"), &key, MailboxOptions::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(level(&mb), 1, "NORMAL by default");
+        let inside = mb.durably(|mb| Ok(level(mb))).unwrap_or(-1);
+        assert_eq!(inside, 2, "FULL inside");
+        assert_eq!(level(&mb), 1);
+        let failed: Result<()> = mb.durably(|_| Err(crate::Error::Invalid("no".into())));
+        assert!(failed.is_err());
+        assert_eq!(level(&mb), 1, "NORMAL again after a failure");
+    }
 }
