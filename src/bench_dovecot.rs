@@ -1,6 +1,7 @@
-//! Dovecot started for a side-by-side benchmark: Debian's dovecot-imapd,
-//! plain Maildir, no TLS, no encryption, in a temporary directory, on a
-//! free loopback port; stopped when dropped.
+//! Dovecot started for a side-by-side benchmark: Debian's dovecot-imapd
+//! (and dovecot-lmtpd for mail delivery), plain Maildir, no TLS, no
+//! encryption, in a temporary directory, on free loopback ports; stopped
+//! when dropped.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,13 +16,18 @@ pub struct Dovecot {
     pub users: Vec<(String, String)>,
     /// `dovecot --version`.
     pub version: String,
+    /// `127.0.0.1:port` of LMTP, when started with it.
+    pub lmtp: Option<String>,
+    /// Where the users' Maildirs are.
+    pub mail: std::path::PathBuf,
     child: Child,
     _dir: tempfile::TempDir,
 }
 
 impl Dovecot {
-    /// Starts Dovecot with `users` accounts.
-    pub fn start(users: usize) -> Result<Dovecot> {
+    /// Starts Dovecot with `users` accounts (`load0` ...), and an LMTP
+    /// listener that takes mail for `loadN@example.com` if `lmtp`.
+    pub fn start(users: usize, lmtp: bool) -> Result<Dovecot> {
         let version = Command::new("dovecot")
             .arg("--version")
             .output()
@@ -33,10 +39,12 @@ impl Dovecot {
             .to_string();
         let dir = tempfile::tempdir()?;
         let root = dir.path();
-        let port = {
+        let free_port = || -> Result<u16> {
             let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-            l.local_addr()?.port()
+            Ok(l.local_addr()?.port())
         };
+        let port = free_port()?;
+        let lmtp_port = free_port()?;
         // Mail is owned by an unprivileged user: Dovecot refuses uid 0.
         let (uid, gid) = ("65534", "65534");
         let mail = root.join("mail");
@@ -56,16 +64,23 @@ impl Dovecot {
         }
         std::fs::write(root.join("users"), passwd)?;
         let r = root.display();
-        let conf = format!(
+        let mut conf = format!(
             "base_dir = {r}/run\nstate_dir = {r}/state\nlog_path = {r}/dovecot.log\n\
-             listen = 127.0.0.1\nprotocols = imap\nssl = no\n\
+             listen = 127.0.0.1\nprotocols = imap{}\nssl = no\n\
              disable_plaintext_auth = no\nauth_mechanisms = plain login\n\
+             auth_username_format = %n\n\
              mail_location = maildir:{r}/mail/%u\nfirst_valid_uid = 1\n\
              passdb {{\n  driver = passwd-file\n  args = {r}/users\n}}\n\
-             userdb {{\n  driver = static\n  args = uid={uid} gid={gid} home={r}/mail/%u\n}}\n\
+             userdb {{\n  driver = static\n  args = uid={uid} gid={gid} home={r}/mail/%u allow_all_users=yes\n}}\n\
              service imap-login {{\n  inet_listener imap {{\n    port = {port}\n  }}\n  \
-             inet_listener imaps {{\n    port = 0\n  }}\n}}\n"
+             inet_listener imaps {{\n    port = 0\n  }}\n}}\n",
+            if lmtp { " lmtp" } else { "" }
         );
+        if lmtp {
+            conf.push_str(&format!(
+                "service lmtp {{\n  inet_listener lmtp {{\n    address = 127.0.0.1\n    port = {lmtp_port}\n  }}\n}}\n"
+            ));
+        }
         std::fs::write(root.join("dovecot.conf"), conf)?;
         let child = Command::new("dovecot")
             .args(["-F", "-c"])
@@ -87,6 +102,8 @@ impl Dovecot {
             addr,
             users: list,
             version,
+            lmtp: lmtp.then(|| format!("127.0.0.1:{lmtp_port}")),
+            mail,
             child,
             _dir: dir,
         })

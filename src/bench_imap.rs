@@ -256,7 +256,7 @@ pub fn run(b: ImapBench) -> Result<()> {
             // Rounds alternate between the two servers, so drift in the
             // machine's speed touches both alike; each round's ratio is
             // kept, and the median and range reported.
-            let dovecot = crate::bench_dovecot::Dovecot::start(b.clients)?;
+            let dovecot = crate::bench_dovecot::Dovecot::start(b.clients, false)?;
             let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..b.rounds {
                 let o = mixed(&addr, &users, b.seconds).await?;

@@ -6,6 +6,8 @@ mod bench_api;
 mod bench_dovecot;
 mod bench_imap;
 mod bench_link;
+mod bench_postfix;
+mod bench_smtp;
 mod cli;
 mod config;
 mod serve;

@@ -729,21 +729,25 @@ fn open_count(reg: &Registry) -> usize {
 }
 
 /// How long a mailbox with an index backlog waits for quiet before it
-/// indexes the backlog.
+/// indexes all of it.
 const INDEX_QUIET: Duration = Duration::from_millis(200);
 
-/// The longest new mail waits for the index when the mailbox is never quiet
-/// (a client polling in a loop).
+/// A mailbox never quiet (steady delivery, a client polling in a loop)
+/// indexes its backlog in steps once it is this large ...
+const INDEX_BACKLOG: usize = 32;
+
+/// ... or all of it (then fewer than that) once its oldest entry has
+/// waited this long ...
 const INDEX_LATEST: Duration = Duration::from_secs(2);
 
-/// A backlog this large is indexed after the job that grew it, quiet or not
-/// (the job's caller already has its answer).
-const INDEX_BATCH: usize = 64;
+/// ... a step of this many emails after each job: a few milliseconds, so
+/// the writes queued behind it hardly wait, while each index segment still
+/// holds several messages.
+const INDEX_STEP: usize = 8;
 
 /// One mailbox's thread: runs jobs in order; indexes new mail for search
-/// when the mailbox is quiet, the backlog is large or has waited long
-/// enough; closes the file after the idle timeout or when every sender is
-/// gone.
+/// when the mailbox is quiet, or in steps between jobs when it is busy;
+/// closes the file after the idle timeout or when every sender is gone.
 fn mailbox_thread(mut mailbox: Mailbox, jobs: Receiver<Job>, idle: Duration) {
     // Since when the backlog has been waiting.
     let mut since: Option<Instant> = None;
@@ -753,22 +757,27 @@ fn mailbox_thread(mut mailbox: Mailbox, jobs: Receiver<Job>, idle: Duration) {
         } else if since.is_none() {
             since = Some(Instant::now());
         }
-        let wait = match since {
-            Some(t) => INDEX_QUIET.min(INDEX_LATEST.saturating_sub(t.elapsed())),
-            None => idle,
+        let wait = if since.is_some() {
+            INDEX_QUIET.min(idle)
+        } else {
+            idle
         };
         match jobs.recv_timeout(wait) {
             Ok(job) => {
                 job(&mut mailbox);
-                let overdue = since.is_some_and(|t| t.elapsed() >= INDEX_LATEST);
-                if overdue || mailbox.index_backlog() >= INDEX_BATCH {
-                    index_backlog(&mailbox);
-                    // After a failure, the next try waits its turn again.
+                if since.is_some_and(|t| t.elapsed() >= INDEX_LATEST) {
+                    // A few stragglers (fewer than a backlog): all of them.
+                    index_backlog(&mailbox, INDEX_BACKLOG);
+                    since = None;
+                } else if mailbox.index_backlog() >= INDEX_BACKLOG {
+                    index_backlog(&mailbox, INDEX_STEP);
+                    // The oldest waiting now came later.
                     since = None;
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) if since.is_some() => {
-                index_backlog(&mailbox);
+                index_backlog(&mailbox, usize::MAX);
+                // After a failure, the next try waits its turn again.
                 since = None;
             }
             Err(mpsc::RecvTimeoutError::Timeout | mpsc::RecvTimeoutError::Disconnected) => {
@@ -778,10 +787,11 @@ fn mailbox_thread(mut mailbox: Mailbox, jobs: Receiver<Job>, idle: Duration) {
     }
 }
 
-/// Indexes a mailbox's backlog; a failure is logged and retried at the next
-/// quiet moment (searches flush it themselves, and report their own error).
-fn index_backlog(mailbox: &Mailbox) {
-    if let Err(e) = mailbox.flush_index() {
+/// Indexes up to `limit` emails of a mailbox's backlog; a failure is
+/// logged and tried again later (searches index the backlog themselves,
+/// and report their own error).
+fn index_backlog(mailbox: &Mailbox, limit: usize) {
+    if let Err(e) = mailbox.flush_index_some(limit) {
         tracing::warn!(path = %mailbox.path().display(), error = %e, "indexing new mail for search failed");
     }
 }

@@ -377,17 +377,17 @@ fn insert_words(tx: &Transaction<'_>, email: i64, w: [&String; 6]) -> Result<()>
     Ok(())
 }
 
-/// Indexes every email on the backlog, in one go: one FTS5 segment per
-/// batch instead of one per message, and nothing at all for mail expunged
-/// before its turn. Returns how many emails it indexed.
-pub(super) fn flush_backlog(tx: &Transaction<'_>) -> Result<usize> {
+/// Indexes the oldest `limit` emails on the backlog, in one go: one FTS5
+/// segment per batch instead of one per message, and nothing at all for
+/// mail expunged before its turn. Returns how many emails it indexed.
+pub(super) fn flush_backlog(tx: &Transaction<'_>, limit: usize) -> Result<usize> {
     let texts: Vec<(i64, [String; 7])> = tx
         .prepare_cached(
             "SELECT t.id, t.subject, t.from_text, t.to_text, t.cc_text, t.bcc_text, t.body,
                     t.headers
-             FROM index_backlog b JOIN email_text t ON t.id = b.id ORDER BY t.id",
+             FROM index_backlog b JOIN email_text t ON t.id = b.id ORDER BY b.id LIMIT ?1",
         )?
-        .query_map([], |r| {
+        .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
             Ok((
                 r.get(0)?,
                 [
@@ -410,8 +410,10 @@ pub(super) fn flush_backlog(tx: &Transaction<'_>) -> Result<usize> {
     for (id, t) in &texts {
         insert_words(tx, *id, [&t[0], &t[1], &t[2], &t[3], &t[4], &t[5]])?;
     }
-    tx.prepare_cached("DELETE FROM index_backlog")?
-        .execute([])?;
+    let mut done = tx.prepare_cached("DELETE FROM index_backlog WHERE id = ?1")?;
+    for (id, _) in &texts {
+        done.execute([id])?;
+    }
     Ok(texts.len())
 }
 

@@ -127,13 +127,26 @@ impl Mailbox {
     /// Indexes every email on the backlog in one transaction; returns how
     /// many. Searches call it first, so they never miss mail.
     pub fn flush_index(&self) -> Result<usize> {
-        if self.index_backlog.get() == 0 {
+        self.flush_index_some(usize::MAX)
+    }
+
+    /// Indexes the oldest `limit` emails on the backlog in one transaction
+    /// (a step short enough not to hold up the writes queued behind it);
+    /// returns how many.
+    pub fn flush_index_some(&self, limit: usize) -> Result<usize> {
+        if self.index_backlog.get() == 0 || limit == 0 {
             return Ok(0);
         }
         let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
-        let n = append::flush_backlog(&tx)?;
+        let n = append::flush_backlog(&tx, limit)?;
         tx.commit()?;
-        self.index_backlog.set(0);
+        // Fewer than asked for: nothing is left.
+        let left = if n < limit {
+            0
+        } else {
+            self.index_backlog.get().saturating_sub(n).max(1)
+        };
+        self.index_backlog.set(left);
         Ok(n)
     }
 
