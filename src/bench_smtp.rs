@@ -195,6 +195,7 @@ pub fn run(b: SmtpBench) -> Result<()> {
             max_message_size: 50 << 20,
             max_recipients: 100,
             starttls: false,
+            submission: None,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?.to_string();

@@ -81,6 +81,10 @@ pub struct ServerArgs {
     /// primaries' (their self-signed certificate, or your CA).
     #[arg(long, env = "COFRE_PRIMARY_CA")]
     pub primary_ca: Option<PathBuf>,
+    /// Outbound mail: a static route `DOMAIN=HOST:PORT` used instead of MX
+    /// lookup (`*` for every domain: a smarthost); repeat for several.
+    #[arg(long = "route", env = "COFRE_ROUTES", value_delimiter = ',')]
+    pub routes: Vec<String>,
 }
 
 /// The TOML file. Unknown keys are errors (a typo must not silently fall
@@ -104,6 +108,17 @@ struct File {
     #[serde(default)]
     primaries: Vec<FilePrimaryRef>,
     primary_ca: Option<PathBuf>,
+    #[serde(default)]
+    smtp: FileSmtp,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSmtp {
+    /// `DOMAIN=HOST:PORT` static routes.
+    routes: Option<Vec<String>>,
+    /// The name in greetings, `Received` and EHLO.
+    hostname: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -223,6 +238,10 @@ pub struct Settings {
     pub admin_token: Option<Zeroizing<String>>,
     /// Primaries to connect to (gateway).
     pub primaries: Vec<PrimaryRef>,
+    /// Outbound static routes, (domain or `*`, `host:port`).
+    pub routes: Vec<(String, String)>,
+    /// The mail servers' name (greeting, `Received`, EHLO).
+    pub smtp_hostname: String,
 }
 
 impl std::fmt::Debug for Settings {
@@ -376,6 +395,38 @@ pub fn resolve(args: &ServerArgs, data_flag: Option<&Path>) -> Result<Settings, 
         ));
     }
 
+    let route_list = if args.routes.is_empty() {
+        file.smtp.routes.clone().unwrap_or_default()
+    } else {
+        args.routes.clone()
+    };
+    let mut routes = Vec::new();
+    for r in &route_list {
+        match r.split_once('=') {
+            Some((domain, target))
+                if !domain.trim().is_empty()
+                    && target
+                        .rsplit_once(':')
+                        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) =>
+            {
+                routes.push((
+                    domain.trim().to_ascii_lowercase(),
+                    target.trim().to_string(),
+                ));
+            }
+            _ => errors.push(format!(
+                "route: {r:?} is not DOMAIN=HOST:PORT (e.g. example.net=10.0.0.5:25)"
+            )),
+        }
+    }
+    let smtp_hostname = file.smtp.hostname.clone().unwrap_or_else(|| {
+        file.tls
+            .names
+            .as_ref()
+            .and_then(|n| n.first().cloned())
+            .unwrap_or_else(|| "localhost".into())
+    });
+
     let log = args
         .log
         .clone()
@@ -512,6 +563,8 @@ pub fn resolve(args: &ServerArgs, data_flag: Option<&Path>) -> Result<Settings, 
         cors_origins,
         admin_token: admin_token.map(Zeroizing::new),
         primaries,
+        routes,
+        smtp_hostname,
     })
 }
 

@@ -43,7 +43,7 @@ pub enum Role {
 }
 
 /// Services that later versions serve; their addresses are checked now.
-const NOT_YET: [&str; 4] = ["pop3", "pop3s", "submission", "submissions"];
+const NOT_YET: [&str; 2] = ["pop3", "pop3s"];
 
 /// Resolves the configuration (every error at once), starts logging, and
 /// runs the role until Ctrl-C or SIGTERM.
@@ -139,6 +139,36 @@ fn certificate(s: &Settings) -> Result<CertFiles> {
     Ok(files)
 }
 
+/// Opens the outbound queue (`data/outbound.sqlite`, keyed from the
+/// cluster secret) and starts its delivery worker.
+fn start_outbound(
+    s: &Settings,
+    secret: &Arc<Zeroizing<Vec<u8>>>,
+    router: &Arc<Router>,
+    stopped: &watch::Receiver<bool>,
+    tasks: &mut Vec<tokio::task::JoinHandle<Result<()>>>,
+) -> Result<Arc<cofre_mx::outbound::Sender>> {
+    let key = cofre_storage::keys::derive_subkey(secret, "outbound-queue");
+    let queue = cofre_storage::outbound::Outbound::open(&s.data.join("outbound.sqlite"), &key)
+        .context("opening the outbound queue (data/outbound.sqlite)")?;
+    let config = cofre_mx::outbound::OutboundConfig {
+        hostname: s.smtp_hostname.clone(),
+        routes: s.routes.clone(),
+        ..Default::default()
+    };
+    let sender = cofre_mx::outbound::Sender::new(queue, config, Arc::clone(router))
+        .map_err(|e| anyhow!("outbound delivery: {e}"))?;
+    let waiting = sender.pending().map(|p| p.len()).unwrap_or(0);
+    say!("outbound queue: {waiting} waiting");
+    let worker = Arc::clone(&sender);
+    let stopped = stopped.clone();
+    tasks.push(tokio::spawn(async move {
+        worker.run(stopped).await;
+        Ok(())
+    }));
+    Ok(sender)
+}
+
 /// Binds every address first, so that all failures are reported together.
 async fn bind_all(
     wanted: &[(&'static str, SocketAddr)],
@@ -167,7 +197,7 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
         wanted.push(("link", a));
     }
     if role != Role::Primary {
-        for service in ["http", "imap", "imaps", "smtp"] {
+        for service in ["http", "imap", "imaps", "smtp", "submission", "submissions"] {
             if let Some(a) = s.addr(service) {
                 wanted.push((service, a));
             }
@@ -179,7 +209,7 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
         let Ok(a) = l.local_addr() else { return false };
         match *service {
             "link" => s.link_tls.applies(&a),
-            "imap" | "imaps" | "smtp" => true,
+            "imap" | "imaps" | "smtp" | "submission" | "submissions" => true,
             _ => s.http_tls.applies(&a),
         }
     });
@@ -221,6 +251,8 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
 
     let limiter = Arc::new(cofre_storage::throttle::LoginLimiter::default());
     let mut tasks = Vec::new();
+    // Started with the first submission listener.
+    let mut outbound: Option<Arc<cofre_mx::outbound::Sender>> = None;
     for (service, listener) in listeners {
         let addr = listener.local_addr()?;
         match service {
@@ -247,23 +279,45 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
                         .context("imap listener")
                 }));
             }
-            "smtp" => {
+            "smtp" | "submission" | "submissions" => {
                 let router = Arc::clone(router.as_ref().context("no router")?);
+                let implicit = service == "submissions";
+                let submission = if service == "smtp" {
+                    None
+                } else {
+                    let outbound = match &outbound {
+                        Some(o) => Arc::clone(o),
+                        None => {
+                            let o = start_outbound(&s, &secret, &router, &stopped, &mut tasks)?;
+                            outbound = Some(Arc::clone(&o));
+                            o
+                        }
+                    };
+                    Some(cofre_mx::session::Submission {
+                        outbound,
+                        limiter: Arc::clone(&limiter),
+                        // Passwords in the clear only over loopback.
+                        plain_auth: addr.ip().is_loopback(),
+                        failed_login_delay: std::time::Duration::from_secs(1),
+                    })
+                };
                 let session = Arc::new(cofre_mx::Config {
-                    hostname: s
-                        .tls_names
-                        .first()
-                        .cloned()
-                        .unwrap_or_else(|| "localhost".into()),
+                    hostname: s.smtp_hostname.clone(),
                     max_message_size: s.max_body as u64,
                     max_recipients: 100,
-                    starttls: server_tls.is_some(),
+                    starttls: server_tls.is_some() && !implicit,
+                    submission,
                 });
                 let config = Arc::new(cofre_mx::ServerConfig::new(session, server_tls.clone()));
-                say!("smtp listening on {addr} (MX, STARTTLS)");
+                let what = match service {
+                    "smtp" => "MX, STARTTLS",
+                    "submission" => "submission, STARTTLS",
+                    _ => "submission, TLS",
+                };
+                say!("{service} listening on {addr} ({what})");
                 let stopped = stopped.clone();
                 tasks.push(tokio::spawn(async move {
-                    cofre_mx::serve(listener, router, config, false, stopped)
+                    cofre_mx::serve(listener, router, config, implicit, stopped)
                         .await
                         .context("smtp listener")
                 }));

@@ -7,6 +7,8 @@
 //! - `session`: the protocol state machine and delivery,
 //! - `server`: sockets, TLS, DATA and BDAT framing, limits and timeouts.
 
+pub mod client;
+pub mod outbound;
 pub mod parse;
 pub mod server;
 pub mod session;

@@ -44,8 +44,13 @@ pub enum Command {
     Help,
     /// `STARTTLS`.
     StartTls,
-    /// `AUTH` (refused on the MX; submission is a separate service).
-    Auth,
+    /// `AUTH mechanism [initial-response]` (RFC 4954; submission only).
+    Auth {
+        /// The SASL mechanism, upper-cased.
+        mechanism: String,
+        /// The initial response, base64 (`=` for an empty one).
+        initial: Option<String>,
+    },
 }
 
 /// The body type a `MAIL` command declares.
@@ -126,7 +131,22 @@ pub fn command(line: &[u8]) -> Result<Command, Refusal> {
         "QUIT" => no_args(Command::Quit),
         "VRFY" | "EXPN" => Ok(Command::Vrfy),
         "STARTTLS" => no_args(Command::StartTls),
-        "AUTH" => Ok(Command::Auth),
+        "AUTH" => {
+            let mut words = rest.split(' ').filter(|w| !w.is_empty());
+            let mechanism = words
+                .next()
+                .ok_or_else(|| refuse(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]"))?
+                .to_ascii_uppercase();
+            let initial = words.next().map(str::to_string);
+            if words.next().is_some() {
+                return Err(refuse(
+                    501,
+                    "5.5.4",
+                    "Syntax: AUTH mechanism [initial-response]",
+                ));
+            }
+            Ok(Command::Auth { mechanism, initial })
+        }
         "" => Err(refuse(500, "5.5.2", "Empty command")),
         _ => Err(refuse(500, "5.5.1", "Command unrecognized")),
     }

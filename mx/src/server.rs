@@ -128,6 +128,7 @@ async fn connection(
     run(&mut conn, &mut session, &config, &mut stopped, &mut out).await;
     let _ = conn.send(&mut out).await;
     let _ = conn.io.shutdown().await;
+    session.close().await;
 }
 
 async fn run(
@@ -160,7 +161,19 @@ async fn run(
             Ok(Err(_)) => return,
             Ok(Ok(l)) => l,
         };
-        match session.command(&line).await {
+        let mut next = session.command(&line).await;
+        // AUTH may take several lines (334 challenges).
+        while let Next::AuthContinue(r) = next {
+            out.extend_from_slice(r.as_bytes());
+            if !conn.send(out).await {
+                return;
+            }
+            let read = tokio::time::timeout(config.command_timeout, conn.line(config.max_line));
+            let Ok(Ok(line)) = read.await else { return };
+            next = session.auth_line(&line).await;
+        }
+        match next {
+            Next::AuthContinue(_) => {}
             Next::Reply(r) => {
                 out.extend_from_slice(r.as_bytes());
                 // Pipelining (RFC 2920): answers to a group of commands go

@@ -6,12 +6,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cofre_storage::AliasAddress;
 use cofre_storage::link::route::Router;
 use cofre_storage::link::ws::ClientError;
 use cofre_storage::link::{ErrorCode, Op, Reply};
+use cofre_storage::mailbox::AppendOptions;
+use cofre_storage::primary::SessionId;
+use cofre_storage::throttle::LoginLimiter;
+use cofre_storage::{AliasAddress, Keyword, Password, Role};
 use sha2::{Digest, Sha256};
 
+use crate::outbound::Sender;
 use crate::parse::{self, Command, MailParams};
 
 /// What a mail exchanger accepts.
@@ -26,6 +30,31 @@ pub struct Config {
     /// Whether STARTTLS is offered (a certificate is configured and the
     /// connection is not TLS yet).
     pub starttls: bool,
+    /// `Some` for the submission service (ports 587 and 465): AUTH is
+    /// required, the sender must be the authenticated alias, any
+    /// recipient is taken, and a copy goes into the sender's Sent folder.
+    pub submission: Option<Submission>,
+}
+
+/// What the submission service needs beyond the MX.
+#[derive(Clone)]
+pub struct Submission {
+    /// Where mail for other servers goes.
+    pub outbound: Arc<Sender>,
+    /// Failed-login throttling, shared with the other front ends.
+    pub limiter: Arc<LoginLimiter>,
+    /// AUTH without TLS (loopback only).
+    pub plain_auth: bool,
+    /// The pause after a failed AUTH.
+    pub failed_login_delay: std::time::Duration,
+}
+
+impl std::fmt::Debug for Submission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Submission")
+            .field("plain_auth", &self.plain_auth)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Config {
@@ -35,6 +64,7 @@ impl Default for Config {
             max_message_size: 50 * 1024 * 1024,
             max_recipients: 100,
             starttls: true,
+            submission: None,
         }
     }
 }
@@ -56,8 +86,22 @@ pub enum Next {
     },
     /// Write the reply, then start TLS and reset the session.
     StartTls(String),
+    /// Write the reply (a 334 challenge), read one line and give it to
+    /// [`Session::auth_line`].
+    AuthContinue(String),
     /// Write the reply and close the connection.
     Close(String),
+}
+
+/// Where a multi-step AUTH stands.
+#[derive(Debug)]
+enum Sasl {
+    /// PLAIN without an initial response: the response comes next.
+    Plain,
+    /// LOGIN: the user name comes next.
+    LoginUser,
+    /// LOGIN: the password comes next.
+    LoginPassword(String),
 }
 
 /// An envelope being built.
@@ -65,7 +109,7 @@ pub enum Next {
 struct Envelope {
     from: String,
     params: MailParams,
-    rcpts: Vec<AliasAddress>,
+    rcpts: Vec<String>,
     /// BDAT chunks received so far.
     chunks: Vec<u8>,
     /// A BDAT chunk pushed the message over the limit: the rest is read
@@ -82,6 +126,9 @@ pub struct Session {
     /// The EHLO/HELO name, and whether it was EHLO.
     helo: Option<(String, bool)>,
     envelope: Option<Envelope>,
+    /// Submission: the authenticated alias and its session.
+    auth: Option<(AliasAddress, SessionId)>,
+    sasl: Option<Sasl>,
 }
 
 fn reply(code: u16, status: &str, text: &str) -> String {
@@ -110,6 +157,15 @@ impl Session {
             tls,
             helo: None,
             envelope: None,
+            auth: None,
+            sasl: None,
+        }
+    }
+
+    /// Ends the session's link session, if AUTH opened one.
+    pub async fn close(&mut self) {
+        if let Some((address, session)) = self.auth.take() {
+            let _ = self.router.request(&address, Op::Logout { session }).await;
         }
     }
 
@@ -135,6 +191,11 @@ impl Session {
         ];
         if self.config.starttls && !self.tls {
             lines.push("STARTTLS".into());
+        }
+        if let Some(sub) = &self.config.submission
+            && (self.tls || sub.plain_auth)
+        {
+            lines.push("AUTH PLAIN LOGIN".into());
         }
         let last = lines.len() - 1;
         let mut out = String::new();
@@ -195,11 +256,7 @@ impl Session {
                     Next::StartTls(reply(220, "2.0.0", "Ready to start TLS"))
                 }
             }
-            Command::Auth => Next::Reply(reply(
-                503,
-                "5.5.1",
-                "This is a mail exchanger: no AUTH here (use the submission port)",
-            )),
+            Command::Auth { mechanism, initial } => self.auth(&mechanism, initial).await,
         }
     }
 
@@ -223,6 +280,18 @@ impl Session {
                 "5.6.7",
                 "Non-ASCII sender needs the SMTPUTF8 parameter",
             );
+        }
+        if self.config.submission.is_some() {
+            let Some((me, _)) = &self.auth else {
+                return reply(530, "5.7.0", "Authentication required");
+            };
+            if AliasAddress::try_from(from.as_str()).ok().as_ref() != Some(me) {
+                return reply(
+                    553,
+                    "5.7.1",
+                    &format!("Sender address rejected: send as <{me}>"),
+                );
+            }
         }
         if params
             .size
@@ -261,6 +330,16 @@ impl Session {
         if env.rcpts.len() >= self.config.max_recipients {
             return reply(452, "4.5.3", "Too many recipients");
         }
+        if self.config.submission.is_some() {
+            // Ours or not is decided at delivery; syntax was checked.
+            let to = to.to_string();
+            if let Some(env) = &mut self.envelope
+                && !env.rcpts.contains(&to)
+            {
+                env.rcpts.push(to);
+            }
+            return reply(250, "2.1.5", "Recipient ok");
+        }
         // An address that is not a valid alias cannot be ours: the same
         // answer as for an unknown alias, so nobody can tell them apart.
         let unknown = || reply(550, "5.1.1", "No such mailbox here");
@@ -289,6 +368,7 @@ impl Session {
                 );
             }
         }
+        let address = address.to_string();
         if let Some(env) = &mut self.envelope
             && !env.rcpts.contains(&address)
         {
@@ -390,6 +470,9 @@ impl Session {
         if self.tls {
             with.push('S');
         }
+        if self.auth.is_some() {
+            with.push('A');
+        }
         let helo: String = helo
             .chars()
             .filter(|c| !c.is_control() && *c != '(' && *c != ')')
@@ -414,9 +497,30 @@ impl Session {
         let mut stamped = Vec::with_capacity(header.len() + raw.len());
         stamped.extend_from_slice(header.as_bytes());
         stamped.extend_from_slice(raw);
+        if let Some(sub) = &self.config.submission {
+            return self.submit(sub, env, &stamped, raw, &id).await;
+        }
+        self.deliver_local(&env.rcpts, &stamped, raw, &id, &env.from)
+            .await
+    }
+
+    /// Stores a copy for each of our aliases among `rcpts`; the reply.
+    async fn deliver_local(
+        &self,
+        rcpts: &[String],
+        stamped: &[u8],
+        raw: &[u8],
+        id: &str,
+        from: &str,
+    ) -> String {
         let mut temporary = None;
         let mut permanent = None;
-        for rcpt in &env.rcpts {
+        for rcpt in rcpts {
+            let Ok(rcpt) = AliasAddress::try_from(rcpt.as_str()) else {
+                permanent = Some(reply(550, "5.1.1", "No such mailbox here"));
+                continue;
+            };
+            let rcpt = &rcpt;
             // A retry of the same bytes to the same recipient (our 4xx after
             // some copies were stored) is stored once.
             let mut h = Sha256::new();
@@ -426,7 +530,7 @@ impl Session {
             let delivery_ref = format!("smtp:{:x}", h.finalize());
             let op = Op::Deliver {
                 address: rcpt.clone(),
-                raw: stamped.clone(),
+                raw: stamped.to_vec(),
                 delivery_ref: Some(delivery_ref),
             };
             match self.router.request(rcpt, op).await {
@@ -462,17 +566,261 @@ impl Session {
         }
         tracing::info!(
             id,
-            from = %env.from,
-            recipients = env.rcpts.len(),
+            from = %from,
+            recipients = rcpts.len(),
             size = raw.len(),
             "delivered"
         );
         reply(250, "2.0.0", &format!("Ok: delivered as {id}"))
     }
+
+    /// Submission: remote recipients into the outbound queue, ours into
+    /// their mailboxes, a copy into the sender's Sent folder.
+    async fn submit(
+        &self,
+        sub: &Submission,
+        env: Envelope,
+        stamped: &[u8],
+        raw: &[u8],
+        id: &str,
+    ) -> String {
+        let Some((me, session)) = &self.auth else {
+            return reply(530, "5.7.0", "Authentication required");
+        };
+        let (mut local, mut remote) = (Vec::new(), Vec::new());
+        for rcpt in &env.rcpts {
+            let ours = match AliasAddress::try_from(rcpt.as_str()) {
+                Ok(a) => {
+                    let op = Op::Locate { address: a.clone() };
+                    match self.router.request(&a, op).await {
+                        Ok(Reply::Holds(h)) => h,
+                        Err(ClientError::Remote(e)) if e.code == ErrorCode::NotFound => false,
+                        Ok(_) | Err(_) => {
+                            return reply(
+                                451,
+                                "4.4.3",
+                                "Cannot route the recipients now; try again later",
+                            );
+                        }
+                    }
+                }
+                Err(_) => false,
+            };
+            if ours {
+                local.push(rcpt.clone());
+            } else {
+                remote.push(rcpt.clone());
+            }
+        }
+        // The promise to other servers' recipients first: the queue.
+        if !remote.is_empty()
+            && let Err(e) = sub.outbound.enqueue(&env.from, &remote, stamped).await
+        {
+            tracing::error!(error = %e, "queueing outbound mail failed");
+            return reply(
+                451,
+                "4.3.0",
+                "Cannot queue the message now; try again later",
+            );
+        }
+        if !local.is_empty() {
+            let r = self
+                .deliver_local(&local, stamped, raw, id, &env.from)
+                .await;
+            if !r.starts_with('2') {
+                return r;
+            }
+        }
+        let sent = async {
+            let folders = match self
+                .router
+                .request(me, Op::Folders { session: *session })
+                .await
+            {
+                Ok(Reply::Folders(f)) => f,
+                other => return Err(format!("{other:?}")),
+            };
+            let folder = folders
+                .iter()
+                .find(|f| f.role == Some(Role::Sent))
+                .map(|f| f.id)
+                .ok_or_else(|| "no Sent folder".to_string())?;
+            let seen = Keyword::try_from("$seen").map_err(|e| e.to_string())?;
+            let op = Op::Append {
+                session: *session,
+                folder,
+                raw: stamped.to_vec(),
+                options: AppendOptions {
+                    keywords: vec![seen],
+                    ..AppendOptions::default()
+                },
+            };
+            match self.router.request(me, op).await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        if let Err(e) = sent.await {
+            // The mail is on its way; only the copy is missing. Said in
+            // the reply and the log, not retried (that would send twice).
+            tracing::error!(error = %e, id, "copy into Sent failed");
+            return reply(
+                250,
+                "2.0.0",
+                &format!("Ok: queued as {id} (the copy into Sent failed)"),
+            );
+        }
+        tracing::info!(id, local = local.len(), remote = remote.len(), "submitted");
+        reply(250, "2.0.0", &format!("Ok: queued as {id}"))
+    }
+
+    async fn auth(&mut self, mechanism: &str, initial: Option<String>) -> Next {
+        let Some(sub) = &self.config.submission else {
+            return Next::Reply(reply(
+                503,
+                "5.5.1",
+                "This is a mail exchanger: no AUTH here (use the submission port)",
+            ));
+        };
+        if self.auth.is_some() {
+            return Next::Reply(reply(503, "5.5.1", "Already authenticated"));
+        }
+        if self.envelope.is_some() {
+            return Next::Reply(reply(503, "5.5.1", "AUTH not inside a transaction"));
+        }
+        if !self.tls && !sub.plain_auth {
+            return Next::Reply(reply(538, "5.7.11", "Encryption required: STARTTLS first"));
+        }
+        match (mechanism, initial) {
+            ("PLAIN", Some(ir)) => Next::Reply(self.plain(&ir).await),
+            ("PLAIN", None) => {
+                self.sasl = Some(Sasl::Plain);
+                Next::AuthContinue("334 \r\n".into())
+            }
+            ("LOGIN", None) => {
+                self.sasl = Some(Sasl::LoginUser);
+                // base64("Username:")
+                Next::AuthContinue("334 VXNlcm5hbWU6\r\n".into())
+            }
+            ("LOGIN", Some(user)) => match b64(&user) {
+                Some(u) => {
+                    self.sasl = Some(Sasl::LoginPassword(u));
+                    Next::AuthContinue("334 UGFzc3dvcmQ6\r\n".into())
+                }
+                None => Next::Reply(reply(501, "5.5.2", "Cannot decode the response")),
+            },
+            _ => Next::Reply(reply(504, "5.5.4", "Unrecognized authentication type")),
+        }
+    }
+
+    /// A line of a multi-step AUTH.
+    pub async fn auth_line(&mut self, line: &[u8]) -> Next {
+        let line = String::from_utf8_lossy(line).trim().to_string();
+        if line == "*" {
+            self.sasl = None;
+            return Next::Reply(reply(501, "5.0.0", "Authentication cancelled"));
+        }
+        match self.sasl.take() {
+            Some(Sasl::Plain) => Next::Reply(self.plain(&line).await),
+            Some(Sasl::LoginUser) => match b64(&line) {
+                Some(u) => {
+                    self.sasl = Some(Sasl::LoginPassword(u));
+                    Next::AuthContinue("334 UGFzc3dvcmQ6\r\n".into())
+                }
+                None => Next::Reply(reply(501, "5.5.2", "Cannot decode the response")),
+            },
+            Some(Sasl::LoginPassword(user)) => match b64(&line) {
+                Some(p) => Next::Reply(self.login(&user, &p).await),
+                None => Next::Reply(reply(501, "5.5.2", "Cannot decode the response")),
+            },
+            None => Next::Reply(reply(503, "5.5.1", "No AUTH in progress")),
+        }
+    }
+
+    /// SASL PLAIN: base64 of `authzid NUL authcid NUL password`.
+    async fn plain(&mut self, b64_response: &str) -> String {
+        let decoded = if b64_response == "=" {
+            Some(Vec::new())
+        } else {
+            b64_bytes(b64_response)
+        };
+        let Some(raw) = decoded else {
+            return reply(501, "5.5.2", "Cannot decode the response");
+        };
+        let mut parts = raw.split(|&c| c == 0);
+        let (Some(authz), Some(user), Some(pass), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return reply(501, "5.5.2", "Malformed PLAIN response");
+        };
+        if !authz.is_empty() && !authz.eq_ignore_ascii_case(user) {
+            return reply(535, "5.7.8", "Cannot act as another user");
+        }
+        let (user, pass) = (
+            String::from_utf8_lossy(user).into_owned(),
+            String::from_utf8_lossy(pass).into_owned(),
+        );
+        self.login(&user, &pass).await
+    }
+
+    async fn login(&mut self, user: &str, password: &str) -> String {
+        let Some(sub) = self.config.submission.clone() else {
+            return reply(503, "5.5.1", "No AUTH here");
+        };
+        let ip = Some(self.peer.ip());
+        if let Some(wait) = sub.limiter.blocked(user, ip) {
+            return reply(
+                454,
+                "4.7.0",
+                &format!(
+                    "Too many failed logins; try again in {} seconds",
+                    wait.as_secs().max(1)
+                ),
+            );
+        }
+        let failed = || reply(535, "5.7.8", "Authentication credentials invalid");
+        let Ok(address) = AliasAddress::try_from(user) else {
+            sub.limiter.failed(user, ip);
+            tokio::time::sleep(sub.failed_login_delay).await;
+            return failed();
+        };
+        let op = Op::Login {
+            address: address.clone(),
+            password: Password::new(password.to_string()),
+        };
+        match self.router.request(&address, op).await {
+            Ok(Reply::Session(session)) => {
+                self.auth = Some((address, session));
+                reply(235, "2.7.0", "Authentication successful")
+            }
+            Err(ClientError::Remote(e))
+                if matches!(e.code, ErrorCode::WrongPassword | ErrorCode::NotFound) =>
+            {
+                sub.limiter.failed(user, ip);
+                tokio::time::sleep(sub.failed_login_delay).await;
+                failed()
+            }
+            other => {
+                tracing::warn!(reply = ?other.err(), "login over the link failed");
+                reply(454, "4.7.0", "Temporary authentication failure")
+            }
+        }
+    }
+}
+
+fn b64_bytes(s: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .ok()
+}
+
+fn b64(s: &str) -> Option<String> {
+    String::from_utf8(b64_bytes(s)?).ok()
 }
 
 /// Now as an RFC 5322 date in UTC, for `Received`.
-fn rfc5322_now() -> String {
+pub(crate) fn rfc5322_now() -> String {
     let now = cofre_storage::time::now();
     let iso = cofre_storage::time::iso(now);
     // `iso` is `YYYY-MM-DDTHH:MM:SSZ`.

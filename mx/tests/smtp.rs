@@ -44,6 +44,7 @@ async fn server(adjust: impl FnOnce(&mut Config)) -> Server {
         max_message_size: 64 * 1024,
         max_recipients: 3,
         starttls: false,
+        submission: None,
     };
     adjust(&mut session);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -21,6 +21,7 @@ pub mod keys;
 pub mod link;
 pub mod mailbox;
 pub mod net;
+pub mod outbound;
 pub mod primary;
 pub mod queue;
 pub mod store;
