@@ -32,6 +32,8 @@ impl Proc {
             .env("COFRE_IMAP", "off")
             .env("COFRE_IMAPS", "off")
             .env("COFRE_SMTP", "off")
+            .env("COFRE_SUBMISSION", "off")
+            .env("COFRE_SUBMISSIONS", "off")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in env {

@@ -6,7 +6,13 @@ without a live session), refused relaying. Every delivered message is read
 back over IMAP and must equal the bytes sent plus our one Received header.
 A client in IMAP IDLE hears mail for its alias within a second.
 
+Then submission: smtplib logs in to A's submission port (STARTTLS, AUTH)
+and sends to a second Cofre (B) over a static route; the message reaches
+B's mailbox and A's Sent folder; without AUTH, or with another sender, A
+refuses it.
+
 usage: smtp_flow.py HOST SMTP_PORT IMAPS_PORT CA ANA_PW BO_PW WORKDIR
+                    SUBMISSION_PORT B_IMAPS_PORT B_CA ZED_PW
 """
 
 import imaplib
@@ -22,8 +28,11 @@ import time
 from imapclient import IMAPClient
 
 host, smtp_port, imaps_port, ca, ana_pw, bo_pw, work = sys.argv[1:8]
+sub_port, b_imaps_port, b_ca, zed_pw = sys.argv[8:12]
 smtp_port, imaps_port = int(smtp_port), int(imaps_port)
+sub_port, b_imaps_port = int(sub_port), int(b_imaps_port)
 ctx = ssl.create_default_context(cafile=ca)
+b_ctx = ssl.create_default_context(cafile=b_ca)
 checks = 0
 
 
@@ -34,15 +43,15 @@ def check(cond, what):
     checks += 1
 
 
-def imap(user, password):
-    m = imaplib.IMAP4_SSL(host, imaps_port, ssl_context=ctx)
+def imap(user, password, port=None, context=None, folder="INBOX"):
+    m = imaplib.IMAP4_SSL(host, port or imaps_port, ssl_context=context or ctx)
     m.login(user, password)
-    m.select("INBOX")
+    m.select(folder)
     return m
 
 
-def inbox_bytes(user, password):
-    m = imap(user, password)
+def inbox_bytes(user, password, **kw):
+    m = imap(user, password, **kw)
     typ, data = m.uid("SEARCH", None, "ALL")
     out = []
     for uid in data[0].split():
@@ -185,5 +194,36 @@ for extra in (["--pipeline"], ["--tls"]):
     check(run.returncode == 0, f"swaks {extra} succeeded:\n{out}")
     check("250 2.0.0 Ok: delivered" in out, f"swaks {extra} saw 250 after DATA:\n{out}")
     delivered("ana@example.com", ana_pw, swaks_mail + b"\r\n", f"swaks {extra}")
+
+# 8. Submission: AUTH on A, delivery to B over a static route.
+sub = smtplib.SMTP(host, sub_port, timeout=10)
+sub.ehlo("laptop.example")
+sub.starttls(context=ctx)
+sub.ehlo("laptop.example")
+check(sub.has_extn("auth"), "AUTH offered after STARTTLS")
+try:
+    sub.sendmail("ana@example.com", ["zed@b.example"], b"Subject: no auth\r\n\r\nx\r\n")
+    check(False, "submission without AUTH refused")
+except smtplib.SMTPSenderRefused as e:
+    check(e.smtp_code == 530, f"530 without AUTH: {e}")
+sub.login("ana@example.com", ana_pw)
+try:
+    sub.sendmail("bo@example.com", ["zed@b.example"], b"Subject: forged\r\n\r\nx\r\n")
+    check(False, "a forged sender refused")
+except smtplib.SMTPSenderRefused as e:
+    check(e.smtp_code == 553, f"553 for another sender: {e}")
+outgoing = b"From: ana@example.com\r\nTo: zed@b.example\r\nSubject: to server B\r\n\r\nAcross two Cofre servers.\r\n"
+check(sub.sendmail("ana@example.com", ["zed@b.example"], outgoing) == {}, "submitted")
+sub.quit()
+deadline = time.monotonic() + 20
+arrived = []
+while time.monotonic() < deadline and not arrived:
+    arrived = inbox_bytes("zed@b.example", zed_pw, port=b_imaps_port, context=b_ctx)
+    if not arrived:
+        time.sleep(0.2)
+check(len(arrived) == 1 and arrived[0].endswith(outgoing), f"B received it: {arrived!r}")
+check(arrived and arrived[0].count(b"Received: from ") == 2, "A's and B's trace headers")
+sent = inbox_bytes("ana@example.com", ana_pw, folder="Sent")
+check(any(m.endswith(outgoing) for m in sent), "a copy in A's Sent folder")
 
 print(f"smtp clients: {checks} checks passed")
