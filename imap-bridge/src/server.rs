@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig as TlsConfig;
 
-use cofre_storage::net::{Caps, Conn, Io, ReadError, stopping};
+use cofre_storage::net::{Conn, Io, Limits, ReadError, accept_loop, stopping};
 
 use crate::parse::parse_command;
 use crate::session::{Config, Next, Session};
@@ -87,6 +87,9 @@ fn tag_of(buf: &[u8]) -> String {
     }
 }
 
+/// What a connection over the caps is told before it is closed.
+const BUSY: &[u8] = b"* BYE [UNAVAILABLE] too many connections; try again later\r\n";
+
 /// Serves IMAP on `listener` until `stopped` turns true. With
 /// `implicit_tls` every connection starts with a TLS handshake (port 993).
 pub async fn serve(
@@ -94,41 +97,19 @@ pub async fn serve(
     router: Arc<Router>,
     config: Arc<ServerConfig>,
     implicit_tls: bool,
-    mut stopped: watch::Receiver<bool>,
+    stopped: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let caps = Arc::new(Caps::default());
-    let mut tasks = tokio::task::JoinSet::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "imap accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stopping(&mut stopped) => break,
-        };
-        while tasks.try_join_next().is_some() {}
-        let slot = caps.take(peer.ip(), config.max_connections, config.max_per_ip);
+    let limits = Limits {
+        total: config.max_connections,
+        per_ip: config.max_per_ip,
+    };
+    accept_loop(listener, limits, BUSY, stopped.clone(), |stream, peer| {
         let router = Arc::clone(&router);
         let config = Arc::clone(&config);
         let stopped = stopped.clone();
-        tasks.spawn(async move {
-            let Some(_slot) = slot else {
-                let mut s = stream;
-                let _ = s
-                    .write_all(b"* BYE [UNAVAILABLE] too many connections; try again later\r\n")
-                    .await;
-                return;
-            };
-            connection(stream, peer, router, config, implicit_tls, stopped).await;
-        });
-    }
-    // Connections see `stopped` too, say BYE and end.
-    while tasks.join_next().await.is_some() {}
-    Ok(())
+        connection(stream, peer, router, config, implicit_tls, stopped)
+    })
+    .await
 }
 
 async fn connection(

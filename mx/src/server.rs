@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cofre_storage::link::route::Router;
-use cofre_storage::net::{Caps, Conn, Io, ReadError, stopping};
+use cofre_storage::net::{Conn, Io, Limits, ReadError, accept_loop, stopping};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -50,6 +50,9 @@ impl ServerConfig {
     }
 }
 
+/// What a connection over the caps is told before it is closed.
+const BUSY: &[u8] = b"421 4.7.0 Too many connections; try again later\r\n";
+
 /// Serves SMTP on `listener` until `stopped` turns true. With
 /// `implicit_tls` every connection starts with a TLS handshake.
 pub async fn serve(
@@ -57,42 +60,19 @@ pub async fn serve(
     router: Arc<Router>,
     config: Arc<ServerConfig>,
     implicit_tls: bool,
-    mut stopped: watch::Receiver<bool>,
+    stopped: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let caps = Arc::new(Caps::default());
-    let mut tasks = tokio::task::JoinSet::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "smtp accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stopping(&mut stopped) => break,
-        };
-        while tasks.try_join_next().is_some() {}
-        let slot = caps.take(peer.ip(), config.max_connections, config.max_per_ip);
+    let limits = Limits {
+        total: config.max_connections,
+        per_ip: config.max_per_ip,
+    };
+    accept_loop(listener, limits, BUSY, stopped.clone(), |stream, peer| {
         let router = Arc::clone(&router);
         let config = Arc::clone(&config);
         let stopped = stopped.clone();
-        tasks.spawn(async move {
-            let Some(_slot) = slot else {
-                let mut s = stream;
-                let _ = s
-                    .write_all(b"421 4.7.0 Too many connections; try again later\r\n")
-                    .await;
-                return;
-            };
-            connection(stream, peer, router, config, implicit_tls, stopped).await;
-        });
-    }
-    // Connections see `stopped` too: a delivery in progress finishes, then
-    // they say 421 and end.
-    while tasks.join_next().await.is_some() {}
-    Ok(())
+        connection(stream, peer, router, config, implicit_tls, stopped)
+    })
+    .await
 }
 
 async fn connection(

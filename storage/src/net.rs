@@ -7,7 +7,12 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 /// A byte stream a server speaks over (TCP, TLS, compressed).
@@ -164,4 +169,64 @@ impl Drop for Slot {
 /// Resolves once the server is stopping.
 pub async fn stopping(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Connection limits of a listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections at once, in total.
+    pub total: usize,
+    /// Connections at once from one IP address.
+    pub per_ip: usize,
+}
+
+/// Accepts connections on `listener` until `stopped` turns true, each in
+/// its own task under the caps (over them, `busy` is written and the
+/// connection closed); then waits for the connections, which see
+/// `stopped` too.
+pub async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    limits: Limits,
+    busy: &'static [u8],
+    mut stopped: watch::Receiver<bool>,
+    handle: F,
+) -> std::io::Result<()>
+where
+    F: Fn(TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let caps = Arc::new(Caps::default());
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors, usually: wait, then go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopping(&mut stopped) => break,
+        };
+        while tasks.try_join_next().is_some() {}
+        match caps.take(peer.ip(), limits.total, limits.per_ip) {
+            None => {
+                tasks.spawn(async move {
+                    let mut s = stream;
+                    let _ = s.write_all(busy).await;
+                });
+            }
+            Some(slot) => {
+                let work = handle(stream, peer);
+                tasks.spawn(async move {
+                    let _slot = slot;
+                    work.await;
+                });
+            }
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(())
 }
