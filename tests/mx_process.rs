@@ -148,3 +148,133 @@ fn mail_acknowledged_with_250_survives_sigkill() {
         String::from_utf8_lossy(&bo[0])
     );
 }
+
+/// A minimal SMTP receiver for the test: accepts everything, keeps the
+/// messages.
+fn sink() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    use std::sync::{Arc, Mutex};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let got: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let keep = Arc::clone(&got);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let keep = Arc::clone(&keep);
+            std::thread::spawn(move || {
+                let mut w = conn.try_clone().unwrap();
+                let mut r = BufReader::new(conn);
+                let _ = w.write_all(b"220 sink\r\n");
+                let mut data: Option<Vec<u8>> = None;
+                loop {
+                    let mut line = Vec::new();
+                    if r.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if let Some(d) = &mut data {
+                        if line == b".\r\n" {
+                            keep.lock().unwrap().push(std::mem::take(d));
+                            data = None;
+                            let _ = w.write_all(b"250 kept\r\n");
+                        } else {
+                            d.extend_from_slice(line.strip_prefix(b".").unwrap_or(&line));
+                        }
+                        continue;
+                    }
+                    let upper = String::from_utf8_lossy(&line).to_ascii_uppercase();
+                    let reply: &[u8] = if upper.starts_with("DATA") {
+                        data = Some(Vec::new());
+                        b"354 go on\r\n"
+                    } else if upper.starts_with("QUIT") {
+                        let _ = w.write_all(b"221 bye\r\n");
+                        return;
+                    } else {
+                        b"250 ok\r\n"
+                    };
+                    let _ = w.write_all(reply);
+                }
+            });
+        }
+    });
+    (addr, got)
+}
+
+#[test]
+fn mail_in_the_outbound_queue_survives_sigkill_and_goes_out_after_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let pw = create_alias(&data, "ana@example.com");
+    // First the destination accepts connections but never answers: the
+    // attempt is still waiting when the server is killed.
+    let blackhole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let start = |route: &str| {
+        let mut p = Proc::start(
+            &[
+                "--data",
+                data.to_str().unwrap(),
+                "serve",
+                "--http",
+                "off",
+                "--link",
+                "off",
+                "--submission",
+                "127.0.0.1:0",
+                "--route",
+                route,
+            ],
+            &[],
+        );
+        let addr = p.wait_for("submission listening on ");
+        let addr = addr.split(' ').next().unwrap().to_string();
+        p.wait_for("ready");
+        (p, addr)
+    };
+    let (mut a, sub) = start(&format!("far.example={}", blackhole.local_addr().unwrap()));
+    let s = TcpStream::connect(&sub).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    let mut reply = || {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            all.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return all;
+            }
+        }
+    };
+    assert!(reply().starts_with("220 "));
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("\0ana@example.com\0{pw}"));
+    for (cmd, want) in [
+        ("EHLO laptop.example".to_string(), "250"),
+        (format!("AUTH PLAIN {auth}"), "235"),
+        ("MAIL FROM:<ana@example.com>".into(), "250"),
+        ("RCPT TO:<zed@far.example>".into(), "250"),
+        ("DATA".into(), "354"),
+    ] {
+        w.write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
+        let got = reply();
+        assert!(got.starts_with(want), "{cmd}: {got}");
+    }
+    let msg = b"Subject: kept through a crash\r\n\r\nstill going out\r\n";
+    w.write_all(msg).unwrap();
+    w.write_all(b".\r\n").unwrap();
+    assert!(reply().starts_with("250 "));
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+
+    let (sink_addr, got) = sink();
+    let (_a, _) = start(&format!("far.example={sink_addr}"));
+    assert!(
+        common::eventually(std::time::Duration::from_secs(20), || !got
+            .lock()
+            .unwrap()
+            .is_empty()),
+        "the queued message went out after the restart"
+    );
+    let sent = got.lock().unwrap()[0].clone();
+    assert!(sent.ends_with(msg), "{}", String::from_utf8_lossy(&sent));
+    drop(blackhole);
+}
