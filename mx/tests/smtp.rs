@@ -22,6 +22,13 @@ struct Server {
 }
 
 async fn server(adjust: impl FnOnce(&mut Config)) -> Server {
+    server_with(adjust, |_| {}).await
+}
+
+async fn server_with(
+    adjust: impl FnOnce(&mut Config),
+    listener_adjust: impl FnOnce(&mut ServerConfig),
+) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(
         dir.path(),
@@ -55,7 +62,11 @@ async fn server(adjust: impl FnOnce(&mut Config)) -> Server {
     tokio::spawn(cofre_mx::serve(
         listener,
         router,
-        Arc::new(ServerConfig::new(Arc::new(session), None)),
+        {
+            let mut config = ServerConfig::new(Arc::new(session), None);
+            listener_adjust(&mut config);
+            Arc::new(config)
+        },
         false,
         stopped,
     ));
@@ -406,4 +417,27 @@ async fn a_connection_dropped_mid_message_delivers_nothing() {
     drop(c);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(srv.inbox(ana).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silence_and_too_many_connections_get_421() {
+    let srv = server_with(
+        |_| {},
+        |c| {
+            c.command_timeout = Duration::from_millis(300);
+            c.max_per_ip = 2;
+        },
+    )
+    .await;
+    let mut quiet = Client::connect(srv.addr).await;
+    let _second = Client::connect(srv.addr).await;
+    // A third from the same address is turned away at once.
+    let mut third = BufReader::new(TcpStream::connect(srv.addr).await.unwrap());
+    let mut line = String::new();
+    third.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("421 4.7.0"), "{line}");
+    // The silent one is closed after the command timeout.
+    let r = quiet.reply().await;
+    assert!(r.starts_with("421 4.4.2"), "{r}");
+    assert_eq!(quiet.reply().await, "", "closed");
 }

@@ -169,3 +169,22 @@ async fn the_mx_refuses_auth_and_relaying() {
         "no open relay"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_auth_is_slowed_then_refused_even_with_the_right_password() {
+    let a = node(&["ana@a.example"], Some(Vec::new())).await;
+    let (user, pw) = (a.users[0].0.to_string(), a.users[0].1.expose().to_string());
+    let mut c = Client::connect(a.addr).await;
+    let mut refused = 0;
+    for _ in 0..10 {
+        let r = c.auth_plain(&user, "wrong").await;
+        if r.starts_with("454 4.7.0") {
+            refused += 1;
+            break;
+        }
+        assert_eq!(code(&r), "535 5.7.8");
+    }
+    assert_eq!(refused, 1, "the failed-login budget runs out");
+    let r = c.auth_plain(&user, &pw).await;
+    assert!(r.starts_with("454 4.7.0"), "refused while blocked: {r}");
+}
