@@ -10,10 +10,9 @@ use cofre_storage::link::route::Router;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig as TlsConfig;
 
-use cofre_storage::net::{Conn, Io, Limits, ReadError, accept_loop, stopping};
+use cofre_storage::net::{Conn, Limits, ReadError, accept_loop, stopping};
 
 use crate::parse::parse_command;
 use crate::session::{Config, Next, Session};
@@ -120,22 +119,15 @@ async fn connection(
     implicit_tls: bool,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
-    let io: Box<dyn Io> = if implicit_tls {
+    let tls = if implicit_tls {
         let Some(tls) = &config.tls else { return };
-        match tokio::time::timeout(
-            config.preauth_timeout,
-            TlsAcceptor::from(Arc::clone(tls)).accept(stream),
-        )
-        .await
-        {
-            Ok(Ok(s)) => Box::new(s),
-            _ => return,
-        }
+        Some(tls)
     } else {
-        Box::new(stream)
+        None
     };
-    let mut conn = Conn::new(io);
+    let Some(mut conn) = Conn::accepted(stream, tls, config.preauth_timeout).await else {
+        return;
+    };
     let mut session = Session::new(
         router,
         Arc::clone(&config.session),
@@ -257,18 +249,8 @@ async fn run(
             Next::Close => return,
             Next::StartTls => {
                 let Some(tls) = &config.tls else { return };
-                // Anything pipelined after STARTTLS was sent in the clear:
-                // it is dropped, never executed.
-                conn.buf.clear();
-                let io = std::mem::replace(&mut conn.io, Box::new(tokio::io::duplex(1).0));
-                match tokio::time::timeout(
-                    config.preauth_timeout,
-                    TlsAcceptor::from(Arc::clone(tls)).accept(io),
-                )
-                .await
-                {
-                    Ok(Ok(s)) => conn.io = Box::new(s),
-                    _ => return,
+                if !conn.start_tls(tls, config.preauth_timeout).await {
+                    return;
                 }
                 session.tls_started();
             }

@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cofre_storage::link::route::Router;
-use cofre_storage::net::{Conn, Io, Limits, ReadError, accept_loop, stopping};
+use cofre_storage::net::{Conn, Limits, ReadError, accept_loop, stopping};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig as TlsConfig;
 
 use crate::session::{Config, Next, Session};
@@ -83,22 +82,15 @@ async fn connection(
     implicit_tls: bool,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
-    let io: Box<dyn Io> = if implicit_tls {
+    let tls = if implicit_tls {
         let Some(tls) = &config.tls else { return };
-        match tokio::time::timeout(
-            config.command_timeout,
-            TlsAcceptor::from(Arc::clone(tls)).accept(stream),
-        )
-        .await
-        {
-            Ok(Ok(s)) => Box::new(s),
-            _ => return,
-        }
+        Some(tls)
     } else {
-        Box::new(stream)
+        None
     };
-    let mut conn = Conn::new(io);
+    let Some(mut conn) = Conn::accepted(stream, tls, config.command_timeout).await else {
+        return;
+    };
     let mut session = Session::new(router, Arc::clone(&config.session), peer, implicit_tls);
     let mut out = session.greeting().into_bytes();
     if !conn.send(&mut out).await {
@@ -206,18 +198,8 @@ async fn run(
                     return;
                 }
                 let Some(tls) = &config.tls else { return };
-                // Anything pipelined after STARTTLS came in the clear: it is
-                // dropped, never executed (RFC 3207 §4.2).
-                conn.buf.clear();
-                let io = std::mem::replace(&mut conn.io, Box::new(tokio::io::duplex(1).0));
-                match tokio::time::timeout(
-                    config.command_timeout,
-                    TlsAcceptor::from(Arc::clone(tls)).accept(io),
-                )
-                .await
-                {
-                    Ok(Ok(s)) => conn.io = Box::new(s),
-                    _ => return,
+                if !conn.start_tls(tls, config.command_timeout).await {
+                    return;
                 }
                 session.tls_started();
             }

@@ -14,6 +14,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig as TlsConfig;
 
 /// A byte stream a server speaks over (TCP, TLS, compressed).
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -44,6 +46,42 @@ impl Conn {
         Conn {
             io,
             buf: Vec::new(),
+        }
+    }
+
+    /// An accepted TCP connection: plain, or TLS from the first byte
+    /// (implicit TLS) when `tls` is given, the handshake bounded by
+    /// `timeout`. `None` when the handshake fails or times out.
+    pub async fn accepted(
+        stream: TcpStream,
+        tls: Option<&Arc<TlsConfig>>,
+        timeout: Duration,
+    ) -> Option<Conn> {
+        let _ = stream.set_nodelay(true);
+        let io: Box<dyn Io> = match tls {
+            None => Box::new(stream),
+            Some(tls) => {
+                let accept = TlsAcceptor::from(Arc::clone(tls)).accept(stream);
+                Box::new(tokio::time::timeout(timeout, accept).await.ok()?.ok()?)
+            }
+        };
+        Some(Conn::new(io))
+    }
+
+    /// STARTTLS: the rest of the connection over TLS. Anything the client
+    /// pipelined after the command came in the clear and is dropped, never
+    /// executed (RFC 3207 §4.2, RFC 9051 §6.2.1). False when the
+    /// handshake fails or times out.
+    pub async fn start_tls(&mut self, tls: &Arc<TlsConfig>, timeout: Duration) -> bool {
+        self.buf.clear();
+        let plain = std::mem::replace(&mut self.io, Box::new(tokio::io::duplex(1).0));
+        let accept = TlsAcceptor::from(Arc::clone(tls)).accept(plain);
+        match tokio::time::timeout(timeout, accept).await {
+            Ok(Ok(s)) => {
+                self.io = Box::new(s);
+                true
+            }
+            _ => false,
         }
     }
 
