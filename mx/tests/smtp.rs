@@ -424,7 +424,7 @@ async fn silence_and_too_many_connections_get_421() {
     let srv = server_with(
         |_| {},
         |c| {
-            c.command_timeout = Duration::from_millis(300);
+            c.command_timeout = Duration::from_secs(2);
             c.max_per_ip = 2;
         },
     )
