@@ -322,9 +322,12 @@ impl Sender {
     async fn bounce(self: &Arc<Self>, to: &str, failed: &[(String, String)], original: &[u8]) {
         let dsn = dsn(&self.config.hostname, to, failed, original);
         if let Ok(address) = AliasAddress::try_from(to) {
+            // Final delivery of a bounce: its envelope sender is null.
+            let mut stored = b"Return-Path: <>\r\n".to_vec();
+            stored.extend_from_slice(&dsn);
             let op = Op::Deliver {
                 address: address.clone(),
-                raw: dsn.clone(),
+                raw: stored,
                 delivery_ref: None,
             };
             if let Ok(Reply::Delivery(_)) = self.router.request(&address, op).await {

@@ -513,6 +513,10 @@ impl Session {
         id: &str,
         from: &str,
     ) -> String {
+        // Final delivery: the envelope sender goes first, as Return-Path
+        // (RFC 5321 §4.4).
+        let mut stored = format!("Return-Path: <{from}>\r\n").into_bytes();
+        stored.extend_from_slice(stamped);
         let mut temporary = None;
         let mut permanent = None;
         for rcpt in rcpts {
@@ -530,7 +534,7 @@ impl Session {
             let delivery_ref = format!("smtp:{:x}", h.finalize());
             let op = Op::Deliver {
                 address: rcpt.clone(),
-                raw: stamped.to_vec(),
+                raw: stored.clone(),
                 delivery_ref: Some(delivery_ref),
             };
             match self.router.request(rcpt, op).await {

@@ -145,9 +145,13 @@ fn code(reply: &str) -> &str {
     reply.get(..9).unwrap_or(reply)
 }
 
-/// Splits our Received header from the stored bytes.
+/// Splits our trace headers (Return-Path, then Received) from the stored
+/// bytes; returns the Received header and the rest.
 fn without_trace(stored: &[u8]) -> (&str, &[u8]) {
-    assert!(stored.starts_with(b"Received: from "), "trace header first");
+    assert!(stored.starts_with(b"Return-Path: <"), "Return-Path first");
+    let line_end = stored.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+    let stored = &stored[line_end..];
+    assert!(stored.starts_with(b"Received: from "), "then our Received");
     // The header ends at the first CRLF not followed by a tab.
     let mut i = 0;
     loop {
@@ -220,6 +224,10 @@ async fn mail_for_an_online_alias_is_stored_byte_for_byte_with_a_trace_header() 
 
     let stored = srv.inbox(ana);
     assert_eq!(stored.len(), 1);
+    assert!(
+        stored[0].starts_with(b"Return-Path: <s@elsewhere.example>\r\n"),
+        "the envelope sender as Return-Path"
+    );
     let (trace, rest) = without_trace(&stored[0]);
     assert_eq!(rest, MESSAGE, "the stored bytes are the sent bytes");
     assert!(

@@ -61,12 +61,12 @@ def inbox_bytes(user, password, **kw):
     return out
 
 
-TRACE = re.compile(rb"^Received: from [^\r\n]*\r\n(\t[^\r\n]*\r\n)*")
+TRACE = re.compile(rb"^Return-Path: <[^>\r\n]*>\r\nReceived: from [^\r\n]*\r\n(\t[^\r\n]*\r\n)*")
 
 
 def untraced(stored):
     m = TRACE.match(stored)
-    check(m is not None, f"a Received header first: {stored[:80]!r}")
+    check(m is not None, f"Return-Path and a Received header first: {stored[:120]!r}")
     check(
         b"by localhost (Cofre) with" in m.group(0),
         f"our trace header: {m.group(0)!r}",
