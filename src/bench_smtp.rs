@@ -196,6 +196,7 @@ pub fn run(b: SmtpBench) -> Result<()> {
             max_recipients: 100,
             starttls: false,
             submission: None,
+            forwarding: None,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?.to_string();

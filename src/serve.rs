@@ -251,8 +251,17 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
 
     let limiter = Arc::new(cofre_storage::throttle::LoginLimiter::default());
     let mut tasks = Vec::new();
-    // Started with the first submission listener.
-    let mut outbound: Option<Arc<cofre_mx::outbound::Sender>> = None;
+    // The outbound queue, for submission and forwarding.
+    let outbound = match &router {
+        Some(router)
+            if listeners
+                .iter()
+                .any(|(s, _)| matches!(*s, "smtp" | "submission" | "submissions")) =>
+        {
+            Some(start_outbound(&s, &secret, router, &stopped, &mut tasks)?)
+        }
+        _ => None,
+    };
     for (service, listener) in listeners {
         let addr = listener.local_addr()?;
         match service {
@@ -282,24 +291,20 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
             "smtp" | "submission" | "submissions" => {
                 let router = Arc::clone(router.as_ref().context("no router")?);
                 let implicit = service == "submissions";
-                let submission = if service == "smtp" {
-                    None
+                let outbound = Arc::clone(outbound.as_ref().context("no outbound queue")?);
+                let (submission, forwarding) = if service == "smtp" {
+                    let srs =
+                        cofre_mx::srs::Srs::new(cofre_storage::keys::derive_subkey(&secret, "srs"));
+                    (None, Some(cofre_mx::session::Forwarding { outbound, srs }))
                 } else {
-                    let outbound = match &outbound {
-                        Some(o) => Arc::clone(o),
-                        None => {
-                            let o = start_outbound(&s, &secret, &router, &stopped, &mut tasks)?;
-                            outbound = Some(Arc::clone(&o));
-                            o
-                        }
-                    };
-                    Some(cofre_mx::session::Submission {
+                    let sub = cofre_mx::session::Submission {
                         outbound,
                         limiter: Arc::clone(&limiter),
                         // Passwords in the clear only over loopback.
                         plain_auth: addr.ip().is_loopback(),
                         failed_login_delay: std::time::Duration::from_secs(1),
-                    })
+                    };
+                    (Some(sub), None)
                 };
                 let session = Arc::new(cofre_mx::Config {
                     hostname: s.smtp_hostname.clone(),
@@ -307,6 +312,7 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
                     max_recipients: 100,
                     starttls: server_tls.is_some() && !implicit,
                     submission,
+                    forwarding,
                 });
                 let config = Arc::new(cofre_mx::ServerConfig::new(session, server_tls.clone()));
                 let what = match service {

@@ -12,6 +12,7 @@ pub mod outbound;
 pub mod parse;
 pub mod server;
 pub mod session;
+pub mod srs;
 
 pub use server::{ServerConfig, serve};
 pub use session::{Config, Next, Session};

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use cofre_storage::admin::{AdminOp, AdminReply};
 use cofre_storage::link::route::Router;
 use cofre_storage::link::ws::ClientError;
 use cofre_storage::link::{ErrorCode, Op, Reply};
@@ -34,6 +35,25 @@ pub struct Config {
     /// required, the sender must be the authenticated alias, any
     /// recipient is taken, and a copy goes into the sender's Sent folder.
     pub submission: Option<Submission>,
+    /// Forwarding rules (from the directory) and bounces to forwarded
+    /// mail; without it, forwards are not carried out and SRS addresses
+    /// are unknown recipients.
+    pub forwarding: Option<Forwarding>,
+}
+
+/// What forwarding needs: the outbound queue and the SRS key.
+#[derive(Clone)]
+pub struct Forwarding {
+    /// Where forwarded copies and returned bounces go.
+    pub outbound: Arc<Sender>,
+    /// Envelope sender rewriting.
+    pub srs: crate::srs::Srs,
+}
+
+impl std::fmt::Debug for Forwarding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarding").finish_non_exhaustive()
+    }
 }
 
 /// What the submission service needs beyond the MX.
@@ -65,6 +85,7 @@ impl Default for Config {
             max_recipients: 100,
             starttls: true,
             submission: None,
+            forwarding: None,
         }
     }
 }
@@ -110,6 +131,9 @@ struct Envelope {
     from: String,
     params: MailParams,
     rcpts: Vec<String>,
+    /// Original senders of forwarded mail that a bounce (sent to our SRS
+    /// address) goes back to.
+    returns: Vec<String>,
     /// BDAT chunks received so far.
     chunks: Vec<u8>,
     /// A BDAT chunk pushed the message over the limit: the rest is read
@@ -310,6 +334,7 @@ impl Session {
             from,
             params,
             rcpts: Vec::new(),
+            returns: Vec::new(),
             chunks: Vec::new(),
             chunk_error: None,
         });
@@ -343,6 +368,20 @@ impl Session {
         // An address that is not a valid alias cannot be ours: the same
         // answer as for an unknown alias, so nobody can tell them apart.
         let unknown = || reply(550, "5.1.1", "No such mailbox here");
+        if let Some(original) = self
+            .config
+            .forwarding
+            .as_ref()
+            .and_then(|f| f.srs.reverse(to))
+        {
+            // A bounce (or reply) to mail we forwarded: it goes back.
+            if let Some(env) = &mut self.envelope
+                && !env.returns.contains(&original)
+            {
+                env.returns.push(original);
+            }
+            return reply(250, "2.1.5", "Recipient ok");
+        }
         let Ok(address) = AliasAddress::try_from(to) else {
             return unknown();
         };
@@ -380,7 +419,7 @@ impl Session {
     fn data(&mut self) -> Next {
         match &self.envelope {
             None => Next::Reply(reply(503, "5.5.1", "Need MAIL before DATA")),
-            Some(e) if e.rcpts.is_empty() => {
+            Some(e) if e.rcpts.is_empty() && e.returns.is_empty() => {
                 Next::Reply(reply(554, "5.5.1", "No valid recipients"))
             }
             Some(e) if !e.chunks.is_empty() => {
@@ -409,7 +448,7 @@ impl Session {
         let Some(env) = &mut self.envelope else {
             return reply(503, "5.5.1", "Need MAIL before BDAT");
         };
-        if env.rcpts.is_empty() {
+        if env.rcpts.is_empty() && env.returns.is_empty() {
             self.envelope = None;
             return reply(554, "5.5.1", "No valid recipients");
         }
@@ -500,6 +539,20 @@ impl Session {
         if let Some(sub) = &self.config.submission {
             return self.submit(sub, env, &stamped, raw, &id).await;
         }
+        if !env.returns.is_empty()
+            && let Some(fwd) = &self.config.forwarding
+            && let Err(e) = fwd.outbound.enqueue("", &env.returns, &stamped).await
+        {
+            tracing::error!(error = %e, "queueing a returned bounce failed");
+            return reply(
+                451,
+                "4.3.0",
+                "Cannot queue the message now; try again later",
+            );
+        }
+        if env.rcpts.is_empty() {
+            return reply(250, "2.0.0", &format!("Ok: returned as {id}"));
+        }
         self.deliver_local(&env.rcpts, &stamped, raw, &id, &env.from)
             .await
     }
@@ -568,6 +621,9 @@ impl Session {
         if let Some(r) = temporary.or(permanent) {
             return r;
         }
+        if let Err(r) = self.forward_copies(rcpts, stamped, from).await {
+            return r;
+        }
         tracing::info!(
             id,
             from = %from,
@@ -576,6 +632,81 @@ impl Session {
             "delivered"
         );
         reply(250, "2.0.0", &format!("Ok: delivered as {id}"))
+    }
+
+    /// Carries out the forwarding rules of the aliases that just got a
+    /// copy: ours get one more copy (and are not forwarded further: no
+    /// loops), the others go out through the queue with an SRS sender.
+    async fn forward_copies(
+        &self,
+        rcpts: &[String],
+        stamped: &[u8],
+        from: &str,
+    ) -> Result<(), String> {
+        let Some(fwd) = &self.config.forwarding else {
+            return Ok(());
+        };
+        let later = || {
+            reply(
+                451,
+                "4.3.0",
+                "Cannot forward the message now; try again later",
+            )
+        };
+        for rcpt in rcpts {
+            let Ok(alias) = AliasAddress::try_from(rcpt.as_str()) else {
+                continue;
+            };
+            let op = Op::Admin(AdminOp::Forwards(alias.clone()));
+            let targets = match self.router.request(&alias, op).await {
+                Ok(Reply::Admin(AdminReply::Forwards(list))) => list,
+                other => {
+                    tracing::warn!(reply = ?other.err(), "reading forwarding rules failed");
+                    return Err(later());
+                }
+            };
+            if targets.is_empty() {
+                continue;
+            }
+            let mut remote = Vec::new();
+            for t in targets {
+                let local = match AliasAddress::try_from(t.as_str()) {
+                    Ok(a) => match self
+                        .router
+                        .request(&a, Op::Locate { address: a.clone() })
+                        .await
+                    {
+                        Ok(Reply::Holds(true)) => Some(a),
+                        _ => None,
+                    },
+                    Err(_) => None,
+                };
+                match local {
+                    Some(a) => {
+                        let mut copy = format!("Return-Path: <{from}>\r\n").into_bytes();
+                        copy.extend_from_slice(stamped);
+                        let op = Op::Deliver {
+                            address: a.clone(),
+                            raw: copy,
+                            delivery_ref: None,
+                        };
+                        if self.router.request(&a, op).await.is_err() {
+                            return Err(later());
+                        }
+                    }
+                    None => remote.push(t),
+                }
+            }
+            if !remote.is_empty() {
+                let domain = alias.as_str().rsplit_once('@').map_or("", |(_, d)| d);
+                let sender = fwd.srs.forward(from, domain);
+                if let Err(e) = fwd.outbound.enqueue(&sender, &remote, stamped).await {
+                    tracing::error!(error = %e, "queueing a forwarded copy failed");
+                    return Err(later());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Submission: remote recipients into the outbound queue, ours into

@@ -52,6 +52,7 @@ async fn server_with(
         max_recipients: 3,
         starttls: false,
         submission: None,
+        forwarding: None,
     };
     adjust(&mut session);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -188,3 +188,70 @@ async fn failed_auth_is_slowed_then_refused_even_with_the_right_password() {
     let r = c.auth_plain(&user, &pw).await;
     assert!(r.starts_with("454 4.7.0"), "refused while blocked: {r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_mail_keeps_its_copy_goes_out_with_an_srs_sender_and_bounces_come_back() {
+    let b = node(&["zed@b.example", "orig@else.example"], None).await;
+    let to_b = b.addr.to_string();
+    let a = common::forwarding_mx(
+        &["fwd@a.example", "local@a.example"],
+        vec![
+            ("b.example".into(), to_b.clone()),
+            ("else.example".into(), to_b),
+        ],
+        &[
+            ("fwd@a.example", "zed@b.example"),
+            ("fwd@a.example", "local@a.example"),
+        ],
+    )
+    .await;
+    let (fwd, local) = (a.login(0), a.login(1));
+    let (zed, orig) = (b.login(0), b.login(1));
+    let mut c = Client::connect(a.addr).await;
+    let msg = b"From: orig@else.example\r\nTo: fwd@a.example\r\nSubject: pass it on\r\n\r\nforward me\r\n";
+    let r = c.send("orig@else.example", &["fwd@a.example"], msg).await;
+    assert_eq!(code(&r), "250 2.0.0", "{r}");
+
+    assert!(
+        a.folder(fwd, Role::Inbox)[0].ends_with(msg),
+        "the alias keeps its copy"
+    );
+    assert!(
+        a.folder(local, Role::Inbox)[0].ends_with(msg),
+        "a forward to one of ours is delivered here"
+    );
+    eventually("the forwarded copy reaches the other server", || {
+        !b.folder(zed, Role::Inbox).is_empty()
+    })
+    .await;
+    let copy = b.folder(zed, Role::Inbox)[0].clone();
+    assert!(copy.ends_with(msg));
+    let text = String::from_utf8_lossy(&copy).into_owned();
+    let return_path = text
+        .strip_prefix("Return-Path: <")
+        .and_then(|t| t.split_once('>'))
+        .map(|(p, _)| p.to_string())
+        .unwrap();
+    assert!(
+        return_path.starts_with("SRS0=") && return_path.ends_with("=else.example=orig@a.example"),
+        "the envelope sender is rewritten into our domain: {return_path}"
+    );
+
+    // A bounce to the rewritten address goes back to the original sender.
+    let bounce = b"From: MAILER-DAEMON@b.example\r\nSubject: Undeliverable\r\n\r\nsorry\r\n";
+    let r = c.send("", &[&return_path], bounce).await;
+    assert_eq!(code(&r), "250 2.0.0", "{r}");
+    eventually("the bounce reaches the original sender", || {
+        !b.folder(orig, Role::Inbox).is_empty()
+    })
+    .await;
+    assert!(b.folder(orig, Role::Inbox)[0].ends_with(bounce));
+
+    // A made-up SRS address is nobody.
+    c.cmd("MAIL FROM:<>").await;
+    let forged = return_path.replacen("SRS0=", "SRS0=AAAA", 1);
+    assert_eq!(
+        code(&c.cmd(&format!("RCPT TO:<{forged}>")).await),
+        "550 5.1.1"
+    );
+}

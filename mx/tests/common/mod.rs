@@ -46,6 +46,33 @@ impl Node {
 /// A node with aliases; submission (with outbound routes) when `routes`
 /// is `Some`, else an MX.
 pub async fn node(aliases: &[&str], routes: Option<Vec<(String, String)>>) -> Node {
+    node_with(aliases, routes, false).await
+}
+
+/// An MX that carries out forwarding rules, with outbound `routes`;
+/// `forwards` are (alias, target) rules set before it starts.
+pub async fn forwarding_mx(
+    aliases: &[&str],
+    routes: Vec<(String, String)>,
+    forwards: &[(&str, &str)],
+) -> Node {
+    let n = node_with(aliases, Some(routes), true).await;
+    for (alias, target) in forwards {
+        n.primary
+            .admin(cofre_storage::admin::AdminOp::AddForward {
+                address: AliasAddress::try_from(*alias).unwrap(),
+                recipient: AliasAddress::try_from(*target).unwrap(),
+            })
+            .unwrap();
+    }
+    n
+}
+
+async fn node_with(
+    aliases: &[&str],
+    routes: Option<Vec<(String, String)>>,
+    forwarding_mx: bool,
+) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(
         dir.path(),
@@ -88,12 +115,23 @@ pub async fn node(aliases: &[&str], routes: Option<Vec<(String, String)>>) -> No
         }
         None => (None, None),
     };
+    let (submission, forwarding) = match (forwarding_mx, &sender) {
+        (true, Some(outbound)) => (
+            None,
+            Some(cofre_mx::session::Forwarding {
+                outbound: Arc::clone(outbound),
+                srs: cofre_mx::srs::Srs::new(SecretKey::generate()),
+            }),
+        ),
+        _ => (submission, None),
+    };
     let session = Config {
         hostname: "node.test".into(),
         max_message_size: 1 << 20,
         max_recipients: 10,
         starttls: false,
         submission,
+        forwarding,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
