@@ -357,6 +357,9 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
                         cors_origins: s.cors_origins.clone(),
                         admin_token: s.admin_token.clone(),
                         limiter: Arc::clone(&limiter),
+                        outbound: outbound
+                            .clone()
+                            .map(|o| o as Arc<dyn cofre_storage::outbound::OutboundView>),
                     },
                     stopped.clone(),
                 );

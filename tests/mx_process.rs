@@ -214,7 +214,7 @@ fn mail_in_the_outbound_queue_survives_sigkill_and_goes_out_after_a_restart() {
                 data.to_str().unwrap(),
                 "serve",
                 "--http",
-                "off",
+                "127.0.0.1:0",
                 "--link",
                 "off",
                 "--submission",
@@ -222,14 +222,15 @@ fn mail_in_the_outbound_queue_survives_sigkill_and_goes_out_after_a_restart() {
                 "--route",
                 route,
             ],
-            &[],
+            &[("COFRE_ADMIN_TOKEN", "admin-token-for-the-test")],
         );
+        let web = p.wait_for("http listening on http://");
         let addr = p.wait_for("submission listening on ");
         let addr = addr.split(' ').next().unwrap().to_string();
         p.wait_for("ready");
-        (p, addr)
+        (p, addr, web)
     };
-    let (mut a, sub) = start(&format!("far.example={}", blackhole.local_addr().unwrap()));
+    let (mut a, sub, web) = start(&format!("far.example={}", blackhole.local_addr().unwrap()));
     let s = TcpStream::connect(&sub).unwrap();
     let mut r = BufReader::new(s.try_clone().unwrap());
     let mut w = s;
@@ -262,11 +263,25 @@ fn mail_in_the_outbound_queue_survives_sigkill_and_goes_out_after_a_restart() {
     w.write_all(msg).unwrap();
     w.write_all(b".\r\n").unwrap();
     assert!(reply().starts_with("250 "));
+    // The operator sees it waiting.
+    let queue = http_with(
+        &web,
+        "GET",
+        "/v1/admin/outbound",
+        &[("Authorization", "Bearer admin-token-for-the-test")],
+        b"",
+    );
+    assert_eq!(queue.status, 200);
+    let queue = queue.json();
+    assert_eq!(queue.as_array().unwrap().len(), 1, "{queue}");
+    assert_eq!(queue[0]["domain"], "far.example");
+    assert_eq!(queue[0]["sender"], "ana@example.com");
+    assert_eq!(queue[0]["recipients"][0], "zed@far.example");
     a.child.kill().unwrap();
     a.child.wait().unwrap();
 
     let (sink_addr, got) = sink();
-    let (_a, _) = start(&format!("far.example={sink_addr}"));
+    let (_a, _, _) = start(&format!("far.example={sink_addr}"));
     assert!(
         common::eventually(std::time::Duration::from_secs(20), || !got
             .lock()

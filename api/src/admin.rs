@@ -187,6 +187,28 @@ fn webhook(w: WebhookInfo) -> WebhookView {
     }
 }
 
+/// A message waiting in the outbound queue for the recipients of one
+/// domain.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OutboundMessage {
+    /// Its id in the queue.
+    pub id: i64,
+    /// The envelope sender ("" for a bounce).
+    pub sender: String,
+    /// The destination domain.
+    pub domain: String,
+    /// Recipients there still waiting.
+    pub recipients: Vec<String>,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+    /// When it was queued (ISO 8601, UTC).
+    pub queued_at: String,
+    /// When it is tried next (ISO 8601, UTC).
+    pub next_attempt_at: String,
+    /// What the last attempt ran into.
+    pub last_error: Option<String>,
+}
+
 /// Which aliases to list.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -460,4 +482,45 @@ pub async fn remove_webhook(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// What waits in this process's outbound queue (mail for other servers:
+/// submissions, forwarded copies, bounces), oldest first.
+#[utoipa::path(get, path = "/v1/admin/outbound", tag = "admin", security(("admin" = [])),
+    responses((status = 200, description = "OK", body = Vec<OutboundMessage>),
+        (status = 404, description = "No outbound queue in this process (no SMTP service)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Admin API off", body = Problem, content_type = "application/problem+json")))]
+pub async fn list_outbound(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<OutboundMessage>>, Problem> {
+    let Some(view) = state.inner.config.outbound.clone() else {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            ProblemCode::NotFound,
+            "this process runs no SMTP service, so it has no outbound queue",
+        ));
+    };
+    let items = tokio::task::spawn_blocking(move || view.pending())
+        .await
+        .map_err(|_| Problem::internal())?
+        .map_err(|e| {
+            tracing::error!(error = %e, "reading the outbound queue failed");
+            Problem::internal()
+        })?;
+    Ok(Json(
+        items
+            .into_iter()
+            .map(|i| OutboundMessage {
+                id: i.id,
+                sender: i.from,
+                domain: i.domain,
+                recipients: i.rcpts,
+                attempts: i.attempts,
+                queued_at: cofre_storage::time::iso(i.created_at),
+                next_attempt_at: cofre_storage::time::iso(i.next_at),
+                last_error: i.last_error,
+            })
+            .collect(),
+    ))
 }

@@ -49,6 +49,9 @@ pub struct ApiConfig {
     /// Failed-login throttling, shared with the other front ends (IMAP…)
     /// so that a password guesser gets one budget, not one per protocol.
     pub limiter: Arc<cofre_storage::throttle::LoginLimiter>,
+    /// The outbound queue of this process, for `GET /v1/admin/outbound`
+    /// (none where no SMTP service runs).
+    pub outbound: Option<Arc<dyn cofre_storage::outbound::OutboundView>>,
 }
 
 impl Default for ApiConfig {
@@ -59,6 +62,7 @@ impl Default for ApiConfig {
             cors_origins: Vec::new(),
             admin_token: None,
             limiter: Arc::default(),
+            outbound: None,
         }
     }
 }
@@ -217,6 +221,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(mail::watch_events))
         .routes(routes!(admin::list_domains, admin::add_domain))
         .routes(routes!(admin::remove_domain))
+        .routes(routes!(admin::list_outbound))
         .routes(routes!(admin::list_aliases, admin::create_alias))
         .routes(routes!(admin::delete_alias))
         .routes(routes!(admin::set_quota))

@@ -340,6 +340,20 @@ impl Sender {
     }
 }
 
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender")
+            .field("hostname", &self.config.hostname)
+            .finish_non_exhaustive()
+    }
+}
+
+impl cofre_storage::outbound::OutboundView for Sender {
+    fn pending(&self) -> Result<Vec<OutboundItem>, String> {
+        Sender::pending(self)
+    }
+}
+
 /// A delivery status notification (RFC 3464): a human-readable part, the
 /// machine-readable status per recipient, and the original's header.
 pub fn dsn(hostname: &str, to: &str, failed: &[(String, String)], original: &[u8]) -> Vec<u8> {

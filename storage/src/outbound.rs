@@ -41,6 +41,13 @@ pub struct OutboundItem {
     pub last_error: Option<String>,
 }
 
+/// A view of what waits in an outbound queue, for the admin API (which
+/// does not depend on the process that sends).
+pub trait OutboundView: Send + Sync + std::fmt::Debug {
+    /// Every waiting item, oldest first.
+    fn pending(&self) -> std::result::Result<Vec<OutboundItem>, String>;
+}
+
 /// The outbound queue file.
 pub struct Outbound {
     conn: Connection,
