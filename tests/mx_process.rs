@@ -35,22 +35,25 @@ fn serve(data: &Path) -> (Proc, String, String) {
     (p, smtp, http)
 }
 
+/// One SMTP reply, all its lines.
+fn smtp_reply(r: &mut BufReader<TcpStream>) -> String {
+    let mut all = String::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        all.push_str(&line);
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return all;
+        }
+    }
+}
+
 /// Sends one message over SMTP; returns the final reply.
 fn send(addr: &str, rcpt: &str, msg: &[u8]) -> String {
     let s = TcpStream::connect(addr).unwrap();
     let mut r = BufReader::new(s.try_clone().unwrap());
     let mut w = s;
-    let mut reply = || {
-        let mut all = String::new();
-        loop {
-            let mut line = String::new();
-            r.read_line(&mut line).unwrap();
-            all.push_str(&line);
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return all;
-            }
-        }
-    };
+    let mut reply = || smtp_reply(&mut r);
     assert!(reply().starts_with("220 "));
     for cmd in [
         "EHLO sender.example".to_string(),
@@ -234,17 +237,7 @@ fn mail_in_the_outbound_queue_survives_sigkill_and_goes_out_after_a_restart() {
     let s = TcpStream::connect(&sub).unwrap();
     let mut r = BufReader::new(s.try_clone().unwrap());
     let mut w = s;
-    let mut reply = || {
-        let mut all = String::new();
-        loop {
-            let mut line = String::new();
-            r.read_line(&mut line).unwrap();
-            all.push_str(&line);
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return all;
-            }
-        }
-    };
+    let mut reply = || smtp_reply(&mut r);
     assert!(reply().starts_with("220 "));
     use base64::Engine;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("\0ana@example.com\0{pw}"));
