@@ -336,8 +336,8 @@ fn storage(args: BenchArgs) -> Result<()> {
     let s = Instant::now();
     for raw in &singles {
         mb.append(inbox, raw, &AppendOptions::default())?;
-        if mb.index_backlog() >= 32 {
-            mb.flush_index_some(8)?;
+        if mb.index_backlog() >= cofre_storage::primary::INDEX_BACKLOG {
+            mb.flush_index_some(cofre_storage::primary::INDEX_STEP)?;
         }
     }
     mb.flush_index()?;

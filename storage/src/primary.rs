@@ -734,7 +734,7 @@ const INDEX_QUIET: Duration = Duration::from_millis(200);
 
 /// A mailbox never quiet (steady delivery, a client polling in a loop)
 /// indexes its backlog in steps once it is this large ...
-const INDEX_BACKLOG: usize = 32;
+pub const INDEX_BACKLOG: usize = 32;
 
 /// ... or all of it (then fewer than that) once its oldest entry has
 /// waited this long ...
@@ -743,7 +743,7 @@ const INDEX_LATEST: Duration = Duration::from_secs(2);
 /// ... a step of this many emails after each job: a few milliseconds, so
 /// the writes queued behind it hardly wait, while each index segment still
 /// holds several messages.
-const INDEX_STEP: usize = 8;
+pub const INDEX_STEP: usize = 8;
 
 /// One mailbox's thread: runs jobs in order; indexes new mail for search
 /// when the mailbox is quiet, or in steps between jobs when it is busy;
