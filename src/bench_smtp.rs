@@ -197,6 +197,7 @@ pub fn run(b: SmtpBench) -> Result<()> {
             starttls: false,
             submission: None,
             forwarding: None,
+            auth: None,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?.to_string();

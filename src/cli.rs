@@ -30,6 +30,19 @@ enum Command {
     /// Import mail into a mailbox, or export it.
     #[command(subcommand)]
     Mailbox(MailboxCommand),
+    /// Hosted domains: their DKIM keys.
+    #[command(subcommand)]
+    Domain(DomainCommand),
+    /// Serves fixed DNS records on loopback, for end-to-end tests (internal).
+    #[command(hide = true)]
+    FixtureDns {
+        /// Where to listen (UDP and TCP).
+        #[arg(long)]
+        listen: String,
+        /// `NAME=TEXT` TXT records; repeat for several.
+        #[arg(long)]
+        txt: Vec<String>,
+    },
     /// Measure the storage engine, link, API or IMAP bridge on this machine.
     Bench(crate::bench::BenchArgs),
     /// Holds IMAP connections in IDLE for `bench imap` (internal).
@@ -85,6 +98,26 @@ enum AliasCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum DomainCommand {
+    /// Show the DKIM key of a hosted domain as the DNS record to publish,
+    /// making the key on first use. Mail our aliases send is signed with it.
+    Dkim {
+        /// The domain, e.g. example.com.
+        domain: String,
+        /// Replace the key with a new one under a new selector (publish the
+        /// new record before mail goes out signed with it).
+        #[arg(long)]
+        rotate: bool,
+        /// The selector for a new key [default: cofre + today's date].
+        #[arg(long)]
+        selector: Option<String>,
+        /// Print {"domain", "selector", "name", "value"} instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum MailboxCommand {
     /// Import mbox files, Maildir folders or .eml files.
     Import(ImportArgs),
@@ -118,12 +151,104 @@ pub fn run() -> Result<()> {
     match cli.command {
         Command::Alias(cmd) => alias(data, cmd),
         Command::Mailbox(cmd) => mailbox(data, cmd),
+        Command::Domain(cmd) => domain(data, cmd),
+        Command::FixtureDns { listen, txt } => fixture_dns(&listen, &txt),
         Command::Bench(args) => crate::bench::run(args),
         Command::BenchHoldIdle { addr, count } => crate::bench_imap::hold_idle(&addr, count),
         Command::Serve(args) => crate::serve::run(crate::serve::Role::Serve, &args, flag),
         Command::Primary(args) => crate::serve::run(crate::serve::Role::Primary, &args, flag),
         Command::Gateway(args) => crate::serve::run(crate::serve::Role::Gateway, &args, flag),
     }
+}
+
+fn domain(data: &Path, cmd: DomainCommand) -> Result<()> {
+    let DomainCommand::Dkim {
+        domain,
+        rotate,
+        selector,
+        json,
+    } = cmd;
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    let store = open_store(data)?;
+    if !store.directory().has_domain(&domain)? {
+        bail!("{domain} is not a hosted domain (add it first)");
+    }
+    let secret = match std::env::var("COFRE_CLUSTER_SECRET") {
+        Ok(s) => zeroize::Zeroizing::new(s.into_bytes()),
+        Err(_) => (*crate::serve::local_cluster_secret(data)?).clone(),
+    };
+    let key = cofre_storage::keys::derive_subkey(&secret, "outbound-queue");
+    let mut queue = cofre_storage::outbound::Outbound::open(&data.join("outbound.sqlite"), &key)
+        .context("opening data/outbound.sqlite (is COFRE_CLUSTER_SECRET the server's?)")?;
+    let current = queue.dkim_key(&domain)?;
+    let key = match current {
+        Some(k) if !rotate => k,
+        current => {
+            let today: String = cofre_storage::time::iso(cofre_storage::time::now())
+                .chars()
+                .take(10)
+                .filter(char::is_ascii_digit)
+                .collect();
+            let selector = selector.unwrap_or_else(|| format!("cofre{today}"));
+            if current.as_ref().is_some_and(|c| c.selector == selector) {
+                bail!(
+                    "the key in use already has selector {selector}: give another with --selector"
+                );
+            }
+            let k = cofre_mx::auth::generate_dkim_key(&domain, &selector)
+                .map_err(|e| anyhow::anyhow!("making the key: {e}"))?;
+            queue.put_dkim_key(&k)?;
+            k
+        }
+    };
+    let (name, value) = cofre_mx::auth::dkim_record(&key);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"domain": key.domain, "selector": key.selector, "name": name, "value": value})
+        );
+    } else {
+        println!(
+            "DKIM key of {} (RSA {}, selector {}, made {}).",
+            key.domain,
+            cofre_mx::auth::DKIM_KEY_BITS,
+            key.selector,
+            cofre_storage::time::iso(key.created_at)
+        );
+        println!(
+            "Publish this TXT record, then mail from {} goes out signed:",
+            key.domain
+        );
+        let quoted: Vec<String> = value
+            .as_bytes()
+            .chunks(255)
+            .map(|c| format!("\"{}\"", String::from_utf8_lossy(c)))
+            .collect();
+        println!("{name}. 3600 IN TXT ( {} )", quoted.join(" "));
+    }
+    Ok(())
+}
+
+/// Serves `NAME=TEXT` TXT records until killed.
+fn fixture_dns(listen: &str, txt: &[String]) -> Result<()> {
+    let mut records = Vec::new();
+    for t in txt {
+        let (name, text) = t.split_once('=').context("--txt takes NAME=TEXT")?;
+        records.push((
+            name.to_string(),
+            cofre_mx::dns::FixtureRecord::Txt(text.to_string()),
+        ));
+    }
+    let addr: std::net::SocketAddr = listen.parse().context("--listen takes IP:PORT")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let dns = cofre_mx::dns::FixtureDns::start_on(addr, records).await?;
+        println!("dns listening on {}", dns.addr);
+        std::future::pending::<()>().await;
+        Ok(())
+    })
 }
 
 /// Store settings from the environment: `COFRE_MASTER_KEY` (64 hex digits)

@@ -85,6 +85,14 @@ pub struct ServerArgs {
     /// lookup (`*` for every domain: a smarthost); repeat for several.
     #[arg(long = "route", env = "COFRE_ROUTES", value_delimiter = ',')]
     pub routes: Vec<String>,
+    /// The DNS server (`IP:PORT`) for MX lookups and SPF, DKIM and DMARC
+    /// checks [default: the system's resolver].
+    #[arg(long, env = "COFRE_DNS")]
+    pub dns: Option<String>,
+    /// Do not check SPF, DKIM, ARC and DMARC of arriving mail (no
+    /// `Authentication-Results`, no DMARC rejections, no ARC seals).
+    #[arg(long, env = "COFRE_NO_MAIL_AUTH")]
+    pub no_mail_auth: bool,
 }
 
 /// The TOML file. Unknown keys are errors (a typo must not silently fall
@@ -119,6 +127,10 @@ struct FileSmtp {
     routes: Option<Vec<String>>,
     /// The name in greetings, `Received` and EHLO.
     hostname: Option<String>,
+    /// The DNS server, `IP:PORT`.
+    dns: Option<String>,
+    /// Check SPF, DKIM, ARC and DMARC of arriving mail (default true).
+    mail_auth: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -242,6 +254,10 @@ pub struct Settings {
     pub routes: Vec<(String, String)>,
     /// The mail servers' name (greeting, `Received`, EHLO).
     pub smtp_hostname: String,
+    /// The DNS server for mail; `None`: the system's resolver.
+    pub dns: Option<std::net::SocketAddr>,
+    /// Whether arriving mail is checked (SPF, DKIM, ARC, DMARC).
+    pub mail_auth: bool,
 }
 
 impl std::fmt::Debug for Settings {
@@ -427,6 +443,18 @@ pub fn resolve(args: &ServerArgs, data_flag: Option<&Path>) -> Result<Settings, 
             .unwrap_or_else(|| "localhost".into())
     });
 
+    let dns = match args.dns.clone().or(file.smtp.dns.clone()) {
+        None => None,
+        Some(d) => match d.parse::<std::net::SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                errors.push(format!("dns: {d:?} is not IP:PORT (e.g. 127.0.0.1:53)"));
+                None
+            }
+        },
+    };
+    let mail_auth = !args.no_mail_auth && file.smtp.mail_auth.unwrap_or(true);
+
     let log = args
         .log
         .clone()
@@ -565,6 +593,8 @@ pub fn resolve(args: &ServerArgs, data_flag: Option<&Path>) -> Result<Settings, 
         primaries,
         routes,
         smtp_hostname,
+        dns,
+        mail_auth,
     })
 }
 

@@ -92,13 +92,19 @@ fn cluster_secret(s: &Settings, role: Role) -> Result<Arc<Zeroizing<Vec<u8>>>> {
              file) to the same value of at least 16 characters on every node"
         );
     }
-    let path = s.data.join("cluster.secret");
+    local_cluster_secret(&s.data)
+}
+
+/// The single-node cluster secret in `data/cluster.secret`, made on first
+/// use (by `serve`, or by a command that needs it before the first start).
+pub(crate) fn local_cluster_secret(data: &Path) -> Result<Arc<Zeroizing<Vec<u8>>>> {
+    let path = data.join("cluster.secret");
     if let Ok(text) = std::fs::read_to_string(&path) {
         return Ok(Arc::new(Zeroizing::new(text.trim().as_bytes().to_vec())));
     }
     let secret = Password::generate();
     write_private(&path, secret.expose().as_bytes())?;
-    say!(
+    eprintln!(
         "cluster secret generated in {} (gateways need it as COFRE_CLUSTER_SECRET)",
         path.display()
     );
@@ -154,6 +160,7 @@ fn start_outbound(
     let config = cofre_mx::outbound::OutboundConfig {
         hostname: s.smtp_hostname.clone(),
         routes: s.routes.clone(),
+        nameserver: s.dns,
         ..Default::default()
     };
     let sender = cofre_mx::outbound::Sender::new(queue, config, Arc::clone(router))
@@ -262,6 +269,14 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
         }
         _ => None,
     };
+    // SPF, DKIM, ARC and DMARC checks for the MX.
+    let mail_auth = if s.mail_auth && listeners.iter().any(|(s, _)| *s == "smtp") {
+        let auth = cofre_mx::auth::MailAuth::new(&s.smtp_hostname, s.dns)
+            .map_err(|e| anyhow!("mail authentication checks: {e}"))?;
+        Some(Arc::new(auth))
+    } else {
+        None
+    };
     for (service, listener) in listeners {
         let addr = listener.local_addr()?;
         match service {
@@ -313,6 +328,11 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
                     starttls: server_tls.is_some() && !implicit,
                     submission,
                     forwarding,
+                    auth: if service == "smtp" {
+                        mail_auth.clone()
+                    } else {
+                        None
+                    },
                 });
                 let config = Arc::new(cofre_mx::ServerConfig::new(session, server_tls.clone()));
                 let what = match service {

@@ -236,3 +236,55 @@ fn an_operator_session() {
         .contains("no such alias")
     );
 }
+
+#[test]
+fn dkim_keys_are_made_once_per_domain_shown_as_a_record_and_rotated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ok(&cofre(&data, None, &["alias", "create", "a@example.com"]));
+    let show = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["domain", "dkim", "example.com", "--json"];
+        args.extend_from_slice(extra);
+        let out = ok(&cofre(&data, None, &args));
+        serde_json::from_str(out.trim()).unwrap()
+    };
+    let first = show(&[]);
+    assert_eq!(first["domain"], "example.com");
+    let selector = first["selector"].as_str().unwrap().to_string();
+    assert_eq!(
+        first["name"],
+        format!("{selector}._domainkey.example.com").as_str()
+    );
+    let value = first["value"].as_str().unwrap();
+    assert!(value.starts_with("v=DKIM1; k=rsa; p=MII"), "{value}");
+    assert_eq!(show(&[]), first, "asking again shows the same key");
+
+    // The zone-file form splits the key into strings DNS can carry.
+    let text = ok(&cofre(&data, None, &["domain", "dkim", "example.com"]));
+    let record = text.lines().last().unwrap();
+    assert!(record.starts_with(&format!(
+        "{selector}._domainkey.example.com. 3600 IN TXT ( \"v=DKIM1;"
+    )));
+    assert!(record.split('"').all(|part| part.len() <= 255), "{record}");
+
+    let same = cofre(
+        &data,
+        None,
+        &[
+            "domain",
+            "dkim",
+            "example.com",
+            "--rotate",
+            "--selector",
+            &selector,
+        ],
+    );
+    assert!(err(&same).contains("already has selector"));
+    let rotated = show(&["--rotate", "--selector", "next"]);
+    assert_eq!(rotated["selector"], "next");
+    assert_ne!(rotated["value"], first["value"], "a new key");
+    assert_eq!(show(&[]), rotated, "the new key is the one in use");
+
+    let unknown = cofre(&data, None, &["domain", "dkim", "elsewhere.org"]);
+    assert!(err(&unknown).contains("not a hosted domain"));
+}

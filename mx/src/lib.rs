@@ -5,9 +5,15 @@
 //!
 //! - `parse`: command lines from bytes,
 //! - `session`: the protocol state machine and delivery,
-//! - `server`: sockets, TLS, DATA and BDAT framing, limits and timeouts.
+//! - `server`: sockets, TLS, DATA and BDAT framing, limits and timeouts,
+//! - `auth`: SPF/DKIM/ARC/DMARC checks, DKIM signing and ARC sealing,
+//! - `dns`: the resolver setup and a fixture DNS server for tests,
+//! - `outbound`, `client`, `srs`: the queue worker, the SMTP client and
+//!   sender rewriting for forwarded mail.
 
+pub mod auth;
 pub mod client;
+pub mod dns;
 pub mod outbound;
 pub mod parse;
 pub mod server;

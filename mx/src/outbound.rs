@@ -11,7 +11,7 @@ use std::time::Duration;
 use cofre_storage::AliasAddress;
 use cofre_storage::link::route::Router;
 use cofre_storage::link::{Op, Reply};
-use cofre_storage::outbound::{Outbound, OutboundItem};
+use cofre_storage::outbound::{DkimKey, Outbound, OutboundItem};
 use hickory_resolver::TokioResolver;
 use hickory_resolver::proto::rr::RData;
 use tokio::sync::{Notify, watch};
@@ -37,6 +37,8 @@ pub struct OutboundConfig {
     pub timeout: Duration,
     /// The first retry's delay (later ones grow from it).
     pub first_retry: Duration,
+    /// The DNS server for MX lookups; `None`: the system's.
+    pub nameserver: Option<std::net::SocketAddr>,
 }
 
 impl Default for OutboundConfig {
@@ -49,6 +51,7 @@ impl Default for OutboundConfig {
             give_up_after: Duration::from_secs(5 * 24 * 3600),
             timeout: Duration::from_secs(120),
             first_retry: Duration::from_secs(60),
+            nameserver: None,
         }
     }
 }
@@ -90,7 +93,13 @@ impl Sender {
         config: OutboundConfig,
         router: Arc<Router>,
     ) -> Result<Arc<Sender>, String> {
-        let resolver = match TokioResolver::builder_tokio().and_then(|b| b.build()) {
+        let built = crate::dns::resolver_config(config.nameserver).and_then(|(c, o)| {
+            TokioResolver::builder_with_config(c, Default::default())
+                .with_options(o)
+                .build()
+                .map_err(|e| e.to_string())
+        });
+        let resolver = match built {
             Ok(r) => Some(r),
             Err(e) => {
                 tracing::warn!(error = %e, "no DNS resolver: outbound mail uses static routes only");
@@ -123,6 +132,20 @@ impl Sender {
             .map_err(|e| e.to_string())?;
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// The DKIM key of `domain`, if one was made (`cofre domain dkim`).
+    pub fn dkim_key(&self, domain: &str) -> Result<Option<DkimKey>, String> {
+        lock(&self.queue)
+            .dkim_key(domain)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Stores a DKIM key (replacing its domain's key before).
+    pub fn put_dkim_key(&self, key: &DkimKey) -> Result<(), String> {
+        lock(&self.queue)
+            .put_dkim_key(key)
+            .map_err(|e| e.to_string())
     }
 
     /// What waits in the queue (for the admin view and tests).

@@ -39,6 +39,11 @@ pub struct Config {
     /// mail; without it, forwards are not carried out and SRS addresses
     /// are unknown recipients.
     pub forwarding: Option<Forwarding>,
+    /// SPF, DKIM, ARC and DMARC checks of arriving mail (an
+    /// `Authentication-Results` header on every copy, a 550 when the
+    /// author domain's DMARC policy says reject) and ARC seals on
+    /// forwarded copies. `None`: nothing is checked or sealed.
+    pub auth: Option<Arc<crate::auth::MailAuth>>,
 }
 
 /// What forwarding needs: the outbound queue and the SRS key.
@@ -86,6 +91,7 @@ impl Default for Config {
             starttls: true,
             submission: None,
             forwarding: None,
+            auth: None,
         }
     }
 }
@@ -529,16 +535,37 @@ impl Session {
         out
     }
 
+    fn helo_name(&self) -> &str {
+        self.helo.as_ref().map_or("unknown", |(h, _)| h.as_str())
+    }
+
     /// Delivers to every recipient; 250 only when every copy is durable.
     async fn deliver(&self, env: Envelope, raw: &[u8]) -> String {
         let id = transaction_id();
         let header = self.received(&env, &id);
         let mut stamped = Vec::with_capacity(header.len() + raw.len());
-        stamped.extend_from_slice(header.as_bytes());
-        stamped.extend_from_slice(raw);
         if let Some(sub) = &self.config.submission {
+            stamped.extend_from_slice(header.as_bytes());
+            stamped.extend_from_slice(raw);
             return self.submit(sub, env, &stamped, raw, &id).await;
         }
+        let mut raw = raw;
+        let unforged;
+        if let Some(auth) = &self.config.auth {
+            // Results claiming to be ours did not come from us (RFC 8601 §5).
+            unforged = crate::auth::strip_results(raw, auth.hostname());
+            raw = &unforged;
+            let verdict = auth
+                .check(raw, self.peer.ip(), self.helo_name(), &env.from)
+                .await;
+            if let Some(reason) = verdict.reject {
+                tracing::info!(id, from = %env.from, "refused by DMARC policy");
+                return reply(550, "5.7.1", &reason);
+            }
+            stamped.extend_from_slice(verdict.header.as_bytes());
+        }
+        stamped.extend_from_slice(header.as_bytes());
+        stamped.extend_from_slice(raw);
         if !env.returns.is_empty()
             && let Some(fwd) = &self.config.forwarding
             && let Err(e) = fwd.outbound.enqueue("", &env.returns, &stamped).await
@@ -700,13 +727,48 @@ impl Session {
             if !remote.is_empty() {
                 let domain = alias.as_str().rsplit_once('@').map_or("", |(_, d)| d);
                 let sender = fwd.srs.forward(from, domain);
-                if let Err(e) = fwd.outbound.enqueue(&sender, &remote, stamped).await {
+                let sealed = self.arc_seal(fwd, domain, stamped, from).await;
+                if let Err(e) = fwd.outbound.enqueue(&sender, &remote, &sealed).await {
                     tracing::error!(error = %e, "queueing a forwarded copy failed");
                     return Err(later());
                 }
             }
         }
         Ok(())
+    }
+
+    /// `stamped` with an ARC set by `domain` on top, when MX checks are on
+    /// and the domain has a DKIM key; else `stamped` as it is (forwarded
+    /// unsealed, with its SRS sender still passing SPF).
+    async fn arc_seal(
+        &self,
+        fwd: &Forwarding,
+        domain: &str,
+        stamped: &[u8],
+        from: &str,
+    ) -> Vec<u8> {
+        let Some(auth) = &self.config.auth else {
+            return stamped.to_vec();
+        };
+        let key = match fwd.outbound.dkim_key(domain) {
+            Ok(Some(k)) => k,
+            Ok(None) => return stamped.to_vec(),
+            Err(e) => {
+                tracing::warn!(error = %e, domain, "reading the DKIM key failed; forwarding unsealed");
+                return stamped.to_vec();
+            }
+        };
+        match auth
+            .seal(&key, stamped, self.peer.ip(), self.helo_name(), from)
+            .await
+        {
+            Ok(Some(set)) => [set.as_bytes(), stamped].concat(),
+            Ok(None) => stamped.to_vec(),
+            Err(e) => {
+                tracing::warn!(error = %e, domain, "ARC sealing failed; forwarding unsealed");
+                stamped.to_vec()
+            }
+        }
     }
 
     /// Submission: remote recipients into the outbound queue, ours into
@@ -721,6 +783,26 @@ impl Session {
     ) -> String {
         let Some((me, session)) = &self.auth else {
             return reply(530, "5.7.0", "Authentication required");
+        };
+        // Signed once, by the alias's domain when it has a key; every
+        // copy (remote, local, Sent) is the signed message.
+        let signed;
+        let stamped = match sub.outbound.dkim_key(me.domain()) {
+            Ok(Some(key)) => match crate::auth::dkim_sign(&key, stamped) {
+                Ok(header) => {
+                    signed = [header.as_bytes(), stamped].concat();
+                    &signed[..]
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "DKIM signing failed");
+                    return reply(451, "4.3.0", "Cannot sign the message now; try again later");
+                }
+            },
+            Ok(None) => stamped,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the DKIM key failed");
+                return reply(451, "4.3.0", "Cannot sign the message now; try again later");
+            }
         };
         let (mut local, mut remote) = (Vec::new(), Vec::new());
         for rcpt in &env.rcpts {

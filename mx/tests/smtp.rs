@@ -53,6 +53,7 @@ async fn server_with(
         starttls: false,
         submission: None,
         forwarding: None,
+        auth: None,
     };
     adjust(&mut session);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

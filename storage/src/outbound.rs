@@ -41,6 +41,33 @@ pub struct OutboundItem {
     pub last_error: Option<String>,
 }
 
+/// The DKIM signing key of one domain. It lives beside the outbound
+/// queue, under the same key, because the node that sends is the node
+/// that signs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DkimKey {
+    /// The signing domain (`d=`).
+    pub domain: String,
+    /// The selector (`s=`): the key is published at
+    /// `<selector>._domainkey.<domain>`.
+    pub selector: String,
+    /// The RSA private key, PKCS#1 DER.
+    pub private_key: zeroize::Zeroizing<Vec<u8>>,
+    /// The RSA public key, PKCS#1 DER (what the DNS record carries).
+    pub public_key: Vec<u8>,
+    /// When it was made, Unix seconds.
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for DkimKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DkimKey")
+            .field("domain", &self.domain)
+            .field("selector", &self.selector)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A view of what waits in an outbound queue, for the admin API (which
 /// does not depend on the process that sends).
 pub trait OutboundView: Send + Sync + std::fmt::Debug {
@@ -88,7 +115,14 @@ impl Outbound {
                  next_at    INTEGER NOT NULL,
                  last_error TEXT
              );
-             CREATE INDEX IF NOT EXISTS items_due ON items (next_at);",
+             CREATE INDEX IF NOT EXISTS items_due ON items (next_at);
+             CREATE TABLE IF NOT EXISTS dkim_keys (
+                 domain      TEXT PRIMARY KEY,
+                 selector    TEXT NOT NULL,
+                 private_key BLOB NOT NULL,
+                 public_key  BLOB NOT NULL,
+                 created_at  INTEGER NOT NULL
+             ) WITHOUT ROWID;",
         )?;
         Ok(Outbound { conn })
     }
@@ -127,6 +161,44 @@ impl Outbound {
         }
         tx.commit()?;
         Ok(ids)
+    }
+
+    /// The DKIM key of `domain`, if one was made.
+    pub fn dkim_key(&self, domain: &str) -> Result<Option<DkimKey>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT domain, selector, private_key, public_key, created_at
+                 FROM dkim_keys WHERE domain = ?1",
+                [domain.to_ascii_lowercase()],
+                |r| {
+                    Ok(DkimKey {
+                        domain: r.get(0)?,
+                        selector: r.get(1)?,
+                        private_key: zeroize::Zeroizing::new(r.get(2)?),
+                        public_key: r.get(3)?,
+                        created_at: r.get(4)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Stores `key` as its domain's key, replacing the one before.
+    pub fn put_dkim_key(&mut self, key: &DkimKey) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO dkim_keys
+                 (domain, selector, private_key, public_key, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                key.domain.to_ascii_lowercase(),
+                key.selector,
+                key.private_key.as_slice(),
+                key.public_key,
+                key.created_at
+            ],
+        )?;
+        Ok(())
     }
 
     /// Items due at `now`, oldest first, at most `limit`.

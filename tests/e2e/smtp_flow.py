@@ -61,12 +61,18 @@ def inbox_bytes(user, password, **kw):
     return out
 
 
-TRACE = re.compile(rb"^Return-Path: <[^>\r\n]*>\r\nReceived: from [^\r\n]*\r\n(\t[^\r\n]*\r\n)*")
+# What the MX adds in front: Return-Path, its Authentication-Results (SPF,
+# DKIM, DMARC as checked against the fixture DNS), one Received.
+TRACE = re.compile(
+    rb"^Return-Path: <[^>\r\n]*>\r\n"
+    rb"Authentication-Results: localhost;[^\r\n]*\r\n(\t[^\r\n]*\r\n)*"
+    rb"Received: from [^\r\n]*\r\n(\t[^\r\n]*\r\n)*"
+)
 
 
 def untraced(stored):
     m = TRACE.match(stored)
-    check(m is not None, f"Return-Path and a Received header first: {stored[:120]!r}")
+    check(m is not None, f"Return-Path, Authentication-Results and Received first: {stored[:300]!r}")
     check(
         b"by localhost (Cofre) with" in m.group(0),
         f"our trace header: {m.group(0)!r}",
@@ -223,6 +229,13 @@ while time.monotonic() < deadline and not arrived:
         time.sleep(0.2)
 check(len(arrived) == 1 and arrived[0].endswith(outgoing), f"B received it: {arrived!r}")
 check(arrived and arrived[0].count(b"Received: from ") == 2, "A's and B's trace headers")
+head = arrived[0].split(b"\r\n\r\n")[0].replace(b"\r\n\t", b" ").decode() if arrived else ""
+check("DKIM-Signature:" in head and "d=example.com" in head, f"A signed it:\n{head}")
+results = [l for l in head.split("\r\n") if l.startswith("Authentication-Results:")]
+check(len(results) == 1, f"B's Authentication-Results:\n{head}")
+check(results and "dkim=pass header.d=example.com" in results[0], f"DKIM verified at B: {results}")
+check(results and "spf=pass" in results[0], f"SPF passed at B: {results}")
+check(results and "dmarc=pass header.from=example.com" in results[0], f"DMARC passed at B: {results}")
 sent = inbox_bytes("ana@example.com", ana_pw, folder="Sent")
 check(any(m.endswith(outgoing) for m in sent), "a copy in A's Sent folder")
 

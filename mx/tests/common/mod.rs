@@ -46,7 +46,17 @@ impl Node {
 /// A node with aliases; submission (with outbound routes) when `routes`
 /// is `Some`, else an MX.
 pub async fn node(aliases: &[&str], routes: Option<Vec<(String, String)>>) -> Node {
-    node_with(aliases, routes, false).await
+    node_with(aliases, routes, false, None).await
+}
+
+/// Like [`node`], but checking SPF, DKIM, ARC and DMARC against the DNS
+/// server at `dns`.
+pub async fn checking_node(
+    aliases: &[&str],
+    routes: Option<Vec<(String, String)>>,
+    dns: std::net::SocketAddr,
+) -> Node {
+    node_with(aliases, routes, false, Some(dns)).await
 }
 
 /// An MX that carries out forwarding rules, with outbound `routes`;
@@ -56,7 +66,17 @@ pub async fn forwarding_mx(
     routes: Vec<(String, String)>,
     forwards: &[(&str, &str)],
 ) -> Node {
-    let n = node_with(aliases, Some(routes), true).await;
+    forwarding_mx_with(aliases, routes, forwards, None).await
+}
+
+/// A forwarding MX that also checks and ARC-seals, against `dns`.
+pub async fn forwarding_mx_with(
+    aliases: &[&str],
+    routes: Vec<(String, String)>,
+    forwards: &[(&str, &str)],
+    dns: Option<std::net::SocketAddr>,
+) -> Node {
+    let n = node_with(aliases, Some(routes), true, dns).await;
     for (alias, target) in forwards {
         n.primary
             .admin(cofre_storage::admin::AdminOp::AddForward {
@@ -72,6 +92,7 @@ async fn node_with(
     aliases: &[&str],
     routes: Option<Vec<(String, String)>>,
     forwarding_mx: bool,
+    dns: Option<std::net::SocketAddr>,
 ) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(
@@ -97,6 +118,7 @@ async fn node_with(
             let config = OutboundConfig {
                 hostname: "a.example".into(),
                 routes,
+                nameserver: dns,
                 timeout: Duration::from_secs(5),
                 first_retry: Duration::from_secs(1),
                 ..Default::default()
@@ -132,6 +154,7 @@ async fn node_with(
         starttls: false,
         submission,
         forwarding,
+        auth: dns.map(|d| Arc::new(cofre_mx::auth::MailAuth::new("node.test", Some(d)).unwrap())),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
