@@ -286,3 +286,136 @@ fn mail_in_the_outbound_queue_survives_sigkill_and_goes_out_after_a_restart() {
     assert!(sent.ends_with(msg), "{}", String::from_utf8_lossy(&sent));
     drop(blackhole);
 }
+
+/// An HTTP receiver on a thread listening on `port`: records each
+/// request body and answers 200.
+fn hook_receiver(port: u16) -> std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>> {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let got: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Default::default();
+    let log = std::sync::Arc::clone(&got);
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(s) = s else { continue };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; len];
+            if r.read_exact(&mut body).is_ok() {
+                log.lock().unwrap().push(body);
+            }
+            let mut w = s;
+            let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    got
+}
+
+#[test]
+fn a_webhook_post_waiting_at_a_sigkill_is_made_after_the_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    create_alias(&data, "hook@example.com");
+    let start = || {
+        let mut p = Proc::start(
+            &[
+                "--data",
+                data.to_str().unwrap(),
+                "serve",
+                "--http",
+                "127.0.0.1:0",
+                "--smtp",
+                "127.0.0.1:0",
+                "--link",
+                "off",
+            ],
+            &[("COFRE_ADMIN_TOKEN", "admin-token-for-the-test")],
+        );
+        let web = p.wait_for("http listening on http://");
+        let smtp = p.wait_for("smtp listening on ");
+        let smtp = smtp.split(' ').next().unwrap().to_string();
+        p.wait_for("ready");
+        (p, smtp, web)
+    };
+    let bearer = ("Authorization", "Bearer admin-token-for-the-test");
+    let deliveries = |web: &str| {
+        let r = http_with(
+            web,
+            "GET",
+            "/v1/admin/aliases/hook@example.com/webhooks/deliveries",
+            &[bearer],
+            b"",
+        );
+        assert_eq!(r.status, 200);
+        r.json()
+    };
+    let (mut a, smtp, web) = start();
+    // First the receiver takes connections and never answers.
+    let blackhole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = blackhole.local_addr().unwrap().port();
+    let r = http_with(
+        &web,
+        "POST",
+        "/v1/admin/aliases/hook@example.com/webhooks",
+        &[bearer, ("Content-Type", "application/json")],
+        json!({"url": format!("http://127.0.0.1:{port}/hook")})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let s = TcpStream::connect(&smtp).unwrap();
+    let mut rd = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    assert!(smtp_reply(&mut rd).starts_with("220"));
+    for (cmd, want) in [
+        ("EHLO sender.example", "250"),
+        ("MAIL FROM:<x@sender.example>", "250"),
+        ("RCPT TO:<hook@example.com>", "250"),
+        ("DATA", "354"),
+    ] {
+        w.write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
+        let got = smtp_reply(&mut rd);
+        assert!(got.starts_with(want), "{cmd}: {got}");
+    }
+    w.write_all(b"Subject: posted after all\r\n\r\nhello hook\r\n.\r\n")
+        .unwrap();
+    assert!(smtp_reply(&mut rd).starts_with("250 "));
+    let pending = deliveries(&web);
+    assert_eq!(pending[0]["status"], "pending", "{pending}");
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+
+    // Now a receiver that answers, on the same address.
+    drop(blackhole);
+    let got = hook_receiver(port);
+    let (_a, _, web) = start();
+    assert!(
+        common::eventually(std::time::Duration::from_secs(30), || !got
+            .lock()
+            .unwrap()
+            .is_empty()),
+        "the post queued before the kill was made after the restart"
+    );
+    let body: serde_json::Value = serde_json::from_slice(&got.lock().unwrap()[0]).unwrap();
+    assert_eq!(body["subject"], "posted after all");
+    assert_eq!(body["alias"], "hook@example.com");
+    assert!(
+        common::eventually(
+            std::time::Duration::from_secs(5),
+            || deliveries(&web)[0]["status"] == "delivered"
+        ),
+        "{}",
+        deliveries(&web)
+    );
+}

@@ -428,6 +428,14 @@ pub async fn list_webhooks(
 }
 
 /// Register a webhook; the answer carries its signing secret, this once.
+///
+/// From then on, each message the alias receives is POSTed to the URL as
+/// a `WebhookPayload` JSON document (see the schema) with the headers
+/// `Cofre-Event: message.received`, `Cofre-Delivery: <payload id>` and
+/// `Cofre-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>"
+/// under the secret>`. Any 2xx answer is a delivery; anything else is
+/// retried after 30 s, 1, 2, 5, 10, 30 minutes, 1, 2, 4, 8 hours, for 24
+/// hours.
 #[utoipa::path(post, path = "/v1/admin/aliases/{address}/webhooks", tag = "admin", security(("admin" = [])), request_body = NewWebhook,
     params(("address" = String, Path, description = "The alias")),
     responses((status = 201, description = "Registered", body = CreatedWebhook), (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
@@ -459,6 +467,40 @@ pub async fn add_webhook(
         )),
         _ => Err(Problem::internal()),
     }
+}
+
+/// The latest webhook posts for an alias (newest first, at most 100,
+/// finished ones kept a week), each with every attempt: when, the HTTP
+/// status or the error, how long it took.
+#[utoipa::path(get, path = "/v1/admin/aliases/{address}/webhooks/deliveries", tag = "admin", security(("admin" = [])),
+    params(("address" = String, Path, description = "The alias")),
+    responses((status = 200, description = "OK", body = Vec<cofre_storage::webhook::WebhookDelivery>),
+        (status = 404, description = "No such alias, or no SMTP service in this process", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Admin API off", body = Problem, content_type = "application/problem+json")))]
+pub async fn list_webhook_deliveries(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(a): Path<String>,
+) -> Result<Json<Vec<cofre_storage::webhook::WebhookDelivery>>, Problem> {
+    let a = address(&a)?;
+    // The alias must exist (a 404 otherwise, like the other alias routes).
+    run(&state, Some(&a), AdminOp::Webhooks(a.clone())).await?;
+    let Some(view) = state.inner.config.outbound.clone() else {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            ProblemCode::NotFound,
+            "this process runs no SMTP service, so it posts no webhooks",
+        ));
+    };
+    let alias = a.to_string();
+    let list = tokio::task::spawn_blocking(move || view.webhook_deliveries(&alias))
+        .await
+        .map_err(|_| Problem::internal())?
+        .map_err(|e| {
+            tracing::error!(error = %e, "reading the webhook queue failed");
+            Problem::internal()
+        })?;
+    Ok(Json(list))
 }
 
 /// Remove a webhook.

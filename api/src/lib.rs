@@ -122,6 +122,7 @@ impl AppState {
         license(name = "AGPL-3.0-or-later")
     ),
     modifiers(&Security),
+    components(schemas(cofre_storage::webhook::WebhookPayload)),
     tags(
         (name = "session", description = "API tokens"),
         (name = "folders", description = "Folders and their counters"),
@@ -229,6 +230,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::remove_forward))
         .routes(routes!(admin::list_webhooks, admin::add_webhook))
         .routes(routes!(admin::remove_webhook))
+        .routes(routes!(admin::list_webhook_deliveries))
 }
 
 /// The OpenAPI document, as the code defines it.

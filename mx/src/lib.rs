@@ -19,6 +19,7 @@ pub mod parse;
 pub mod server;
 pub mod session;
 pub mod srs;
+pub mod webhook;
 
 pub use server::{ServerConfig, serve};
 pub use session::{Config, Next, Session};

@@ -12,6 +12,9 @@ use cofre_storage::AliasAddress;
 use cofre_storage::link::route::Router;
 use cofre_storage::link::{Op, Reply};
 use cofre_storage::outbound::{DkimKey, Outbound, OutboundItem};
+use cofre_storage::webhook::{
+    DeliveryStatus, DuePost, WebhookAttempt, WebhookDelivery, WebhookTarget,
+};
 use hickory_resolver::TokioResolver;
 use hickory_resolver::proto::rr::RData;
 use tokio::sync::{Notify, watch};
@@ -39,6 +42,12 @@ pub struct OutboundConfig {
     pub first_retry: Duration,
     /// The DNS server for MX lookups; `None`: the system's.
     pub nameserver: Option<std::net::SocketAddr>,
+    /// The first webhook retry's delay (later ones grow from it).
+    pub webhook_retry: Duration,
+    /// How long a webhook post is retried before it is given up.
+    pub webhook_give_up: Duration,
+    /// Time allowed for one webhook POST.
+    pub webhook_timeout: Duration,
 }
 
 impl Default for OutboundConfig {
@@ -52,6 +61,9 @@ impl Default for OutboundConfig {
             timeout: Duration::from_secs(120),
             first_retry: Duration::from_secs(60),
             nameserver: None,
+            webhook_retry: Duration::from_secs(30),
+            webhook_give_up: Duration::from_secs(24 * 3600),
+            webhook_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -67,6 +79,8 @@ pub struct Sender {
     router: Arc<Router>,
     tls: Arc<ClientConfig>,
     resolver: Option<TokioResolver>,
+    webhook_wake: Notify,
+    https: Arc<ClientConfig>,
 }
 
 fn now() -> i64 {
@@ -113,6 +127,8 @@ impl Sender {
             router,
             tls: client::opportunistic_tls().map_err(|e| e.to_string())?,
             resolver,
+            webhook_wake: Notify::new(),
+            https: crate::webhook::verified_tls(),
         }))
     }
 
@@ -153,9 +169,145 @@ impl Sender {
         lock(&self.queue).all().map_err(|e| e.to_string())
     }
 
+    /// Queues a webhook post; durable when it returns.
+    pub async fn enqueue_webhook(
+        self: &Arc<Self>,
+        target: &WebhookTarget,
+        alias: &str,
+        event_id: &str,
+        body: Vec<u8>,
+    ) -> Result<(), String> {
+        let me = Arc::clone(self);
+        let (target, alias, event_id) = (target.clone(), alias.to_string(), event_id.to_string());
+        tokio::task::spawn_blocking(move || {
+            lock(&me.queue).enqueue_webhook(&target, &alias, &event_id, &body, now())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        self.webhook_wake.notify_one();
+        Ok(())
+    }
+
+    /// The latest webhook posts for `alias`, with their attempts.
+    pub fn webhook_deliveries(&self, alias: &str) -> Result<Vec<WebhookDelivery>, String> {
+        lock(&self.queue)
+            .webhook_deliveries(alias, 100)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Posts due webhooks until `stopped`, 16 at a time.
+    async fn run_webhooks(self: Arc<Self>, mut stopped: watch::Receiver<bool>) {
+        let mut running = tokio::task::JoinSet::new();
+        let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
+        loop {
+            let due = lock(&self.queue).due_webhooks(now(), 64);
+            match due {
+                Ok(due) => {
+                    for post in due {
+                        {
+                            let mut f = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+                            if f.contains(&post.id) || f.len() >= 16 {
+                                continue;
+                            }
+                            f.insert(post.id);
+                        }
+                        let me = Arc::clone(&self);
+                        let flight = Arc::clone(&in_flight);
+                        running.spawn(async move {
+                            let id = post.id;
+                            me.post_webhook(post).await;
+                            flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                        });
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "reading the webhook queue failed"),
+            }
+            let next = lock(&self.queue).next_webhook_due().ok().flatten();
+            let wait = next
+                .map(|t| Duration::from_millis(u64::try_from(t - now()).unwrap_or(0).max(1) * 1000))
+                .unwrap_or(Duration::from_secs(60))
+                .min(Duration::from_secs(60));
+            tokio::select! {
+                _ = self.webhook_wake.notified() => {}
+                Some(_) = running.join_next() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = stopped.wait_for(|s| *s) => break,
+            }
+        }
+        while running.join_next().await.is_some() {}
+    }
+
+    /// One attempt at one webhook post, recorded with its outcome.
+    async fn post_webhook(self: &Arc<Self>, post: DuePost) {
+        let at = now();
+        let headers = [
+            (
+                "Cofre-Signature",
+                crate::webhook::signature(&post.secret, at, &post.body),
+            ),
+            (
+                "Cofre-Event",
+                cofre_storage::webhook::EVENT_RECEIVED.to_string(),
+            ),
+            ("Cofre-Delivery", post.event_id.clone()),
+        ];
+        let (result, duration_ms) = crate::webhook::timed_post(
+            &post.url,
+            &headers,
+            &post.body,
+            &self.https,
+            self.config.webhook_timeout,
+        )
+        .await;
+        let (status, error) = match &result {
+            Ok(code) => (Some(*code), None),
+            Err(e) => (None, Some(e.clone())),
+        };
+        let attempt = WebhookAttempt {
+            at,
+            status,
+            error,
+            duration_ms,
+        };
+        let delivered = matches!(result, Ok(200..=299));
+        let attempts = post.attempts + 1;
+        let age = Duration::from_secs(u64::try_from(at - post.created_at).unwrap_or(0));
+        let (next_at, state) = if delivered {
+            (None, DeliveryStatus::Delivered)
+        } else if age >= self.config.webhook_give_up {
+            (None, DeliveryStatus::Failed)
+        } else {
+            let wait = crate::webhook::backoff(self.config.webhook_retry, attempts);
+            (
+                Some(at + i64::try_from(wait.as_secs().max(1)).unwrap_or(i64::MAX / 2)),
+                DeliveryStatus::Pending,
+            )
+        };
+        match state {
+            DeliveryStatus::Delivered => tracing::info!(post = post.id, "webhook delivered"),
+            DeliveryStatus::Failed => {
+                tracing::warn!(post = post.id, ?result, "webhook given up")
+            }
+            DeliveryStatus::Pending => {
+                tracing::info!(post = post.id, ?result, attempts, "webhook will be retried")
+            }
+        }
+        let me = Arc::clone(self);
+        let id = post.id;
+        let recorded = tokio::task::spawn_blocking(move || {
+            lock(&me.queue).record_webhook_attempt(id, &attempt, next_at, state)
+        })
+        .await;
+        if !matches!(recorded, Ok(Ok(()))) {
+            tracing::error!(post = id, "recording a webhook attempt failed");
+        }
+    }
+
     /// Delivers until `stopped`: due items, at most `per_destination` per
-    /// domain and `concurrency` in all.
+    /// domain and `concurrency` in all; webhook posts beside them.
     pub async fn run(self: Arc<Self>, mut stopped: watch::Receiver<bool>) {
+        let webhooks = tokio::spawn(Arc::clone(&self).run_webhooks(stopped.clone()));
         let mut running = tokio::task::JoinSet::new();
         let in_flight: Arc<Mutex<InFlight>> = Arc::default();
         loop {
@@ -206,6 +358,7 @@ impl Sender {
         }
         // Deliveries in progress finish; what is left stays queued.
         while running.join_next().await.is_some() {}
+        let _ = webhooks.await;
     }
 
     /// Where mail for `domain` goes: static route, MX hosts by preference,
@@ -374,6 +527,10 @@ impl std::fmt::Debug for Sender {
 impl cofre_storage::outbound::OutboundView for Sender {
     fn pending(&self) -> Result<Vec<OutboundItem>, String> {
         Sender::pending(self)
+    }
+
+    fn webhook_deliveries(&self, alias: &str) -> Result<Vec<WebhookDelivery>, String> {
+        Sender::webhook_deliveries(self, alias)
     }
 }
 

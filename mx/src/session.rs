@@ -648,7 +648,7 @@ impl Session {
         if let Some(r) = temporary.or(permanent) {
             return r;
         }
-        if let Err(r) = self.forward_copies(rcpts, stamped, from).await {
+        if let Err(r) = self.forward_copies(rcpts, stamped, raw, from).await {
             return r;
         }
         tracing::info!(
@@ -668,6 +668,7 @@ impl Session {
         &self,
         rcpts: &[String],
         stamped: &[u8],
+        raw: &[u8],
         from: &str,
     ) -> Result<(), String> {
         let Some(fwd) = &self.config.forwarding else {
@@ -684,6 +685,7 @@ impl Session {
             let Ok(alias) = AliasAddress::try_from(rcpt.as_str()) else {
                 continue;
             };
+            self.post_webhooks(fwd, &alias, stamped, raw, from).await?;
             let op = Op::Admin(AdminOp::Forwards(alias.clone()));
             let targets = match self.router.request(&alias, op).await {
                 Ok(Reply::Admin(AdminReply::Forwards(list))) => list,
@@ -732,6 +734,68 @@ impl Session {
                     tracing::error!(error = %e, "queueing a forwarded copy failed");
                     return Err(later());
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues one post per webhook of `alias` (none: nothing to do).
+    /// The event id is derived from recipient and message, so a sender's
+    /// retry of the same message produces the same id.
+    async fn post_webhooks(
+        &self,
+        fwd: &Forwarding,
+        alias: &AliasAddress,
+        stamped: &[u8],
+        raw: &[u8],
+        from: &str,
+    ) -> Result<(), String> {
+        let later = || {
+            reply(
+                451,
+                "4.3.0",
+                "Cannot queue the webhook posts now; try again later",
+            )
+        };
+        let op = Op::Admin(AdminOp::WebhookTargets(alias.clone()));
+        let targets = match self.router.request(alias, op).await {
+            Ok(Reply::Admin(AdminReply::WebhookTargets(list))) => list,
+            other => {
+                tracing::warn!(reply = ?other.err(), "reading webhooks failed");
+                return Err(later());
+            }
+        };
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let mut h = Sha256::new();
+        h.update(alias.as_str().as_bytes());
+        h.update([0]);
+        h.update(raw);
+        let event_id = format!("{:x}", h.finalize())[..32].to_string();
+        let arrival = crate::webhook::Arrival {
+            from,
+            alias: alias.as_str(),
+            remote_ip: self.peer.ip().to_string(),
+            helo: self.helo_name(),
+            received_at: cofre_storage::time::now(),
+        };
+        let payload = crate::webhook::payload(&event_id, &arrival, stamped);
+        let body = match serde_json::to_vec(&payload) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "webhook payload");
+                return Err(later());
+            }
+        };
+        for t in &targets {
+            if let Err(e) = fwd
+                .outbound
+                .enqueue_webhook(t, alias.as_str(), &event_id, body.clone())
+                .await
+            {
+                tracing::error!(error = %e, "queueing a webhook post failed");
+                return Err(later());
             }
         }
         Ok(())

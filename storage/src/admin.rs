@@ -62,6 +62,9 @@ pub enum AdminOp {
         /// Where to POST.
         url: String,
     },
+    /// Webhooks of an alias with their signing secrets (for the MX that
+    /// posts; the admin API never asks for this).
+    WebhookTargets(AliasAddress),
     /// Remove a webhook.
     RemoveWebhook {
         /// The alias.
@@ -108,6 +111,8 @@ pub enum AdminReply {
     Webhooks(Vec<WebhookInfo>),
     /// A new webhook and its signing secret (hex), shown this once.
     WebhookCreated(WebhookInfo, String),
+    /// Where an alias's webhooks post, with their secrets.
+    WebhookTargets(Vec<crate::webhook::WebhookTarget>),
 }
 
 fn domain_name(name: &str) -> Result<String> {
@@ -208,6 +213,21 @@ impl Primary {
                 let secret: [u8; 32] = crate::keys::random_bytes();
                 let id = store.directory().add_webhook(alias.id, &url, &secret)?;
                 AdminReply::WebhookCreated(WebhookInfo { id, url }, hex::encode(secret))
+            }
+            AdminOp::WebhookTargets(address) => {
+                let alias = store.alias(&address)?;
+                AdminReply::WebhookTargets(
+                    store
+                        .directory()
+                        .webhooks(alias.id)?
+                        .into_iter()
+                        .map(|w| crate::webhook::WebhookTarget {
+                            id: w.id,
+                            url: w.url,
+                            secret: w.secret,
+                        })
+                        .collect(),
+                )
             }
             AdminOp::RemoveWebhook { address, id } => {
                 let alias = store.alias(&address)?;

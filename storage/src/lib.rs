@@ -29,6 +29,7 @@ pub mod throttle;
 pub mod time;
 pub mod tls;
 pub mod types;
+pub mod webhook;
 
 pub use directory::{AliasRecord, Directory};
 pub use error::{Error, Result};

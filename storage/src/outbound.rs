@@ -73,11 +73,17 @@ impl std::fmt::Debug for DkimKey {
 pub trait OutboundView: Send + Sync + std::fmt::Debug {
     /// Every waiting item, oldest first.
     fn pending(&self) -> std::result::Result<Vec<OutboundItem>, String>;
+    /// The latest webhook posts for an alias, newest first, with their
+    /// attempts.
+    fn webhook_deliveries(
+        &self,
+        alias: &str,
+    ) -> std::result::Result<Vec<crate::webhook::WebhookDelivery>, String>;
 }
 
 /// The outbound queue file.
 pub struct Outbound {
-    conn: Connection,
+    pub(crate) conn: Connection,
 }
 
 impl std::fmt::Debug for Outbound {
@@ -124,6 +130,7 @@ impl Outbound {
                  created_at  INTEGER NOT NULL
              ) WITHOUT ROWID;",
         )?;
+        conn.execute_batch(crate::webhook::SCHEMA)?;
         Ok(Outbound { conn })
     }
 

@@ -119,6 +119,7 @@ async fn node_with(
                 hostname: "a.example".into(),
                 routes,
                 nameserver: dns,
+                webhook_retry: Duration::from_secs(1),
                 timeout: Duration::from_secs(5),
                 first_retry: Duration::from_secs(1),
                 ..Default::default()
