@@ -845,6 +845,35 @@ fn the_operator_administers_domains_aliases_quotas_forwards_and_webhooks() {
         .0,
         204
     );
+    // The mailbox keeps its copy unless told otherwise.
+    let delivery = "/v1/admin/aliases/x@new.example/delivery";
+    assert_eq!(
+        call(&s, "GET", delivery, admin, None).1,
+        json!({"mailbox": true})
+    );
+    assert_eq!(
+        call(&s, "PUT", delivery, admin, Some(json!({"mailbox": false}))),
+        (200, json!({"mailbox": false}))
+    );
+    assert_eq!(
+        call(&s, "GET", delivery, admin, None).1,
+        json!({"mailbox": false})
+    );
+    assert_eq!(
+        call(&s, "PUT", delivery, admin, Some(json!({"mailbox": "no"}))).0,
+        400
+    );
+    assert_eq!(
+        call(
+            &s,
+            "GET",
+            "/v1/admin/aliases/nobody@new.example/delivery",
+            admin,
+            None
+        )
+        .0,
+        404
+    );
     // A domain with aliases stays; delete the alias (its sessions end), then the domain.
     assert_eq!(
         call(&s, "DELETE", "/v1/admin/domains/new.example", admin, None).0,

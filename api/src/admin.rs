@@ -152,6 +152,16 @@ pub struct NewForward {
     pub recipient: String,
 }
 
+/// Whether the alias's mailbox keeps arriving mail.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// Store a copy in the mailbox. `false` only takes effect while the
+    /// alias has a forward or a webhook; with neither, mail is stored
+    /// anyway (it is never dropped).
+    pub mailbox: bool,
+}
+
 /// A webhook to register.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -408,6 +418,49 @@ pub async fn remove_forward(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Where an alias's mail goes besides forwards and webhooks: whether its
+/// mailbox keeps a copy.
+#[utoipa::path(get, path = "/v1/admin/aliases/{address}/delivery", tag = "admin", security(("admin" = [])),
+    params(("address" = String, Path, description = "The alias")),
+    responses((status = 200, description = "OK", body = DeliverySettings), (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Admin API off", body = Problem, content_type = "application/problem+json")))]
+pub async fn get_delivery(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(a): Path<String>,
+) -> Result<Json<DeliverySettings>, Problem> {
+    let a = address(&a)?;
+    match run(&state, Some(&a), AdminOp::Rules(a.clone())).await? {
+        AdminReply::Rules(r) => Ok(Json(DeliverySettings {
+            mailbox: r.keep_copy,
+        })),
+        _ => Err(Problem::internal()),
+    }
+}
+
+/// Keep arriving mail in the mailbox, or only forward it and post it to
+/// webhooks (`{"mailbox": false}`).
+#[utoipa::path(put, path = "/v1/admin/aliases/{address}/delivery", tag = "admin", security(("admin" = [])), request_body = DeliverySettings,
+    params(("address" = String, Path, description = "The alias")),
+    responses((status = 200, description = "Set", body = DeliverySettings), (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Admin API off", body = Problem, content_type = "application/problem+json")))]
+pub async fn set_delivery(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(a): Path<String>,
+    body: Body<DeliverySettings>,
+) -> Result<Json<DeliverySettings>, Problem> {
+    let a = address(&a)?;
+    let op = AdminOp::SetKeepCopy {
+        address: a.clone(),
+        keep: body.0.mailbox,
+    };
+    match run(&state, Some(&a), op).await? {
+        AdminReply::KeepCopy(keep) => Ok(Json(DeliverySettings { mailbox: keep })),
+        _ => Err(Problem::internal()),
+    }
 }
 
 /// Webhooks of an alias.

@@ -231,6 +231,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::list_webhooks, admin::add_webhook))
         .routes(routes!(admin::remove_webhook))
         .routes(routes!(admin::list_webhook_deliveries))
+        .routes(routes!(admin::get_delivery, admin::set_delivery))
 }
 
 /// The OpenAPI document, as the code defines it.

@@ -6,13 +6,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cofre_storage::admin::{AdminOp, AdminReply};
+use cofre_storage::admin::{AdminOp, AdminReply, DeliveryRules};
 use cofre_storage::link::route::Router;
 use cofre_storage::link::ws::ClientError;
 use cofre_storage::link::{ErrorCode, Op, Reply};
 use cofre_storage::mailbox::AppendOptions;
 use cofre_storage::primary::SessionId;
 use cofre_storage::throttle::LoginLimiter;
+use cofre_storage::webhook::WebhookTarget;
 use cofre_storage::{AliasAddress, Keyword, Password, Role};
 use sha2::{Digest, Sha256};
 
@@ -599,12 +600,32 @@ impl Session {
         stored.extend_from_slice(stamped);
         let mut temporary = None;
         let mut permanent = None;
+        // Each alias's rules (forwarding MX only), read before storing:
+        // they say whether the mailbox keeps a copy.
+        let mut rules = Vec::new();
         for rcpt in rcpts {
             let Ok(rcpt) = AliasAddress::try_from(rcpt.as_str()) else {
                 permanent = Some(reply(550, "5.1.1", "No such mailbox here"));
                 continue;
             };
             let rcpt = &rcpt;
+            if self.config.forwarding.is_some() {
+                let op = Op::Admin(AdminOp::Rules(rcpt.clone()));
+                match self.router.request(rcpt, op).await {
+                    Ok(Reply::Admin(AdminReply::Rules(r))) => {
+                        let stores = r.stores();
+                        rules.push((rcpt.clone(), r));
+                        if !stores {
+                            continue;
+                        }
+                    }
+                    other => {
+                        tracing::warn!(reply = ?other.err(), "reading delivery rules failed");
+                        temporary = Some(reply(451, "4.3.0", "Delivery failed; try again later"));
+                        continue;
+                    }
+                }
+            }
             // A retry of the same bytes to the same recipient (our 4xx after
             // some copies were stored) is stored once.
             let mut h = Sha256::new();
@@ -648,7 +669,7 @@ impl Session {
         if let Some(r) = temporary.or(permanent) {
             return r;
         }
-        if let Err(r) = self.forward_copies(rcpts, stamped, raw, from).await {
+        if let Err(r) = self.carry_out(&rules, stamped, raw, from).await {
             return r;
         }
         tracing::info!(
@@ -661,12 +682,13 @@ impl Session {
         reply(250, "2.0.0", &format!("Ok: delivered as {id}"))
     }
 
-    /// Carries out the forwarding rules of the aliases that just got a
-    /// copy: ours get one more copy (and are not forwarded further: no
-    /// loops), the others go out through the queue with an SRS sender.
-    async fn forward_copies(
+    /// Carries out the rules of the aliases that just got their mail:
+    /// webhook posts are queued; forwards to our aliases get one more copy
+    /// (and are not forwarded further: no loops), the others go out
+    /// through the queue with an SRS sender.
+    async fn carry_out(
         &self,
-        rcpts: &[String],
+        rules: &[(AliasAddress, DeliveryRules)],
         stamped: &[u8],
         raw: &[u8],
         from: &str,
@@ -681,19 +703,10 @@ impl Session {
                 "Cannot forward the message now; try again later",
             )
         };
-        for rcpt in rcpts {
-            let Ok(alias) = AliasAddress::try_from(rcpt.as_str()) else {
-                continue;
-            };
-            self.post_webhooks(fwd, &alias, stamped, raw, from).await?;
-            let op = Op::Admin(AdminOp::Forwards(alias.clone()));
-            let targets = match self.router.request(&alias, op).await {
-                Ok(Reply::Admin(AdminReply::Forwards(list))) => list,
-                other => {
-                    tracing::warn!(reply = ?other.err(), "reading forwarding rules failed");
-                    return Err(later());
-                }
-            };
+        for (alias, r) in rules {
+            self.post_webhooks(fwd, alias, &r.webhooks, stamped, raw, from)
+                .await?;
+            let targets = r.forwards.clone();
             if targets.is_empty() {
                 continue;
             }
@@ -746,6 +759,7 @@ impl Session {
         &self,
         fwd: &Forwarding,
         alias: &AliasAddress,
+        targets: &[WebhookTarget],
         stamped: &[u8],
         raw: &[u8],
         from: &str,
@@ -756,14 +770,6 @@ impl Session {
                 "4.3.0",
                 "Cannot queue the webhook posts now; try again later",
             )
-        };
-        let op = Op::Admin(AdminOp::WebhookTargets(alias.clone()));
-        let targets = match self.router.request(alias, op).await {
-            Ok(Reply::Admin(AdminReply::WebhookTargets(list))) => list,
-            other => {
-                tracing::warn!(reply = ?other.err(), "reading webhooks failed");
-                return Err(later());
-            }
         };
         if targets.is_empty() {
             return Ok(());
@@ -788,7 +794,7 @@ impl Session {
                 return Err(later());
             }
         };
-        for t in &targets {
+        for t in targets {
             if let Err(e) = fwd
                 .outbound
                 .enqueue_webhook(t, alias.as_str(), &event_id, body.clone())

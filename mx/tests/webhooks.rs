@@ -249,3 +249,48 @@ async fn an_unreachable_receiver_is_retried_and_its_errors_recorded() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_mailbox_off_mail_only_goes_to_the_webhook_and_never_nowhere() {
+    let (url, seen) = receiver(vec![]).await;
+    let a = common::forwarding_mx(&["hook@a.example", "lone@a.example"], vec![], &[]).await;
+    let hook = AliasAddress::try_from("hook@a.example").unwrap();
+    let lone = AliasAddress::try_from("lone@a.example").unwrap();
+    a.primary
+        .admin(AdminOp::AddWebhook {
+            address: hook.clone(),
+            url,
+        })
+        .unwrap();
+    for address in [hook, lone] {
+        a.primary
+            .admin(AdminOp::SetKeepCopy {
+                address,
+                keep: false,
+            })
+            .unwrap();
+    }
+    let (hook_s, lone_s) = (a.login(0), a.login(1));
+    let mut c = Client::connect(a.addr).await;
+    let r = c
+        .send(
+            "x@else.example",
+            &["hook@a.example", "lone@a.example"],
+            b"Subject: only posted\r\n\r\nb\r\n",
+        )
+        .await;
+    assert!(r.starts_with("250"), "{r}");
+    let start = Instant::now();
+    while seen.lock().unwrap().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(10), "posted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let p: WebhookPayload = serde_json::from_slice(&seen.lock().unwrap()[0].body).unwrap();
+    assert_eq!(p.subject.as_deref(), Some("only posted"));
+    assert!(a.folder(hook_s, Role::Inbox).is_empty(), "no copy kept");
+    assert_eq!(
+        a.folder(lone_s, Role::Inbox).len(),
+        1,
+        "an alias with nowhere else to send its mail keeps it anyway"
+    );
+}

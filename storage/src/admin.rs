@@ -65,6 +65,17 @@ pub enum AdminOp {
     /// Webhooks of an alias with their signing secrets (for the MX that
     /// posts; the admin API never asks for this).
     WebhookTargets(AliasAddress),
+    /// What the MX does with an alias's mail: whether it keeps a copy,
+    /// its forwards and its webhooks (with secrets), in one answer.
+    Rules(AliasAddress),
+    /// Keep arriving mail in the mailbox, or not (when the alias forwards
+    /// or posts it elsewhere).
+    SetKeepCopy {
+        /// The alias.
+        address: AliasAddress,
+        /// Store a copy in the mailbox.
+        keep: bool,
+    },
     /// Remove a webhook.
     RemoveWebhook {
         /// The alias.
@@ -83,6 +94,26 @@ pub struct AliasInfo {
     pub quota: Option<u64>,
     /// When it was created (RFC 3339).
     pub created_at: String,
+}
+
+/// What the MX does with mail for one alias.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRules {
+    /// Store a copy in the mailbox (the MX stores one anyway when there
+    /// is nowhere else for the mail to go).
+    pub keep_copy: bool,
+    /// Forwarding recipients.
+    pub forwards: Vec<String>,
+    /// Webhooks, with their secrets.
+    pub webhooks: Vec<crate::webhook::WebhookTarget>,
+}
+
+impl DeliveryRules {
+    /// Whether the mailbox gets a copy: when asked to, and always when
+    /// nothing else would receive the mail.
+    pub fn stores(&self) -> bool {
+        self.keep_copy || (self.forwards.is_empty() && self.webhooks.is_empty())
+    }
 }
 
 /// One webhook (its secret is shown only when created).
@@ -113,6 +144,10 @@ pub enum AdminReply {
     WebhookCreated(WebhookInfo, String),
     /// Where an alias's webhooks post, with their secrets.
     WebhookTargets(Vec<crate::webhook::WebhookTarget>),
+    /// An alias's delivery rules.
+    Rules(DeliveryRules),
+    /// Whether an alias keeps a copy in its mailbox.
+    KeepCopy(bool),
 }
 
 fn domain_name(name: &str) -> Result<String> {
@@ -228,6 +263,28 @@ impl Primary {
                         })
                         .collect(),
                 )
+            }
+            AdminOp::Rules(address) => {
+                let alias = store.alias(&address)?;
+                let dir = store.directory();
+                AdminReply::Rules(DeliveryRules {
+                    keep_copy: dir.keep_copy(alias.id)?,
+                    forwards: dir.forwards(alias.id)?,
+                    webhooks: dir
+                        .webhooks(alias.id)?
+                        .into_iter()
+                        .map(|w| crate::webhook::WebhookTarget {
+                            id: w.id,
+                            url: w.url,
+                            secret: w.secret,
+                        })
+                        .collect(),
+                })
+            }
+            AdminOp::SetKeepCopy { address, keep } => {
+                let alias = store.alias(&address)?;
+                store.directory().set_keep_copy(alias.id, keep)?;
+                AdminReply::KeepCopy(keep)
             }
             AdminOp::RemoveWebhook { address, id } => {
                 let alias = store.alias(&address)?;

@@ -64,6 +64,9 @@ CREATE TABLE revoked_tokens (
     expires_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    r#"
+ALTER TABLE aliases ADD COLUMN keep_copy INTEGER NOT NULL DEFAULT 1;
+"#,
 ];
 
 /// One alias as the directory stores it.
@@ -385,6 +388,25 @@ impl Directory {
         self.conn.execute(
             "UPDATE aliases SET quota = ?2 WHERE id = ?1",
             params![id, quota.map(|q| q as i64)],
+        )?;
+        Ok(())
+    }
+
+    /// Whether arriving mail is stored in the alias's mailbox (it always
+    /// is when the alias has no forward and no webhook).
+    pub fn keep_copy(&self, alias_id: i64) -> Result<bool> {
+        Ok(self.conn.query_row(
+            "SELECT keep_copy FROM aliases WHERE id = ?1",
+            [alias_id],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Sets whether arriving mail is stored in the alias's mailbox.
+    pub fn set_keep_copy(&mut self, alias_id: i64, keep: bool) -> Result<()> {
+        self.conn.execute(
+            "UPDATE aliases SET keep_copy = ?2 WHERE id = ?1",
+            params![alias_id, keep],
         )?;
         Ok(())
     }
