@@ -52,6 +52,10 @@ pub struct BenchArgs {
     /// SMTP: skip the side-by-side run against Postfix and Dovecot.
     #[arg(long)]
     no_postfix: bool,
+    /// SMTP: skip the SPF/DKIM/ARC/DMARC checks (on by default, as in
+    /// `serve`).
+    #[arg(long)]
+    no_mail_auth: bool,
 }
 
 /// The benchmark suites.
@@ -268,6 +272,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             messages: args.smtp_messages,
             rounds: args.rounds.max(1),
             postfix: !args.no_postfix,
+            mail_auth: !args.no_mail_auth,
         }),
     }
 }
