@@ -9,7 +9,8 @@
 //! - `auth`: SPF/DKIM/ARC/DMARC checks, DKIM signing and ARC sealing,
 //! - `dns`: the resolver setup and a fixture DNS server for tests,
 //! - `outbound`, `client`, `srs`: the queue worker, the SMTP client and
-//!   sender rewriting for forwarded mail.
+//!   sender rewriting for forwarded mail,
+//! - `webhook`: payloads, signatures and HTTP posts for aliases' webhooks.
 
 pub mod auth;
 pub mod client;
