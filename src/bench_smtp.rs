@@ -202,14 +202,36 @@ pub fn run(b: SmtpBench) -> Result<()> {
     let per_client = (b.messages / b.clients).max(1);
     let total = per_client * b.clients;
 
+    // The DNS server runs on a thread of its own, as a resolver beside a
+    // mail server would be another process.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            match cofre_mx::dns::FixtureDns::start(records).await {
+                Ok(dns) => {
+                    let _ = tx.send(Ok(dns.addr));
+                    std::future::pending::<()>().await;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        });
+    });
+    let dns_addr = rx.recv()??;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(async move {
         let router = Router::new(vec![("bench".into(), Link::Local(Arc::clone(&primary)))]);
-        let dns = cofre_mx::dns::FixtureDns::start(records).await?;
-        let auth = cofre_mx::auth::MailAuth::new("mx.bench.example", Some(dns.addr))
+        let auth = cofre_mx::auth::MailAuth::new("mx.bench.example", Some(dns_addr))
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let session = Arc::new(cofre_mx::Config {
             hostname: "mx.bench.example".into(),

@@ -271,9 +271,16 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
     };
     // SPF, DKIM, ARC and DMARC checks for the MX.
     let mail_auth = if s.mail_auth && listeners.iter().any(|(s, _)| *s == "smtp") {
-        let auth = cofre_mx::auth::MailAuth::new(&s.smtp_hostname, s.dns)
-            .map_err(|e| anyhow!("mail authentication checks: {e}"))?;
-        Some(Arc::new(auth))
+        match cofre_mx::auth::MailAuth::new(&s.smtp_hostname, s.dns) {
+            Ok(auth) => Some(Arc::new(auth)),
+            Err(e) => {
+                // No resolver configuration (no /etc/resolv.conf): mail
+                // still arrives, unchecked, and the operator is told.
+                tracing::warn!(error = %e, "no DNS resolver: SPF, DKIM and DMARC checks are off (set --dns)");
+                say!("warning: no DNS resolver ({e}): SPF, DKIM and DMARC checks are off (set --dns)");
+                None
+            }
+        }
     } else {
         None
     };

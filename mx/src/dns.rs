@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::proto::op::{Edns, Message, MessageType, ResponseCode};
-use hickory_resolver::proto::rr::rdata::{A, AAAA, MX, TXT};
+use hickory_resolver::proto::rr::rdata::{A, AAAA, MX, SOA, TXT};
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
@@ -171,6 +171,7 @@ fn answer(table: &Table, query: &[u8], udp: bool) -> Option<Vec<u8>> {
         m.edns = Some(e);
     }
     let mut known = false;
+    let mut answered = false;
     for question in &q.queries {
         m.add_query(question.clone());
         let name = key(&question.name().to_ascii());
@@ -179,12 +180,29 @@ fn answer(table: &Table, query: &[u8], udp: bool) -> Option<Vec<u8>> {
             for r in records {
                 if let Some(data) = rdata(r, question.query_type()) {
                     m.add_answer(Record::from_rdata(question.name().clone(), 60, data));
+                    answered = true;
                 }
             }
         }
     }
     if !known {
         m.metadata.response_code = ResponseCode::NXDomain;
+    }
+    if !answered && let Some(question) = q.queries.first() {
+        // A negative answer carries the zone's SOA, whose minimum says how
+        // long resolvers may remember it (RFC 2308), as real servers do.
+        let soa = SOA::new(
+            Name::from_ascii("ns.fixture.")
+                .unwrap_or_else(|_| Name::root()),
+            Name::from_ascii("hostmaster.fixture.")
+                .unwrap_or_else(|_| Name::root()),
+            1,
+            3600,
+            600,
+            86400,
+            60,
+        );
+        m.add_authority(Record::from_rdata(question.name().clone(), 60, RData::SOA(soa)));
     }
     let out = m.to_vec().ok()?;
     if out.len() > limit {
