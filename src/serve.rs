@@ -277,7 +277,9 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
                 // No resolver configuration (no /etc/resolv.conf): mail
                 // still arrives, unchecked, and the operator is told.
                 tracing::warn!(error = %e, "no DNS resolver: SPF, DKIM and DMARC checks are off (set --dns)");
-                say!("warning: no DNS resolver ({e}): SPF, DKIM and DMARC checks are off (set --dns)");
+                say!(
+                    "warning: no DNS resolver ({e}): SPF, DKIM and DMARC checks are off (set --dns)"
+                );
                 None
             }
         }

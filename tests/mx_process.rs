@@ -14,6 +14,12 @@ use common::{Proc, create_alias, http, http_with};
 use serde_json::json;
 
 fn serve(data: &Path) -> (Proc, String, String) {
+    serve_with(data, &[])
+}
+
+/// `cofre serve` with HTTP and the MX on free ports, and `env`; the
+/// process, the MX address and the HTTP address.
+fn serve_with(data: &Path, env: &[(&str, &str)]) -> (Proc, String, String) {
     let mut p = Proc::start(
         &[
             "--data",
@@ -26,7 +32,7 @@ fn serve(data: &Path) -> (Proc, String, String) {
             "--link",
             "off",
         ],
-        &[],
+        env,
     );
     let http = p.wait_for("http listening on http://");
     let smtp = p.wait_for("smtp listening on ");
@@ -327,27 +333,7 @@ fn a_webhook_post_waiting_at_a_sigkill_is_made_after_the_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     create_alias(&data, "hook@example.com");
-    let start = || {
-        let mut p = Proc::start(
-            &[
-                "--data",
-                data.to_str().unwrap(),
-                "serve",
-                "--http",
-                "127.0.0.1:0",
-                "--smtp",
-                "127.0.0.1:0",
-                "--link",
-                "off",
-            ],
-            &[("COFRE_ADMIN_TOKEN", "admin-token-for-the-test")],
-        );
-        let web = p.wait_for("http listening on http://");
-        let smtp = p.wait_for("smtp listening on ");
-        let smtp = smtp.split(' ').next().unwrap().to_string();
-        p.wait_for("ready");
-        (p, smtp, web)
-    };
+    let start = || serve_with(&data, &[("COFRE_ADMIN_TOKEN", "admin-token-for-the-test")]);
     let bearer = ("Authorization", "Bearer admin-token-for-the-test");
     let deliveries = |web: &str| {
         let r = http_with(

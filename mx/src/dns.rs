@@ -192,17 +192,19 @@ fn answer(table: &Table, query: &[u8], udp: bool) -> Option<Vec<u8>> {
         // A negative answer carries the zone's SOA, whose minimum says how
         // long resolvers may remember it (RFC 2308), as real servers do.
         let soa = SOA::new(
-            Name::from_ascii("ns.fixture.")
-                .unwrap_or_else(|_| Name::root()),
-            Name::from_ascii("hostmaster.fixture.")
-                .unwrap_or_else(|_| Name::root()),
+            Name::from_ascii("ns.fixture.").unwrap_or_else(|_| Name::root()),
+            Name::from_ascii("hostmaster.fixture.").unwrap_or_else(|_| Name::root()),
             1,
             3600,
             600,
             86400,
             60,
         );
-        m.add_authority(Record::from_rdata(question.name().clone(), 60, RData::SOA(soa)));
+        m.add_authority(Record::from_rdata(
+            question.name().clone(),
+            60,
+            RData::SOA(soa),
+        ));
     }
     let out = m.to_vec().ok()?;
     if out.len() > limit {

@@ -7,24 +7,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use cofre_mx::auth::{dkim_record, dkim_sign, generate_dkim_key, strip_results};
 use cofre_mx::dns::{FixtureDns, FixtureRecord};
 use cofre_storage::Role;
-use common::{Client, checking_node, node};
-
-fn code(r: &str) -> &str {
-    r.get(..9).unwrap_or(r)
-}
-
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < Duration::from_secs(15), "{what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use common::{Client, checking_node, code, eventually, node};
 
 fn txt(name: &str, value: &str) -> (String, FixtureRecord) {
     (name.to_string(), FixtureRecord::Txt(value.to_string()))

@@ -6,23 +6,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use base64::Engine;
 use cofre_storage::Role;
-use common::{Client, node};
-
-fn code(r: &str) -> &str {
-    r.get(..9).unwrap_or(r)
-}
-
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < Duration::from_secs(15), "{what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use common::{Client, code, eventually, node};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submitted_mail_reaches_the_other_server_and_sent_and_local_recipients() {

@@ -62,9 +62,6 @@ pub enum AdminOp {
         /// Where to POST.
         url: String,
     },
-    /// Webhooks of an alias with their signing secrets (for the MX that
-    /// posts; the admin API never asks for this).
-    WebhookTargets(AliasAddress),
     /// What the MX does with an alias's mail: whether it keeps a copy,
     /// its forwards and its webhooks (with secrets), in one answer.
     Rules(AliasAddress),
@@ -142,8 +139,6 @@ pub enum AdminReply {
     Webhooks(Vec<WebhookInfo>),
     /// A new webhook and its signing secret (hex), shown this once.
     WebhookCreated(WebhookInfo, String),
-    /// Where an alias's webhooks post, with their secrets.
-    WebhookTargets(Vec<crate::webhook::WebhookTarget>),
     /// An alias's delivery rules.
     Rules(DeliveryRules),
     /// Whether an alias keeps a copy in its mailbox.
@@ -248,21 +243,6 @@ impl Primary {
                 let secret: [u8; 32] = crate::keys::random_bytes();
                 let id = store.directory().add_webhook(alias.id, &url, &secret)?;
                 AdminReply::WebhookCreated(WebhookInfo { id, url }, hex::encode(secret))
-            }
-            AdminOp::WebhookTargets(address) => {
-                let alias = store.alias(&address)?;
-                AdminReply::WebhookTargets(
-                    store
-                        .directory()
-                        .webhooks(alias.id)?
-                        .into_iter()
-                        .map(|w| crate::webhook::WebhookTarget {
-                            id: w.id,
-                            url: w.url,
-                            secret: w.secret,
-                        })
-                        .collect(),
-                )
             }
             AdminOp::Rules(address) => {
                 let alias = store.alias(&address)?;

@@ -18,6 +18,20 @@ use cofre_storage::{AliasAddress, KdfParams, Password, Role, Store, StoreConfig}
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+/// The code and enhanced status of a reply (`250 2.0.0`).
+pub fn code(r: &str) -> &str {
+    r.get(..9).unwrap_or(r)
+}
+
+/// Waits up to 15 s for `f`.
+pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(15), "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub struct Node {
     pub addr: std::net::SocketAddr,
     pub primary: Arc<Primary>,
