@@ -316,20 +316,21 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
                 let router = Arc::clone(router.as_ref().context("no router")?);
                 let implicit = service == "submissions";
                 let outbound = Arc::clone(outbound.as_ref().context("no outbound queue")?);
-                let (submission, forwarding) = if service == "smtp" {
-                    let srs =
-                        cofre_mx::srs::Srs::new(cofre_storage::keys::derive_subkey(&secret, "srs"));
-                    (None, Some(cofre_mx::session::Forwarding { outbound, srs }))
-                } else {
-                    let sub = cofre_mx::session::Submission {
-                        outbound,
-                        limiter: Arc::clone(&limiter),
-                        // Passwords in the clear only over loopback.
-                        plain_auth: addr.ip().is_loopback(),
-                        failed_login_delay: std::time::Duration::from_secs(1),
-                    };
-                    (Some(sub), None)
-                };
+                // Every service carries out our aliases' rules (forwards,
+                // webhooks) for the copies it delivers to them.
+                let srs =
+                    cofre_mx::srs::Srs::new(cofre_storage::keys::derive_subkey(&secret, "srs"));
+                let forwarding = Some(cofre_mx::session::Forwarding {
+                    outbound: Arc::clone(&outbound),
+                    srs,
+                });
+                let submission = (service != "smtp").then(|| cofre_mx::session::Submission {
+                    outbound,
+                    limiter: Arc::clone(&limiter),
+                    // Passwords in the clear only over loopback.
+                    plain_auth: addr.ip().is_loopback(),
+                    failed_login_delay: std::time::Duration::from_secs(1),
+                });
                 let session = Arc::new(cofre_mx::Config {
                     hostname: s.smtp_hostname.clone(),
                     max_message_size: s.max_body as u64,

@@ -36,9 +36,10 @@ pub struct Config {
     /// required, the sender must be the authenticated alias, any
     /// recipient is taken, and a copy goes into the sender's Sent folder.
     pub submission: Option<Submission>,
-    /// Forwarding rules (from the directory) and bounces to forwarded
-    /// mail; without it, forwards are not carried out and SRS addresses
-    /// are unknown recipients.
+    /// The rules of the aliases this service delivers to (keep a copy,
+    /// forwards, webhooks) and, on the MX, bounces to forwarded mail;
+    /// without it, only the mailbox gets a copy and SRS addresses are
+    /// unknown recipients.
     pub forwarding: Option<Forwarding>,
     /// SPF, DKIM, ARC and DMARC checks of arriving mail (an
     /// `Authentication-Results` header on every copy, a 550 when the

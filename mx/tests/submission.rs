@@ -241,3 +241,33 @@ async fn forwarded_mail_keeps_its_copy_goes_out_with_an_srs_sender_and_bounces_c
         "550 5.1.1"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_submitted_to_a_local_alias_follows_that_alias_s_rules() {
+    let b = node(&["bo@b.example"], None).await;
+    let a = node(
+        &["ana@a.example", "carl@a.example"],
+        Some(vec![("b.example".into(), b.addr.to_string())]),
+    )
+    .await;
+    a.primary
+        .admin(cofre_storage::admin::AdminOp::AddForward {
+            address: cofre_storage::AliasAddress::try_from("carl@a.example").unwrap(),
+            recipient: cofre_storage::AliasAddress::try_from("bo@b.example").unwrap(),
+        })
+        .unwrap();
+    let (carl, bo) = (a.login(1), b.login(0));
+    let mut c = Client::connect(a.addr).await;
+    let (ana, pw) = (a.users[0].0.to_string(), a.users[0].1.expose().to_string());
+    assert_eq!(code(&c.auth_plain(&ana, &pw).await), "235 2.7.0");
+    let msg = b"From: ana@a.example\r\nTo: carl@a.example\r\nSubject: for carl\r\n\r\nhi\r\n";
+    let r = c.send("ana@a.example", &["carl@a.example"], msg).await;
+    assert_eq!(code(&r), "250 2.0.0", "{r}");
+    assert!(a.folder(carl, Role::Inbox)[0].ends_with(msg), "carl's copy");
+    eventually("carl's forward reaches bo", || {
+        !b.folder(bo, Role::Inbox).is_empty()
+    })
+    .await;
+    let got = String::from_utf8_lossy(&b.folder(bo, Role::Inbox)[0]).into_owned();
+    assert!(got.starts_with("Return-Path: <SRS0="), "{got}");
+}

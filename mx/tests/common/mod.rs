@@ -152,16 +152,15 @@ async fn node_with(
         }
         None => (None, None),
     };
-    let (submission, forwarding) = match (forwarding_mx, &sender) {
-        (true, Some(outbound)) => (
-            None,
-            Some(cofre_mx::session::Forwarding {
-                outbound: Arc::clone(outbound),
-                srs: cofre_mx::srs::Srs::new(SecretKey::generate()),
-            }),
-        ),
-        _ => (submission, None),
-    };
+    // As in `cofre serve`: every service with a queue carries out the
+    // rules of the aliases it delivers to.
+    let forwarding = sender
+        .as_ref()
+        .map(|outbound| cofre_mx::session::Forwarding {
+            outbound: Arc::clone(outbound),
+            srs: cofre_mx::srs::Srs::new(SecretKey::generate()),
+        });
+    let submission = if forwarding_mx { None } else { submission };
     let session = Config {
         hostname: "node.test".into(),
         max_message_size: 1 << 20,
