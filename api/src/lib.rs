@@ -7,6 +7,7 @@ mod admin;
 mod auth;
 mod body;
 mod filter;
+pub mod jmap;
 mod json;
 mod mail;
 pub mod metrics;
@@ -251,6 +252,8 @@ pub fn app(state: AppState) -> Routes {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))
+        .route("/.well-known/jmap", get(jmap::session_resource))
+        .route("/jmap/api", axum::routing::post(jmap::api))
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", doc))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

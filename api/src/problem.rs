@@ -61,6 +61,11 @@ pub struct Problem {
 }
 
 impl Problem {
+    /// What went wrong, for a person.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
     /// A problem with a status, code and message.
     pub fn new(status: StatusCode, code: ProblemCode, detail: impl Into<String>) -> Problem {
         Problem {

@@ -1,0 +1,902 @@
+//! JMAP (RFC 8620 core, RFC 8621 mail) over the same link, sessions and
+//! keys as the REST API: the session resource at `/.well-known/jmap`, and
+//! method calls at `/jmap/api` with result references, limits and the
+//! RFC's error types.
+//!
+//! Ids are prefixed row ids of the alias's mailbox (`m` folders, `e`
+//! emails, `t` threads, `b` blobs), so they stay stable for an object's
+//! life and mean nothing outside the account.
+
+use axum::body::Bytes;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cofre_storage::link::Op;
+use cofre_storage::link::Reply;
+use cofre_storage::mailbox::{Addr, EmailSummary, Filter, Folder, Query, Sort, SortKey, TextField};
+use cofre_storage::{EmailId, FolderId, Keyword};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::auth::Session;
+
+/// The core capability.
+pub const CORE: &str = "urn:ietf:params:jmap:core";
+/// The mail capability.
+pub const MAIL: &str = "urn:ietf:params:jmap:mail";
+/// Largest request body, octets (`maxSizeRequest`).
+pub const MAX_SIZE_REQUEST: usize = 10_000_000;
+/// Most method calls in one request (`maxCallsInRequest`).
+pub const MAX_CALLS_IN_REQUEST: usize = 32;
+/// Most objects one `/get` returns (`maxObjectsInGet`).
+pub const MAX_OBJECTS_IN_GET: usize = 500;
+/// Most objects one `/set` changes (`maxObjectsInSet`).
+pub const MAX_OBJECTS_IN_SET: usize = 500;
+
+/// The account id of an alias: stable, and not the address itself (ids
+/// are restricted to the URL-safe base64 alphabet).
+pub fn account_id(address: &str) -> String {
+    let digest = Sha256::digest(address.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("a{hex}")
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+/// A request-level error (RFC 8620 §3.6.1), as problem details.
+fn request_error(kind: &str, detail: &str, limit: Option<&str>) -> Response {
+    let mut v = json!({
+        "type": format!("urn:ietf:params:jmap:error:{kind}"),
+        "status": 400,
+        "detail": detail,
+    });
+    if let Some(l) = limit {
+        v["limit"] = json!(l);
+    }
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "application/problem+json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+/// The session resource (RFC 8620 §2).
+pub async fn session_resource(session: Session) -> Response {
+    let address = session.address.to_string();
+    let account = account_id(&address);
+    let v = json!({
+        "capabilities": {
+            CORE: {
+                "maxSizeUpload": 50_000_000,
+                "maxConcurrentUpload": 4,
+                "maxSizeRequest": MAX_SIZE_REQUEST,
+                "maxConcurrentRequests": 4,
+                "maxCallsInRequest": MAX_CALLS_IN_REQUEST,
+                "maxObjectsInGet": MAX_OBJECTS_IN_GET,
+                "maxObjectsInSet": MAX_OBJECTS_IN_SET,
+                "collationAlgorithms": ["i;ascii-casemap"],
+            },
+            MAIL: {},
+        },
+        "accounts": {
+            account.clone(): {
+                "name": address,
+                "isPersonal": true,
+                "isReadOnly": false,
+                "accountCapabilities": {
+                    CORE: {},
+                    MAIL: {
+                        "maxMailboxesPerEmail": null,
+                        "maxMailboxDepth": null,
+                        "maxSizeMailboxName": 255,
+                        "maxSizeAttachmentsPerEmail": 50_000_000,
+                        "emailQuerySortOptions": ["receivedAt", "sentAt", "size", "from", "to", "subject", "hasKeyword"],
+                        "mayCreateTopLevelMailbox": true,
+                    },
+                },
+            },
+        },
+        "primaryAccounts": { CORE: account.clone(), MAIL: account },
+        "username": address,
+        "apiUrl": "/jmap/api",
+        "downloadUrl": "/jmap/download/{accountId}/{blobId}/{name}?accept={type}",
+        "uploadUrl": "/jmap/upload/{accountId}/",
+        "eventSourceUrl": "/jmap/eventsource?types={types}&closeafter={closeafter}&ping={ping}",
+        "state": SESSION_STATE,
+    });
+    json_response(StatusCode::OK, &v)
+}
+
+/// The session object changes only with the server's capabilities.
+const SESSION_STATE: &str = "1";
+
+/// A method-level error (RFC 8620 §3.6.2).
+#[derive(Debug)]
+struct MethodError {
+    kind: &'static str,
+    description: Option<String>,
+}
+
+impl MethodError {
+    fn new(kind: &'static str, description: impl Into<String>) -> MethodError {
+        MethodError {
+            kind,
+            description: Some(description.into()),
+        }
+    }
+
+    fn invalid(description: impl Into<String>) -> MethodError {
+        MethodError::new("invalidArguments", description)
+    }
+
+    fn server(description: impl Into<String>) -> MethodError {
+        MethodError::new("serverFail", description)
+    }
+
+    fn to_value(&self) -> Value {
+        let mut v = json!({ "type": self.kind });
+        if let Some(d) = &self.description {
+            v["description"] = json!(d);
+        }
+        v
+    }
+}
+
+type MethodResult = Result<Value, MethodError>;
+
+/// The API endpoint (RFC 8620 §3): runs each method call in order.
+pub async fn api(session: Session, body: Bytes) -> Response {
+    if body.len() > MAX_SIZE_REQUEST {
+        return request_error("limit", "the request is too large", Some("maxSizeRequest"));
+    }
+    let request: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return request_error("notJSON", &format!("not JSON: {e}"), None),
+    };
+    let (using, calls, created_ids) = match parse_request(&request) {
+        Ok(r) => r,
+        Err(detail) => return request_error("notRequest", &detail, None),
+    };
+    for capability in &using {
+        if capability != CORE && capability != MAIL {
+            return request_error(
+                "unknownCapability",
+                &format!("unknown capability {capability}"),
+                None,
+            );
+        }
+    }
+    if calls.len() > MAX_CALLS_IN_REQUEST {
+        return request_error(
+            "limit",
+            &format!("at most {MAX_CALLS_IN_REQUEST} method calls in one request"),
+            Some("maxCallsInRequest"),
+        );
+    }
+    let account = account_id(session.address.as_str());
+    let mut responses: Vec<Value> = Vec::new();
+    for (name, args, call_id) in calls {
+        let result = match resolve_references(args, &responses) {
+            Ok(args) => {
+                if name != "Core/echo" && !using.iter().any(|u| u == MAIL) {
+                    Err(MethodError::new(
+                        "unknownMethod",
+                        format!("{name} needs the {MAIL} capability in using"),
+                    ))
+                } else {
+                    call(&session, &account, &name, args).await
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(v) => responses.push(json!([name, v, call_id])),
+            Err(e) => responses.push(json!(["error", e.to_value(), call_id])),
+        }
+    }
+    let mut out = json!({ "methodResponses": responses, "sessionState": SESSION_STATE });
+    if let Some(ids) = created_ids {
+        out["createdIds"] = ids;
+    }
+    json_response(StatusCode::OK, &out)
+}
+
+type Call = (String, Map<String, Value>, String);
+
+/// A parsed request: capabilities used, method calls, createdIds.
+type Request = (Vec<String>, Vec<Call>, Option<Value>);
+
+/// The request object's shape (RFC 8620 §3.3), or why it is not one.
+fn parse_request(v: &Value) -> Result<Request, String> {
+    let obj = v.as_object().ok_or("the request must be an object")?;
+    let using = obj
+        .get("using")
+        .and_then(Value::as_array)
+        .ok_or("using must be an array of capabilities")?
+        .iter()
+        .map(|c| c.as_str().map(str::to_string))
+        .collect::<Option<Vec<_>>>()
+        .ok_or("using must hold strings")?;
+    let mut calls = Vec::new();
+    for c in obj
+        .get("methodCalls")
+        .and_then(Value::as_array)
+        .ok_or("methodCalls must be an array")?
+    {
+        match c.as_array().map(Vec::as_slice) {
+            Some([Value::String(name), Value::Object(args), Value::String(id)]) => {
+                calls.push((name.clone(), args.clone(), id.clone()));
+            }
+            _ => return Err("each method call is [name, arguments, call id]".into()),
+        }
+    }
+    let created = match obj.get("createdIds") {
+        None => None,
+        Some(v @ Value::Object(_)) => Some(v.clone()),
+        Some(_) => return Err("createdIds must be an object".into()),
+    };
+    Ok((using, calls, created))
+}
+
+/// Replaces `#name` arguments by what their result reference points at
+/// (RFC 8620 §3.7).
+fn resolve_references(
+    args: Map<String, Value>,
+    responses: &[Value],
+) -> Result<Map<String, Value>, MethodError> {
+    let mut out = Map::new();
+    for (k, v) in &args {
+        let Some(plain) = k.strip_prefix('#') else {
+            continue;
+        };
+        if args.contains_key(plain) {
+            return Err(MethodError::invalid(format!(
+                "both {plain} and #{plain} are given"
+            )));
+        }
+        let bad = |why: &str| MethodError::new("invalidResultReference", why.to_string());
+        let r = v
+            .as_object()
+            .ok_or_else(|| bad("a reference is an object"))?;
+        let (Some(Value::String(of)), Some(Value::String(name)), Some(Value::String(path))) =
+            (r.get("resultOf"), r.get("name"), r.get("path"))
+        else {
+            return Err(bad("a reference has resultOf, name and path"));
+        };
+        let target = responses
+            .iter()
+            .find(|resp| resp[2] == json!(of))
+            .ok_or_else(|| bad(&format!("no earlier call {of}")))?;
+        if target[0] != json!(name) {
+            return Err(bad(&format!(
+                "call {of} answered {} and not {name}",
+                target[0]
+            )));
+        }
+        let value = pointer(&target[1], path)
+            .ok_or_else(|| bad(&format!("{path} points at nothing in {name}")))?;
+        out.insert(plain.to_string(), value);
+    }
+    for (k, v) in args {
+        if !k.starts_with('#') {
+            out.insert(k, v);
+        }
+    }
+    Ok(out)
+}
+
+/// A JSON pointer with JMAP's `*` (map over an array, flattening arrays).
+fn pointer(v: &Value, path: &str) -> Option<Value> {
+    if path.is_empty() {
+        return Some(v.clone());
+    }
+    let rest = path.strip_prefix('/')?;
+    let (token, tail) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let token = token.replace("~1", "/").replace("~0", "~");
+    match v {
+        Value::Array(items) if token == "*" => {
+            let mut out = Vec::new();
+            for item in items {
+                match pointer(item, tail)? {
+                    Value::Array(inner) => out.extend(inner),
+                    other => out.push(other),
+                }
+            }
+            Some(Value::Array(out))
+        }
+        Value::Array(items) => pointer(items.get(token.parse::<usize>().ok()?)?, tail),
+        Value::Object(map) => pointer(map.get(&token)?, tail),
+        _ => None,
+    }
+}
+
+async fn call(
+    session: &Session,
+    account: &str,
+    name: &str,
+    args: Map<String, Value>,
+) -> MethodResult {
+    const METHODS: [&str; 3] = ["Mailbox/get", "Email/query", "Email/get"];
+    if name == "Core/echo" {
+        return Ok(Value::Object(args));
+    }
+    if !METHODS.contains(&name) {
+        return Err(MethodError::new(
+            "unknownMethod",
+            format!("{name} is not a method here"),
+        ));
+    }
+    match args.get("accountId") {
+        Some(Value::String(a)) if a == account => {}
+        Some(Value::String(_)) => {
+            return Err(MethodError::new("accountNotFound", "no such account"));
+        }
+        _ => return Err(MethodError::invalid("accountId is required")),
+    }
+    match name {
+        "Mailbox/get" => mailbox_get(session, account, &args).await,
+        "Email/query" => email_query(session, account, &args).await,
+        "Email/get" => email_get(session, account, &args).await,
+        _ => Err(MethodError::new(
+            "unknownMethod",
+            format!("{name} is not a method here"),
+        )),
+    }
+}
+
+fn link_error(p: crate::Problem) -> MethodError {
+    MethodError::server(p.detail().to_string())
+}
+
+async fn folders(session: &Session) -> Result<Vec<Folder>, MethodError> {
+    match session.request(|s| Op::Folders { session: s }).await {
+        Ok(Reply::Folders(f)) => Ok(f),
+        Ok(_) => Err(MethodError::server("unexpected reply")),
+        Err(p) => Err(link_error(p)),
+    }
+}
+
+/// The state of the account's mail: the highest MODSEQ of any folder.
+fn state_of(folders: &[Folder]) -> String {
+    folders
+        .iter()
+        .map(|f| f.highest_modseq)
+        .max()
+        .unwrap_or(0)
+        .to_string()
+}
+
+async fn search(
+    session: &Session,
+    query: Query,
+) -> Result<Vec<cofre_storage::mailbox::SearchHit>, MethodError> {
+    match session
+        .request(|s| Op::Search {
+            session: s,
+            query: query.clone(),
+        })
+        .await
+    {
+        Ok(Reply::Hits(h)) => Ok(h),
+        Ok(_) => Err(MethodError::server("unexpected reply")),
+        Err(p) => Err(link_error(p)),
+    }
+}
+
+/// The `ids` argument: `None` for null (all), else the ids.
+fn ids_arg(args: &Map<String, Value>) -> Result<Option<Vec<String>>, MethodError> {
+    match args.get("ids") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .map(Some)
+            .ok_or_else(|| MethodError::invalid("ids must be strings")),
+        Some(_) => Err(MethodError::invalid("ids must be an array or null")),
+    }
+}
+
+/// The `properties` argument, or `default`.
+fn properties_arg(args: &Map<String, Value>, default: &[&str]) -> Result<Vec<String>, MethodError> {
+    match args.get("properties") {
+        None | Some(Value::Null) => Ok(default.iter().map(|s| s.to_string()).collect()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| MethodError::invalid("properties must be strings")),
+        Some(_) => Err(MethodError::invalid("properties must be an array or null")),
+    }
+}
+
+fn prefixed(prefix: char, id: &str) -> Option<i64> {
+    id.strip_prefix(prefix)?.parse().ok()
+}
+
+const MAILBOX_PROPERTIES: [&str; 11] = [
+    "id",
+    "name",
+    "parentId",
+    "role",
+    "sortOrder",
+    "totalEmails",
+    "unreadEmails",
+    "totalThreads",
+    "unreadThreads",
+    "myRights",
+    "isSubscribed",
+];
+
+async fn mailbox_get(session: &Session, account: &str, args: &Map<String, Value>) -> MethodResult {
+    let all = folders(session).await?;
+    let ids = ids_arg(args)?;
+    let props = properties_arg(args, &MAILBOX_PROPERTIES)?;
+    if let Some(p) = props
+        .iter()
+        .find(|p| !MAILBOX_PROPERTIES.contains(&p.as_str()))
+    {
+        return Err(MethodError::invalid(format!(
+            "unknown Mailbox property {p}"
+        )));
+    }
+    let wanted: Vec<&Folder> = match &ids {
+        None => all.iter().collect(),
+        Some(ids) => {
+            if ids.len() > MAX_OBJECTS_IN_GET {
+                return Err(MethodError::new("requestTooLarge", "too many ids"));
+            }
+            ids.iter()
+                .filter_map(|id| all.iter().find(|f| prefixed('m', id) == Some(f.id.0)))
+                .collect()
+        }
+    };
+    let not_found: Vec<&String> = ids
+        .iter()
+        .flatten()
+        .filter(|id| !all.iter().any(|f| prefixed('m', id) == Some(f.id.0)))
+        .collect();
+    let mut list = Vec::new();
+    for f in wanted {
+        let mut m = Map::new();
+        for p in &props {
+            let v = match p.as_str() {
+                "id" => json!(format!("m{}", f.id.0)),
+                "name" => json!(f.name.rsplit('/').next().unwrap_or(&f.name)),
+                "parentId" => match f.name.rsplit_once('/') {
+                    Some((parent, _)) => all
+                        .iter()
+                        .find(|g| g.name == parent)
+                        .map_or(Value::Null, |g| json!(format!("m{}", g.id.0))),
+                    None => Value::Null,
+                },
+                "role" => f.role.map_or(Value::Null, |r| json!(r.as_str())),
+                "sortOrder" => json!(f.role.map_or(10, |r| {
+                    cofre_storage::Role::ALL
+                        .iter()
+                        .position(|x| *x == r)
+                        .unwrap_or(0)
+                })),
+                "totalEmails" => json!(f.total),
+                "unreadEmails" => json!(f.unseen),
+                "totalThreads" => json!(thread_count(session, f.id, Filter::All).await?),
+                "unreadThreads" => json!(
+                    thread_count(
+                        session,
+                        f.id,
+                        Filter::Not(Box::new(Filter::Keyword(Keyword::seen())))
+                    )
+                    .await?
+                ),
+                "myRights" => json!({
+                    "mayReadItems": true, "mayAddItems": true, "mayRemoveItems": true,
+                    "maySetSeen": true, "maySetKeywords": true, "mayCreateChild": true,
+                    "mayRename": f.role.is_none(), "mayDelete": f.role.is_none(), "maySubmit": true,
+                }),
+                "isSubscribed" => json!(f.subscribed),
+                _ => continue,
+            };
+            m.insert(p.clone(), v);
+        }
+        // The id is always returned (RFC 8620 §5.1).
+        m.entry("id")
+            .or_insert_with(|| json!(format!("m{}", f.id.0)));
+        list.push(Value::Object(m));
+    }
+    Ok(json!({
+        "accountId": account,
+        "state": state_of(&all),
+        "list": list,
+        "notFound": not_found,
+    }))
+}
+
+/// Threads with at least one email in `folder` matching `filter`.
+async fn thread_count(
+    session: &Session,
+    folder: FolderId,
+    filter: Filter,
+) -> Result<usize, MethodError> {
+    let q = Query {
+        folder: Some(folder),
+        filter,
+        sort: Vec::new(),
+        collapse_threads: true,
+        position: 0,
+        limit: None,
+    };
+    Ok(search(session, q).await?.len())
+}
+
+fn date_arg(v: &Value, what: &str) -> Result<i64, MethodError> {
+    v.as_str()
+        .and_then(cofre_storage::time::parse_iso)
+        .ok_or_else(|| MethodError::invalid(format!("{what} must be a UTCDate")))
+}
+
+fn keyword_arg(v: &Value) -> Result<Keyword, MethodError> {
+    v.as_str()
+        .and_then(|s| Keyword::try_from(s).ok())
+        .ok_or_else(|| MethodError::invalid("a keyword must be a valid keyword string"))
+}
+
+fn text_arg(v: &Value) -> Result<String, MethodError> {
+    v.as_str()
+        .map(str::to_string)
+        .ok_or_else(|| MethodError::invalid("a text filter takes a string"))
+}
+
+/// An Email/query filter (RFC 8621 §4.4.1) as a storage filter.
+fn filter_of(v: &Value) -> Result<Filter, MethodError> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| MethodError::invalid("a filter is an object"))?;
+    if let Some(op) = obj.get("operator") {
+        let conditions = obj
+            .get("conditions")
+            .and_then(Value::as_array)
+            .ok_or_else(|| MethodError::invalid("an operator needs conditions"))?
+            .iter()
+            .map(filter_of)
+            .collect::<Result<Vec<_>, _>>()?;
+        return match op.as_str() {
+            Some("AND") => Ok(Filter::And(conditions)),
+            Some("OR") => Ok(Filter::Or(conditions)),
+            Some("NOT") => Ok(Filter::Not(Box::new(Filter::Or(conditions)))),
+            _ => Err(MethodError::invalid("operator is AND, OR or NOT")),
+        };
+    }
+    let mut all = Vec::new();
+    for (k, v) in obj {
+        let f = match k.as_str() {
+            "inMailbox" => Filter::InFolder(FolderId(
+                v.as_str()
+                    .and_then(|s| prefixed('m', s))
+                    .ok_or_else(|| MethodError::invalid("inMailbox takes a Mailbox id"))?,
+            )),
+            "inMailboxOtherThan" => Filter::InFolderOtherThan(
+                v.as_array()
+                    .ok_or_else(|| MethodError::invalid("inMailboxOtherThan takes ids"))?
+                    .iter()
+                    .map(|m| m.as_str().and_then(|s| prefixed('m', s)).map(FolderId))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| MethodError::invalid("inMailboxOtherThan takes Mailbox ids"))?,
+            ),
+            "before" => Filter::ReceivedBefore(date_arg(v, "before")?),
+            "after" => Filter::ReceivedSince(date_arg(v, "after")?),
+            "minSize" => {
+                let n = v
+                    .as_u64()
+                    .ok_or_else(|| MethodError::invalid("minSize takes a number"))?;
+                Filter::Larger(n.saturating_sub(1))
+            }
+            "maxSize" => Filter::Smaller(
+                v.as_u64()
+                    .ok_or_else(|| MethodError::invalid("maxSize takes a number"))?,
+            ),
+            "allInThreadHaveKeyword" => Filter::AllInThreadHaveKeyword(keyword_arg(v)?),
+            "someInThreadHaveKeyword" => Filter::SomeInThreadHaveKeyword(keyword_arg(v)?),
+            "noneInThreadHaveKeyword" => Filter::NoneInThreadHaveKeyword(keyword_arg(v)?),
+            "hasKeyword" => Filter::Keyword(keyword_arg(v)?),
+            "notKeyword" => Filter::Not(Box::new(Filter::Keyword(keyword_arg(v)?))),
+            "hasAttachment" => Filter::HasAttachment(
+                v.as_bool()
+                    .ok_or_else(|| MethodError::invalid("hasAttachment takes a boolean"))?,
+            ),
+            "text" => Filter::Words(TextField::Text, text_arg(v)?),
+            "from" => Filter::Words(TextField::From, text_arg(v)?),
+            "to" => Filter::Words(TextField::To, text_arg(v)?),
+            "cc" => Filter::Words(TextField::Cc, text_arg(v)?),
+            "bcc" => Filter::Words(TextField::Bcc, text_arg(v)?),
+            "subject" => Filter::Words(TextField::Subject, text_arg(v)?),
+            "body" => Filter::Words(TextField::Body, text_arg(v)?),
+            "header" => match v.as_array().map(Vec::as_slice) {
+                Some([Value::String(name)]) => Filter::Header(name.clone(), String::new()),
+                Some([Value::String(name), Value::String(value)]) => {
+                    Filter::Header(name.clone(), value.clone())
+                }
+                _ => return Err(MethodError::invalid("header takes [name] or [name, value]")),
+            },
+            other => {
+                return Err(MethodError::new(
+                    "unsupportedFilter",
+                    format!("no filter {other}"),
+                ));
+            }
+        };
+        all.push(f);
+    }
+    Ok(match all.len() {
+        0 => Filter::All,
+        1 => all.remove(0),
+        _ => Filter::And(all),
+    })
+}
+
+fn sort_of(v: &Value) -> Result<Sort, MethodError> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| MethodError::invalid("a sort is a Comparator object"))?;
+    let ascending = match obj.get("isAscending") {
+        None => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(MethodError::invalid("isAscending is a boolean")),
+    };
+    let key = match obj.get("property").and_then(Value::as_str) {
+        Some("receivedAt") => SortKey::ReceivedAt,
+        Some("sentAt") => SortKey::SentAt,
+        Some("size") => SortKey::Size,
+        Some("from") => SortKey::From,
+        Some("to") => SortKey::To,
+        Some("subject") => SortKey::Subject,
+        Some("hasKeyword") => {
+            SortKey::Keyword(keyword_arg(obj.get("keyword").ok_or_else(|| {
+                MethodError::invalid("hasKeyword sorting needs a keyword")
+            })?)?)
+        }
+        Some(other) => {
+            return Err(MethodError::new(
+                "unsupportedSort",
+                format!("cannot sort by {other}"),
+            ));
+        }
+        None => return Err(MethodError::invalid("a Comparator needs a property")),
+    };
+    Ok(Sort { key, ascending })
+}
+
+async fn email_query(session: &Session, account: &str, args: &Map<String, Value>) -> MethodResult {
+    let filter = match args.get("filter") {
+        None | Some(Value::Null) => Filter::All,
+        Some(f) => filter_of(f)?,
+    };
+    let sort = match args.get("sort") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a.iter().map(sort_of).collect::<Result<_, _>>()?,
+        Some(_) => return Err(MethodError::invalid("sort is an array")),
+    };
+    let int = |k: &str| -> Result<Option<i64>, MethodError> {
+        match args.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| MethodError::invalid(format!("{k} is an integer"))),
+        }
+    };
+    let position = int("position")?.unwrap_or(0);
+    let limit = int("limit")?;
+    if limit.is_some_and(|l| l < 0) {
+        return Err(MethodError::invalid("limit cannot be negative"));
+    }
+    if args.contains_key("anchor") {
+        return Err(MethodError::invalid(
+            "anchor is not supported yet; use position",
+        ));
+    }
+    let collapse = matches!(args.get("collapseThreads"), Some(Value::Bool(true)));
+    let calculate_total = matches!(args.get("calculateTotal"), Some(Value::Bool(true)));
+    let mut sort: Vec<Sort> = sort;
+    if sort.is_empty() {
+        sort.push(Sort {
+            key: SortKey::ReceivedAt,
+            ascending: false,
+        });
+    }
+    let query = Query {
+        folder: None,
+        filter,
+        sort,
+        collapse_threads: collapse,
+        position: 0,
+        limit: None,
+    };
+    let hits = search(session, query).await?;
+    let total = hits.len();
+    // A negative position counts from the end (RFC 8620 §5.5).
+    let start = if position < 0 {
+        total.saturating_sub(position.unsigned_abs() as usize)
+    } else {
+        (position as usize).min(total)
+    };
+    let end = limit.map_or(total, |l| (start + l as usize).min(total));
+    let ids: Vec<String> = hits[start..end]
+        .iter()
+        .map(|h| format!("e{}", h.email_id.0))
+        .collect();
+    let state = state_of(&folders(session).await?);
+    let mut out = json!({
+        "accountId": account,
+        "queryState": state,
+        "canCalculateChanges": false,
+        "position": start,
+        "ids": ids,
+    });
+    if calculate_total {
+        out["total"] = json!(total);
+    }
+    if let Some(l) = limit {
+        out["limit"] = json!(l);
+    }
+    Ok(out)
+}
+
+const EMAIL_PROPERTIES: [&str; 20] = [
+    "id",
+    "blobId",
+    "threadId",
+    "mailboxIds",
+    "keywords",
+    "size",
+    "receivedAt",
+    "messageId",
+    "inReplyTo",
+    "references",
+    "sender",
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "replyTo",
+    "subject",
+    "sentAt",
+    "hasAttachment",
+    "preview",
+];
+
+fn addresses(list: &[Addr]) -> Value {
+    if list.is_empty() {
+        return Value::Null;
+    }
+    Value::Array(
+        list.iter()
+            .map(|a| json!({"name": a.name, "email": a.email}))
+            .collect(),
+    )
+}
+
+fn id_list(list: &[String]) -> Value {
+    if list.is_empty() {
+        Value::Null
+    } else {
+        json!(list)
+    }
+}
+
+fn email_value(e: &EmailSummary, props: &[String]) -> Value {
+    let mut m = Map::new();
+    for p in props {
+        let v = match p.as_str() {
+            "id" => json!(format!("e{}", e.id.0)),
+            "blobId" => json!(format!("b{}", e.id.0)),
+            "threadId" => json!(format!("t{}", e.thread_id.0)),
+            "mailboxIds" => Value::Object(
+                e.folders
+                    .iter()
+                    .map(|(f, _)| (format!("m{}", f.0), Value::Bool(true)))
+                    .collect(),
+            ),
+            "keywords" => Value::Object(
+                e.keywords
+                    .iter()
+                    .map(|k| (k.as_str().to_string(), Value::Bool(true)))
+                    .collect(),
+            ),
+            "size" => json!(e.size),
+            "receivedAt" => json!(cofre_storage::time::iso(e.received_at)),
+            "messageId" => e.message_id.as_ref().map_or(Value::Null, |m| json!([m])),
+            "inReplyTo" => id_list(&e.in_reply_to),
+            "references" => id_list(&e.references),
+            "sender" => addresses(&e.sender),
+            "from" => addresses(&e.from),
+            "to" => addresses(&e.to),
+            "cc" => addresses(&e.cc),
+            "bcc" => addresses(&e.bcc),
+            "replyTo" => addresses(&e.reply_to),
+            "subject" => json!(e.subject),
+            "sentAt" => e
+                .sent_at
+                .map_or(Value::Null, |t| json!(cofre_storage::time::iso(t))),
+            "hasAttachment" => json!(e.has_attachment),
+            "preview" => json!(e.preview),
+            _ => continue,
+        };
+        m.insert(p.clone(), v);
+    }
+    m.entry("id")
+        .or_insert_with(|| json!(format!("e{}", e.id.0)));
+    Value::Object(m)
+}
+
+async fn email_get(session: &Session, account: &str, args: &Map<String, Value>) -> MethodResult {
+    let props = properties_arg(args, &EMAIL_PROPERTIES)?;
+    if let Some(p) = props
+        .iter()
+        .find(|p| !EMAIL_PROPERTIES.contains(&p.as_str()))
+    {
+        return Err(MethodError::invalid(format!(
+            "the Email property {p} is not served yet (available: {})",
+            EMAIL_PROPERTIES.join(", ")
+        )));
+    }
+    let ids = match ids_arg(args)? {
+        Some(ids) => ids,
+        None => {
+            let hits = search(session, Query::everywhere(Filter::All)).await?;
+            if hits.len() > MAX_OBJECTS_IN_GET {
+                return Err(MethodError::new(
+                    "requestTooLarge",
+                    format!("more than {MAX_OBJECTS_IN_GET} emails: ask for ids"),
+                ));
+            }
+            hits.iter().map(|h| format!("e{}", h.email_id.0)).collect()
+        }
+    };
+    if ids.len() > MAX_OBJECTS_IN_GET {
+        return Err(MethodError::new(
+            "requestTooLarge",
+            format!("at most {MAX_OBJECTS_IN_GET} ids"),
+        ));
+    }
+    let wanted: Vec<EmailId> = ids
+        .iter()
+        .filter_map(|i| prefixed('e', i))
+        .map(EmailId)
+        .collect();
+    let summaries = match session
+        .request(|s| Op::Summaries {
+            session: s,
+            emails: wanted.clone(),
+        })
+        .await
+    {
+        Ok(Reply::Summaries(s)) => s,
+        Ok(_) => return Err(MethodError::server("unexpected reply")),
+        Err(p) => return Err(link_error(p)),
+    };
+    let mut list = Vec::new();
+    let mut not_found = Vec::new();
+    for id in &ids {
+        match prefixed('e', id).and_then(|n| summaries.iter().find(|s| s.id.0 == n)) {
+            Some(s) => list.push(email_value(s, &props)),
+            None => not_found.push(json!(id)),
+        }
+    }
+    let state = state_of(&folders(session).await?);
+    Ok(json!({
+        "accountId": account,
+        "state": state,
+        "list": list,
+        "notFound": not_found,
+    }))
+}

@@ -1,0 +1,358 @@
+//! JMAP against `cofre serve`: the session resource, the RFC 8620 request
+//! and error examples, result references, and mail read through
+//! Mailbox/get, Email/query and Email/get.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Proc, basic, create_alias, http_with};
+use serde_json::{Value, json};
+
+const CORE: &str = "urn:ietf:params:jmap:core";
+const MAIL: &str = "urn:ietf:params:jmap:mail";
+
+struct Server {
+    _proc: Proc,
+    addr: String,
+    _tmp: tempfile::TempDir,
+    ana: String,
+    bo: String,
+}
+
+fn serve() -> Server {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let ana = basic("ana@example.com", &create_alias(&data, "ana@example.com"));
+    let bo = basic("bo@example.com", &create_alias(&data, "bo@example.com"));
+    let mut p = Proc::start(
+        &[
+            "--data",
+            data.to_str().unwrap(),
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--link",
+            "off",
+        ],
+        &[],
+    );
+    let addr = p.wait_for("http listening on http://");
+    Server {
+        _proc: p,
+        addr,
+        _tmp: tmp,
+        ana,
+        bo,
+    }
+}
+
+/// POSTs raw bytes to the API endpoint: (status, content type, JSON).
+fn post(s: &Server, auth: &str, body: &[u8]) -> (u16, String, Value) {
+    let r = http_with(
+        &s.addr,
+        "POST",
+        "/jmap/api",
+        &[
+            ("Authorization", auth),
+            ("Content-Type", "application/json"),
+        ],
+        body,
+    );
+    let ctype = r
+        .headers
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("content-type: ")
+                .or(l.strip_prefix("Content-Type: "))
+        })
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    (
+        r.status,
+        ctype,
+        serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+    )
+}
+
+fn api(s: &Server, auth: &str, using: &[&str], calls: Value) -> Value {
+    let (status, _, v) = post(
+        s,
+        auth,
+        json!({"using": using, "methodCalls": calls})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+fn session(s: &Server, auth: &str) -> Value {
+    let r = http_with(
+        &s.addr,
+        "GET",
+        "/.well-known/jmap",
+        &[("Authorization", auth)],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    r.json()
+}
+
+fn import(s: &Server, auth: &str, raw: &str) {
+    let folders = http_with(
+        &s.addr,
+        "GET",
+        "/v1/folders",
+        &[("Authorization", auth)],
+        b"",
+    )
+    .json();
+    let inbox = folders
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["role"] == "inbox")
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let r = http_with(
+        &s.addr,
+        "POST",
+        &format!("/v1/folders/{inbox}/messages"),
+        &[("Authorization", auth), ("Content-Type", "message/rfc822")],
+        raw.as_bytes(),
+    );
+    assert_eq!(r.status, 201);
+}
+
+#[test]
+fn the_session_resource_describes_the_account_and_its_limits() {
+    let s = serve();
+    let v = session(&s, &s.ana);
+    assert_eq!(v["username"], "ana@example.com");
+    let account = v["primaryAccounts"][MAIL].as_str().unwrap();
+    assert_eq!(v["primaryAccounts"][CORE], account);
+    assert!(
+        account
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    );
+    assert_eq!(v["accounts"][account]["name"], "ana@example.com");
+    assert_eq!(v["accounts"][account]["isPersonal"], true);
+    assert_eq!(v["capabilities"][CORE]["maxCallsInRequest"], 32);
+    assert_eq!(v["apiUrl"], "/jmap/api");
+    let bo = session(&s, &s.bo);
+    assert_ne!(
+        bo["primaryAccounts"][MAIL], account,
+        "each alias its own account"
+    );
+    let r = http_with(&s.addr, "GET", "/.well-known/jmap", &[], b"");
+    assert_eq!(r.status, 401);
+}
+
+#[test]
+fn rfc8620_core_echo_and_request_errors() {
+    let s = serve();
+    // RFC 8620 §4.1.1: Core/echo returns its arguments.
+    let v = api(
+        &s,
+        &s.ana,
+        &[CORE],
+        json!([["Core/echo", {"hello": true, "high": 5}, "b3ff"]]),
+    );
+    assert_eq!(
+        v["methodResponses"],
+        json!([["Core/echo", {"hello": true, "high": 5}, "b3ff"]])
+    );
+    assert!(v["sessionState"].is_string());
+
+    // §3.6.1: request-level errors are problem details.
+    let (status, ctype, v) = post(&s, &s.ana, b"{not json");
+    assert_eq!((status, ctype.as_str()), (400, "application/problem+json"));
+    assert_eq!(v["type"], "urn:ietf:params:jmap:error:notJSON");
+    let (status, _, v) = post(&s, &s.ana, br#"{"using": [], "methodCalls": {}}"#);
+    assert_eq!(status, 400);
+    assert_eq!(v["type"], "urn:ietf:params:jmap:error:notRequest");
+    let (_, _, v) = post(
+        &s,
+        &s.ana,
+        json!({"using": ["urn:ietf:params:jmap:core", "https://example.com/apis/foobar"], "methodCalls": []})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(v["type"], "urn:ietf:params:jmap:error:unknownCapability");
+    let many: Vec<Value> = (0..33)
+        .map(|i| json!(["Core/echo", {}, format!("c{i}")]))
+        .collect();
+    let (status, _, v) = post(
+        &s,
+        &s.ana,
+        json!({"using": [CORE], "methodCalls": many})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(status, 400);
+    assert_eq!(v["type"], "urn:ietf:params:jmap:error:limit");
+    assert_eq!(v["limit"], "maxCallsInRequest");
+
+    // §3.6.2: method-level errors answer that call only.
+    let v = api(
+        &s,
+        &s.ana,
+        &[CORE, MAIL],
+        json!([
+            ["Nope/get", {}, "a"],
+            ["Mailbox/get", {"accountId": "elsewhere"}, "b"],
+            ["Mailbox/get", {}, "c"],
+            ["Core/echo", {"still": "here"}, "d"]
+        ]),
+    );
+    let r = &v["methodResponses"];
+    assert_eq!(
+        r[0],
+        json!(["error", {"type": "unknownMethod", "description": "Nope/get is not a method here"}, "a"])
+    );
+    assert_eq!(r[1][0], "error");
+    assert_eq!(r[1][1]["type"], "accountNotFound");
+    assert_eq!(r[2][1]["type"], "invalidArguments");
+    assert_eq!(r[3], json!(["Core/echo", {"still": "here"}, "d"]));
+    // Mail methods need the mail capability in `using`.
+    let v = api(
+        &s,
+        &s.ana,
+        &[CORE],
+        json!([["Mailbox/get", {"accountId": "x"}, "a"]]),
+    );
+    assert_eq!(v["methodResponses"][0][1]["type"], "unknownMethod");
+    // createdIds comes back as given.
+    let (_, _, v) = post(
+        &s,
+        &s.ana,
+        json!({"using": [CORE], "methodCalls": [], "createdIds": {"k1": "e1"}})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(v["createdIds"], json!({"k1": "e1"}));
+}
+
+#[test]
+fn mail_is_read_with_queries_and_result_references() {
+    let s = serve();
+    for (i, subject) in ["Lunch plans", "Quarterly report", "Re: Lunch plans"]
+        .iter()
+        .enumerate()
+    {
+        import(
+            &s,
+            &s.ana,
+            &format!(
+                "From: Carla <carla@example.net>\r\nTo: ana@example.com\r\nSubject: {subject}\r\n\
+                 Date: Mon, 2 Nov 2026 10:0{i}:00 +0000\r\nMessage-ID: <m{i}@example.net>\r\n\r\nbody number {i} about {subject}\r\n"
+            ),
+        );
+    }
+    import(&s, &s.bo, "Subject: bo's own\r\n\r\nprivate\r\n");
+    let account = session(&s, &s.ana)["primaryAccounts"][MAIL]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let v = api(
+        &s,
+        &s.ana,
+        &[CORE, MAIL],
+        json!([["Mailbox/get", {"accountId": account, "ids": null}, "0"]]),
+    );
+    let list = v["methodResponses"][0][1]["list"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let inbox = list.iter().find(|m| m["role"] == "inbox").unwrap();
+    assert_eq!(inbox["totalEmails"], 3);
+    assert_eq!(inbox["unreadEmails"], 3);
+    assert_eq!(inbox["totalThreads"], 2, "the reply joins its thread");
+    assert!(list.iter().any(|m| m["role"] == "sent"));
+    let inbox_id = inbox["id"].as_str().unwrap().to_string();
+
+    // RFC 8620 §3.7's pattern: query, then get what the query found.
+    let v = api(
+        &s,
+        &s.ana,
+        &[CORE, MAIL],
+        json!([
+            ["Email/query", {
+                "accountId": account,
+                "filter": {"inMailbox": inbox_id, "text": "lunch"},
+                "sort": [{"property": "sentAt", "isAscending": false}],
+                "calculateTotal": true
+            }, "t0"],
+            ["Email/get", {
+                "accountId": account,
+                "#ids": {"resultOf": "t0", "name": "Email/query", "path": "/ids"},
+                "properties": ["threadId", "subject", "from", "mailboxIds", "keywords", "receivedAt", "messageId"]
+            }, "t1"],
+            ["Email/get", {
+                "accountId": account,
+                "#ids": {"resultOf": "t1", "name": "Email/get", "path": "/list/*/threadId"},
+            }, "t2"],
+            ["Email/get", {
+                "accountId": account,
+                "#ids": {"resultOf": "t0", "name": "Email/get", "path": "/ids"},
+            }, "t3"]
+        ]),
+    );
+    let r = &v["methodResponses"];
+    assert_eq!(r[0][1]["total"], 2);
+    let got = r[1][1]["list"].as_array().unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0]["subject"], "Re: Lunch plans", "newest first");
+    assert_eq!(got[1]["subject"], "Lunch plans");
+    assert_eq!(got[0]["threadId"], got[1]["threadId"]);
+    assert_eq!(
+        got[0]["from"],
+        json!([{"name": "Carla", "email": "carla@example.net"}])
+    );
+    assert_eq!(got[0]["mailboxIds"], json!({inbox_id.clone(): true}));
+    assert_eq!(got[0]["keywords"], json!({}));
+    assert_eq!(got[0]["receivedAt"].as_str().unwrap().len(), 20);
+    assert_eq!(got[1]["messageId"], json!(["m0@example.net"]));
+    // Thread ids are not email ids: nothing found, and said so.
+    assert_eq!(r[2][1]["list"], json!([]));
+    assert_eq!(r[2][1]["notFound"].as_array().unwrap().len(), 2);
+    // A reference to the wrong method name fails that call.
+    assert_eq!(r[3][0], "error");
+    assert_eq!(r[3][1]["type"], "invalidResultReference");
+
+    // Paging, sorting by subject, and filters the RFC names.
+    let v = api(
+        &s,
+        &s.ana,
+        &[CORE, MAIL],
+        json!([
+            ["Email/query", {"accountId": account, "sort": [{"property": "subject"}], "position": 1, "limit": 1}, "p"],
+            ["Email/query", {"accountId": account, "filter": {"operator": "NOT", "conditions": [{"subject": "lunch"}]}}, "n"],
+            ["Email/query", {"accountId": account, "filter": {"unknownThing": 1}}, "u"],
+            ["Email/query", {"accountId": account, "sort": [{"property": "color"}]}, "s"],
+            ["Email/get", {"accountId": account, "ids": ["e999999", "zz"]}, "g"],
+            ["Email/get", {"accountId": account, "ids": [], "properties": ["bodyStructure"]}, "b"]
+        ]),
+    );
+    let r = &v["methodResponses"];
+    assert_eq!(r[0][1]["position"], 1);
+    assert_eq!(r[0][1]["ids"].as_array().unwrap().len(), 1);
+    assert_eq!(r[1][1]["ids"].as_array().unwrap().len(), 1);
+    assert_eq!(r[2][1]["type"], "unsupportedFilter");
+    assert_eq!(r[3][1]["type"], "unsupportedSort");
+    assert_eq!(r[4][1]["notFound"], json!(["e999999", "zz"]));
+    assert_eq!(r[5][1]["type"], "invalidArguments");
+
+    // Bo's account sees only bo's mail, and never ana's account.
+    let v = api(
+        &s,
+        &s.bo,
+        &[CORE, MAIL],
+        json!([["Email/query", {"accountId": account}, "x"]]),
+    );
+    assert_eq!(v["methodResponses"][0][1]["type"], "accountNotFound");
+}
