@@ -356,3 +356,93 @@ fn mail_is_read_with_queries_and_result_references() {
     );
     assert_eq!(v["methodResponses"][0][1]["type"], "accountNotFound");
 }
+
+#[test]
+fn changes_follow_the_mailbox_log_and_unknown_states_cannot_be_calculated() {
+    let s = serve();
+    let account = session(&s, &s.ana)["primaryAccounts"][MAIL]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let get = |calls: Value| api(&s, &s.ana, &[CORE, MAIL], calls)["methodResponses"].clone();
+    let r = get(json!([["Email/get", {"accountId": account, "ids": []}, "0"]]));
+    let start = r[0][1]["state"].as_str().unwrap().to_string();
+
+    import(&s, &s.ana, "Subject: one\r\n\r\n1\r\n");
+    import(&s, &s.ana, "Subject: two\r\n\r\n2\r\n");
+    let r = get(json!([
+        ["Email/changes", {"accountId": account, "sinceState": start}, "c"],
+        ["Mailbox/changes", {"accountId": account, "sinceState": start}, "m"],
+        ["Email/query", {"accountId": account, "sort": [{"property": "subject"}]}, "q"]
+    ]));
+    let created = r[0][1]["created"].as_array().unwrap().clone();
+    assert_eq!(created.len(), 2, "{}", r[0][1]);
+    assert_eq!(r[0][1]["updated"], json!([]));
+    assert_eq!(r[0][1]["oldState"], start.as_str());
+    assert_eq!(r[0][1]["hasMoreChanges"], false);
+    let mid = r[0][1]["newState"].as_str().unwrap().to_string();
+    assert_ne!(mid, start);
+    assert_eq!(
+        r[1][1]["updated"].as_array().unwrap().len(),
+        1,
+        "the inbox's contents changed"
+    );
+    assert_eq!(
+        r[1][1]["newState"],
+        mid.as_str(),
+        "one state for the account"
+    );
+    let ids = r[2][1]["ids"].as_array().unwrap().clone();
+    assert_eq!(r[2][1]["queryState"], mid.as_str());
+
+    // A keyword set through the REST API is an update; a deletion a
+    // destruction.
+    let n = |v: &Value| v.as_str().unwrap()[1..].parse::<i64>().unwrap();
+    let r = http_with(
+        &s.addr,
+        "POST",
+        "/v1/messages/keywords",
+        &[
+            ("Authorization", &s.ana),
+            ("Content-Type", "application/json"),
+        ],
+        json!({"ids": [n(&ids[0])], "add": ["$seen"]})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 200);
+    let r = http_with(
+        &s.addr,
+        "DELETE",
+        &format!("/v1/messages/{}", n(&ids[1])),
+        &[("Authorization", &s.ana)],
+        b"",
+    );
+    assert!(r.status == 204 || r.status == 200, "{}", r.status);
+    let r = get(json!([
+        ["Email/changes", {"accountId": account, "sinceState": mid}, "c"],
+        ["Email/changes", {"accountId": account, "sinceState": start}, "all"],
+        ["Email/changes", {"accountId": account, "sinceState": mid, "maxChanges": 1}, "max"],
+        ["Email/changes", {"accountId": account, "sinceState": "999999999"}, "future"],
+        ["Email/changes", {"accountId": account, "sinceState": "not-a-state"}, "junk"],
+        ["Email/changes", {"accountId": account}, "none"]
+    ]));
+    assert_eq!(r[0][1]["created"], json!([]));
+    assert_eq!(r[0][1]["updated"], json!([ids[0]]));
+    assert_eq!(r[0][1]["destroyed"], json!([ids[1]]));
+    // From the start: one created and kept, one created and gone (never
+    // seen by the client, so in neither list).
+    assert_eq!(r[1][1]["created"], json!([ids[0]]));
+    assert_eq!(r[1][1]["destroyed"], json!([]));
+    assert_eq!(r[2][1]["type"], "cannotCalculateChanges");
+    assert_eq!(r[3][1]["type"], "cannotCalculateChanges");
+    assert_eq!(r[4][1]["type"], "cannotCalculateChanges");
+    assert_eq!(r[5][1]["type"], "invalidArguments");
+    let keywords = get(
+        json!([["Email/get", {"accountId": account, "ids": [ids[0]], "properties": ["keywords"]}, "k"]]),
+    );
+    assert_eq!(
+        keywords[0][1]["list"][0]["keywords"],
+        json!({"$seen": true})
+    );
+}

@@ -326,7 +326,13 @@ async fn call(
     name: &str,
     args: Map<String, Value>,
 ) -> MethodResult {
-    const METHODS: [&str; 3] = ["Mailbox/get", "Email/query", "Email/get"];
+    const METHODS: [&str; 5] = [
+        "Mailbox/get",
+        "Mailbox/changes",
+        "Email/query",
+        "Email/get",
+        "Email/changes",
+    ];
     if name == "Core/echo" {
         return Ok(Value::Object(args));
     }
@@ -347,6 +353,8 @@ async fn call(
         "Mailbox/get" => mailbox_get(session, account, &args).await,
         "Email/query" => email_query(session, account, &args).await,
         "Email/get" => email_get(session, account, &args).await,
+        "Mailbox/changes" => changes(session, account, &args, Kind::Mailbox).await,
+        "Email/changes" => changes(session, account, &args, Kind::Email).await,
         _ => Err(MethodError::new(
             "unknownMethod",
             format!("{name} is not a method here"),
@@ -366,14 +374,110 @@ async fn folders(session: &Session) -> Result<Vec<Folder>, MethodError> {
     }
 }
 
-/// The state of the account's mail: the highest MODSEQ of any folder.
-fn state_of(folders: &[Folder]) -> String {
-    folders
-        .iter()
-        .map(|f| f.highest_modseq)
-        .max()
-        .unwrap_or(0)
-        .to_string()
+/// What changed since `since` (the mailbox's MODSEQ log); `current` is
+/// the state now.
+async fn changes_since(
+    session: &Session,
+    since: cofre_storage::ModSeq,
+) -> Result<cofre_storage::mailbox::Changes, MethodError> {
+    match session.request(|s| Op::Changes { session: s, since }).await {
+        Ok(Reply::Changes(c)) => Ok(c),
+        Ok(_) => Err(MethodError::server("unexpected reply")),
+        Err(p) => Err(link_error(p)),
+    }
+}
+
+/// The state of the account's mail: the mailbox's MODSEQ, which every
+/// change of an email or folder advances (so one state serves Mailbox,
+/// Email and Thread).
+async fn state(session: &Session) -> Result<String, MethodError> {
+    // Asking from the top of the log reads no changes, only the current
+    // MODSEQ.
+    Ok(changes_since(session, i64::MAX as u64)
+        .await?
+        .current
+        .to_string())
+}
+
+/// Which objects a `/changes` call is about.
+#[derive(Clone, Copy)]
+enum Kind {
+    Mailbox,
+    Email,
+}
+
+/// `Mailbox/changes` and `Email/changes` (RFC 8620 §5.2).
+async fn changes(
+    session: &Session,
+    account: &str,
+    args: &Map<String, Value>,
+    kind: Kind,
+) -> MethodResult {
+    let since = args
+        .get("sinceState")
+        .and_then(Value::as_str)
+        .ok_or_else(|| MethodError::invalid("sinceState is required"))?;
+    let max = match args.get("maxChanges") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(n) if n > 0 => Some(n as usize),
+            _ => return Err(MethodError::invalid("maxChanges is a positive integer")),
+        },
+    };
+    let cannot = || {
+        MethodError::new(
+            "cannotCalculateChanges",
+            "unknown or future state: fetch everything again",
+        )
+    };
+    let since: cofre_storage::ModSeq = since.parse().map_err(|_| cannot())?;
+    let c = changes_since(session, since).await?;
+    if since > c.current {
+        return Err(cannot());
+    }
+    let (prefix, created, updated, destroyed) = match kind {
+        Kind::Mailbox => (
+            'm',
+            ids_of(&c.folders_created, |f| f.0),
+            ids_of(&c.folders_updated, |f| f.0),
+            ids_of(&c.folders_destroyed, |f| f.0),
+        ),
+        Kind::Email => (
+            'e',
+            ids_of(&c.emails_created, |e| e.0),
+            ids_of(&c.emails_updated, |e| e.0),
+            ids_of(&c.emails_destroyed, |e| e.0),
+        ),
+    };
+    if let Some(max) = max
+        && created.len() + updated.len() + destroyed.len() > max
+    {
+        // The log answers from one state to now; a partial answer would
+        // need an intermediate state, so the client starts over instead.
+        return Err(MethodError::new(
+            "cannotCalculateChanges",
+            format!("more than maxChanges ({max}) changes: fetch everything again"),
+        ));
+    }
+    let fmt =
+        |v: Vec<i64>| -> Vec<String> { v.into_iter().map(|n| format!("{prefix}{n}")).collect() };
+    let mut out = json!({
+        "accountId": account,
+        "oldState": since.to_string(),
+        "newState": c.current.to_string(),
+        "hasMoreChanges": false,
+        "created": fmt(created),
+        "updated": fmt(updated),
+        "destroyed": fmt(destroyed),
+    });
+    if matches!(kind, Kind::Mailbox) {
+        out["updatedProperties"] = Value::Null;
+    }
+    Ok(out)
+}
+
+fn ids_of<T>(v: &[T], f: impl Fn(&T) -> i64) -> Vec<i64> {
+    v.iter().map(f).collect()
 }
 
 async fn search(
@@ -439,6 +543,9 @@ const MAILBOX_PROPERTIES: [&str; 11] = [
 ];
 
 async fn mailbox_get(session: &Session, account: &str, args: &Map<String, Value>) -> MethodResult {
+    // The state is read before the data: a change in between shows up
+    // again at the next /changes, never goes missing.
+    let st = state(session).await?;
     let all = folders(session).await?;
     let ids = ids_arg(args)?;
     let props = properties_arg(args, &MAILBOX_PROPERTIES)?;
@@ -515,7 +622,7 @@ async fn mailbox_get(session: &Session, account: &str, args: &Map<String, Value>
     }
     Ok(json!({
         "accountId": account,
-        "state": state_of(&all),
+        "state": st,
         "list": list,
         "notFound": not_found,
     }))
@@ -721,6 +828,7 @@ async fn email_query(session: &Session, account: &str, args: &Map<String, Value>
         position: 0,
         limit: None,
     };
+    let st = state(session).await?;
     let hits = search(session, query).await?;
     let total = hits.len();
     // A negative position counts from the end (RFC 8620 §5.5).
@@ -734,10 +842,9 @@ async fn email_query(session: &Session, account: &str, args: &Map<String, Value>
         .iter()
         .map(|h| format!("e{}", h.email_id.0))
         .collect();
-    let state = state_of(&folders(session).await?);
     let mut out = json!({
         "accountId": account,
-        "queryState": state,
+        "queryState": st,
         "canCalculateChanges": false,
         "position": start,
         "ids": ids,
@@ -868,6 +975,7 @@ async fn email_get(session: &Session, account: &str, args: &Map<String, Value>) 
             format!("at most {MAX_OBJECTS_IN_GET} ids"),
         ));
     }
+    let st = state(session).await?;
     let wanted: Vec<EmailId> = ids
         .iter()
         .filter_map(|i| prefixed('e', i))
@@ -892,10 +1000,9 @@ async fn email_get(session: &Session, account: &str, args: &Map<String, Value>) 
             None => not_found.push(json!(id)),
         }
     }
-    let state = state_of(&folders(session).await?);
     Ok(json!({
         "accountId": account,
-        "state": state,
+        "state": st,
         "list": list,
         "notFound": not_found,
     }))
