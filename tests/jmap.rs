@@ -446,3 +446,98 @@ fn changes_follow_the_mailbox_log_and_unknown_states_cannot_be_calculated() {
         json!({"$seen": true})
     );
 }
+
+#[test]
+fn email_set_changes_keywords_and_mailboxes_and_destroys() {
+    let s = serve();
+    let account = session(&s, &s.ana)["primaryAccounts"][MAIL]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let call = |calls: Value| api(&s, &s.ana, &[CORE, MAIL], calls)["methodResponses"].clone();
+    for n in 1..=3 {
+        import(&s, &s.ana, &format!("Subject: m{n}\r\n\r\nbody {n}\r\n"));
+    }
+    let r = call(json!([
+        ["Mailbox/get", {"accountId": account, "properties": ["role"]}, "m"],
+        ["Email/query", {"accountId": account, "sort": [{"property": "subject"}]}, "q"]
+    ]));
+    let boxes = r[0][1]["list"].as_array().unwrap().clone();
+    let role = |name: &str| {
+        boxes.iter().find(|m| m["role"] == name).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (inbox, archive) = (role("inbox"), role("archive"));
+    let ids: Vec<String> = r[1][1]["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let before = r[1][1]["queryState"].as_str().unwrap().to_string();
+
+    let r = call(json!([["Email/set", {
+        "accountId": account,
+        "ifInState": before,
+        "create": {"k1": {"subject": "new"}},
+        "update": {
+            ids[0].clone(): {"keywords/$flagged": true, "keywords/$seen": true},
+            ids[1].clone(): {"mailboxIds": {archive.clone(): true}},
+            "e999999": {"keywords/$seen": true},
+            ids[2].clone(): {"subject": "rewritten"}
+        },
+        "destroy": [ids[2].clone(), "e888888"]
+    }, "s"]]));
+    let set = &r[0][1];
+    assert_eq!(set["oldState"], before.as_str());
+    assert_ne!(set["newState"], before.as_str());
+    assert_eq!(
+        set["updated"],
+        json!({ids[0].clone(): null, ids[1].clone(): null})
+    );
+    assert_eq!(set["notUpdated"]["e999999"]["type"], "notFound");
+    assert_eq!(set["notUpdated"][&ids[2]]["type"], "invalidProperties");
+    assert_eq!(set["notUpdated"][&ids[2]]["properties"], json!(["subject"]));
+    assert_eq!(set["notCreated"]["k1"]["type"], "forbidden");
+    assert_eq!(set["destroyed"], json!([ids[2].clone()]));
+    assert_eq!(set["notDestroyed"]["e888888"]["type"], "notFound");
+
+    let r = call(json!([
+        ["Email/get", {"accountId": account, "ids": [ids[0].clone(), ids[1].clone(), ids[2].clone()], "properties": ["keywords", "mailboxIds"]}, "g"],
+        ["Email/changes", {"accountId": account, "sinceState": before}, "c"],
+        ["Email/set", {"accountId": account, "ifInState": before, "update": {ids[0].clone(): {"keywords": {}}}}, "stale"],
+        ["Email/set", {"accountId": account, "update": {ids[0].clone(): {"keywords": {"$answered": true}}, ids[1].clone(): {"mailboxIds/m999999": true}}}, "full"]
+    ]));
+    let got = r[0][1]["list"].as_array().unwrap();
+    assert_eq!(got[0]["keywords"], json!({"$flagged": true, "$seen": true}));
+    assert_eq!(
+        got[1]["mailboxIds"],
+        json!({archive.clone(): true}),
+        "moved out of {inbox}"
+    );
+    assert_eq!(r[0][1]["notFound"], json!([ids[2].clone()]));
+    let mut updated: Vec<String> = r[1][1]["updated"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    updated.sort();
+    let mut want = vec![ids[0].clone(), ids[1].clone()];
+    want.sort();
+    assert_eq!(updated, want);
+    assert_eq!(r[1][1]["destroyed"], json!([ids[2].clone()]));
+    assert_eq!(r[2][1]["type"], "stateMismatch");
+    assert_eq!(r[3][1]["updated"], json!({ids[0].clone(): null}));
+    assert_eq!(r[3][1]["notUpdated"][&ids[1]]["type"], "invalidProperties");
+    let r = call(
+        json!([["Email/get", {"accountId": account, "ids": [ids[0].clone()], "properties": ["keywords"]}, "g"]]),
+    );
+    assert_eq!(
+        r[0][1]["list"][0]["keywords"],
+        json!({"$answered": true}),
+        "the whole map replaced"
+    );
+}

@@ -326,12 +326,13 @@ async fn call(
     name: &str,
     args: Map<String, Value>,
 ) -> MethodResult {
-    const METHODS: [&str; 5] = [
+    const METHODS: [&str; 6] = [
         "Mailbox/get",
         "Mailbox/changes",
         "Email/query",
         "Email/get",
         "Email/changes",
+        "Email/set",
     ];
     if name == "Core/echo" {
         return Ok(Value::Object(args));
@@ -355,6 +356,7 @@ async fn call(
         "Email/get" => email_get(session, account, &args).await,
         "Mailbox/changes" => changes(session, account, &args, Kind::Mailbox).await,
         "Email/changes" => changes(session, account, &args, Kind::Email).await,
+        "Email/set" => email_set(session, account, &args).await,
         _ => Err(MethodError::new(
             "unknownMethod",
             format!("{name} is not a method here"),
@@ -1005,5 +1007,319 @@ async fn email_get(session: &Session, account: &str, args: &Map<String, Value>) 
         "state": st,
         "list": list,
         "notFound": not_found,
+    }))
+}
+
+/// A SetError (RFC 8620 §5.3).
+fn set_error(kind: &str, description: impl Into<String>) -> Value {
+    json!({"type": kind, "description": description.into()})
+}
+
+/// What one Email/set update asks: keywords to add and remove, and the
+/// mailboxes it should end up in (`None`: unchanged).
+struct EmailPatch {
+    add: Vec<Keyword>,
+    remove: Vec<Keyword>,
+    replace_keywords: Option<Vec<Keyword>>,
+    mailboxes_set: Vec<(FolderId, bool)>,
+    replace_mailboxes: Option<Vec<FolderId>>,
+}
+
+fn folder_of(id: &str) -> Option<FolderId> {
+    prefixed('m', id).map(FolderId)
+}
+
+fn email_patch(patch: &Map<String, Value>) -> Result<EmailPatch, Value> {
+    let mut p = EmailPatch {
+        add: Vec::new(),
+        remove: Vec::new(),
+        replace_keywords: None,
+        mailboxes_set: Vec::new(),
+        replace_mailboxes: None,
+    };
+    let bad = |prop: &str, why: &str| {
+        let mut e = set_error("invalidProperties", why);
+        e["properties"] = json!([prop]);
+        e
+    };
+    for (k, v) in patch {
+        if k == "keywords" {
+            let map = v.as_object().ok_or_else(|| bad(k, "keywords is a map"))?;
+            let mut list = Vec::new();
+            for (kw, on) in map {
+                if on != &Value::Bool(true) {
+                    return Err(bad(k, "keyword values are true"));
+                }
+                list.push(Keyword::try_from(kw.as_str()).map_err(|_| bad(k, "not a keyword"))?);
+            }
+            p.replace_keywords = Some(list);
+        } else if let Some(kw) = k.strip_prefix("keywords/") {
+            let kw = Keyword::try_from(kw).map_err(|_| bad(k, "not a keyword"))?;
+            match v {
+                Value::Bool(true) => p.add.push(kw),
+                Value::Null | Value::Bool(false) => p.remove.push(kw),
+                _ => return Err(bad(k, "true or null")),
+            }
+        } else if k == "mailboxIds" {
+            let map = v.as_object().ok_or_else(|| bad(k, "mailboxIds is a map"))?;
+            let mut list = Vec::new();
+            for (id, on) in map {
+                if on != &Value::Bool(true) {
+                    return Err(bad(k, "mailboxIds values are true"));
+                }
+                list.push(folder_of(id).ok_or_else(|| bad(k, "not a Mailbox id"))?);
+            }
+            if list.is_empty() {
+                return Err(bad(k, "an email is in at least one mailbox"));
+            }
+            p.replace_mailboxes = Some(list);
+        } else if let Some(id) = k.strip_prefix("mailboxIds/") {
+            let f = folder_of(id).ok_or_else(|| bad(k, "not a Mailbox id"))?;
+            match v {
+                Value::Bool(true) => p.mailboxes_set.push((f, true)),
+                Value::Null | Value::Bool(false) => p.mailboxes_set.push((f, false)),
+                _ => return Err(bad(k, "true or null")),
+            }
+        } else {
+            return Err(bad(k, "only keywords and mailboxIds can change"));
+        }
+    }
+    Ok(p)
+}
+
+async fn request_ok(
+    session: &Session,
+    op: impl Fn(cofre_storage::primary::SessionId) -> Op,
+) -> Result<Reply, Value> {
+    session
+        .request(op)
+        .await
+        .map_err(|p| set_error("serverFail", p.detail().to_string()))
+}
+
+/// Applies one update to one email.
+async fn update_email(
+    session: &Session,
+    email: &EmailSummary,
+    patch: EmailPatch,
+    folders: &[Folder],
+) -> Result<(), Value> {
+    // Keywords.
+    let (mut add, mut remove) = (patch.add, patch.remove);
+    if let Some(all) = patch.replace_keywords {
+        remove.extend(email.keywords.iter().filter(|k| !all.contains(k)).cloned());
+        add.extend(all);
+    }
+    if !add.is_empty() || !remove.is_empty() {
+        let id = email.id;
+        request_ok(session, |s| Op::SetKeywords {
+            session: s,
+            emails: vec![id],
+            add: add.clone(),
+            remove: remove.clone(),
+        })
+        .await?;
+    }
+    // Mailboxes: where it is, where it should be.
+    let now: Vec<FolderId> = email.folders.iter().map(|(f, _)| *f).collect();
+    let mut want = patch.replace_mailboxes.unwrap_or_else(|| now.clone());
+    for (f, on) in patch.mailboxes_set {
+        if on && !want.contains(&f) {
+            want.push(f);
+        } else if !on {
+            want.retain(|x| *x != f);
+        }
+    }
+    if let Some(f) = want.iter().find(|f| !folders.iter().any(|g| g.id == **f)) {
+        let mut e = set_error("invalidProperties", format!("no Mailbox m{}", f.0));
+        e["properties"] = json!(["mailboxIds"]);
+        return Err(e);
+    }
+    if want.is_empty() {
+        let mut e = set_error("invalidProperties", "an email is in at least one mailbox");
+        e["properties"] = json!(["mailboxIds"]);
+        return Err(e);
+    }
+    let mut adds: Vec<FolderId> = want.iter().filter(|f| !now.contains(f)).copied().collect();
+    let mut removes: Vec<(FolderId, cofre_storage::Uid)> = email
+        .folders
+        .iter()
+        .filter(|(f, _)| !want.contains(f))
+        .copied()
+        .collect();
+    // A removal paired with an addition is a move.
+    while let (Some((from, uid)), Some(to)) = (removes.last().copied(), adds.last().copied()) {
+        removes.pop();
+        adds.pop();
+        request_ok(session, |s| Op::Move {
+            session: s,
+            from,
+            uids: vec![uid],
+            to,
+        })
+        .await?;
+    }
+    if !removes.is_empty() {
+        return Err(set_error(
+            "forbidden",
+            "taking an email out of a mailbox without putting it in another is not served yet",
+        ));
+    }
+    // Additions beside the ones it keeps are copies from a kept one.
+    if let Some(&(from, uid)) = email.folders.iter().find(|(f, _)| want.contains(f)) {
+        for to in adds {
+            request_ok(session, |s| Op::Copy {
+                session: s,
+                from,
+                uids: vec![uid],
+                to,
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// `Email/set` (RFC 8621 §4.6): keyword and mailbox updates, and
+/// destruction. Creation goes through `Email/import` (not served yet).
+async fn email_set(session: &Session, account: &str, args: &Map<String, Value>) -> MethodResult {
+    let old = state(session).await?;
+    if let Some(want) = args.get("ifInState").and_then(Value::as_str)
+        && want != old
+    {
+        return Err(MethodError::new(
+            "stateMismatch",
+            format!("the state is {old}"),
+        ));
+    }
+    let object = |k: &str| -> Result<Map<String, Value>, MethodError> {
+        match args.get(k) {
+            None | Some(Value::Null) => Ok(Map::new()),
+            Some(Value::Object(m)) => Ok(m.clone()),
+            Some(_) => Err(MethodError::invalid(format!("{k} is an object"))),
+        }
+    };
+    let create = object("create")?;
+    let update = object("update")?;
+    let destroy = ids_arg(&{
+        let mut m = Map::new();
+        if let Some(d) = args.get("destroy") {
+            m.insert("ids".into(), d.clone());
+        }
+        m
+    })?
+    .unwrap_or_default();
+    if create.len() + update.len() + destroy.len() > MAX_OBJECTS_IN_SET {
+        return Err(MethodError::new(
+            "requestTooLarge",
+            format!("at most {MAX_OBJECTS_IN_SET} objects"),
+        ));
+    }
+    let mut not_created = Map::new();
+    for k in create.keys() {
+        not_created.insert(
+            k.clone(),
+            set_error(
+                "forbidden",
+                "emails are created with Email/import, not served yet",
+            ),
+        );
+    }
+    let all_folders = folders(session).await?;
+    let wanted: Vec<EmailId> = update
+        .keys()
+        .chain(destroy.iter())
+        .filter_map(|i| prefixed('e', i))
+        .map(EmailId)
+        .collect();
+    let summaries = match session
+        .request(|s| Op::Summaries {
+            session: s,
+            emails: wanted.clone(),
+        })
+        .await
+    {
+        Ok(Reply::Summaries(s)) => s,
+        Ok(_) => return Err(MethodError::server("unexpected reply")),
+        Err(p) => return Err(link_error(p)),
+    };
+    let find = |id: &str| prefixed('e', id).and_then(|n| summaries.iter().find(|s| s.id.0 == n));
+    let mut updated = Map::new();
+    let mut not_updated = Map::new();
+    for (id, patch) in &update {
+        let Some(email) = find(id) else {
+            not_updated.insert(id.clone(), set_error("notFound", "no such email"));
+            continue;
+        };
+        let patch = match patch.as_object().map(email_patch) {
+            Some(Ok(p)) => p,
+            Some(Err(e)) => {
+                not_updated.insert(id.clone(), e);
+                continue;
+            }
+            None => {
+                not_updated.insert(
+                    id.clone(),
+                    set_error("invalidPatch", "a patch is an object"),
+                );
+                continue;
+            }
+        };
+        match update_email(session, email, patch, &all_folders).await {
+            Ok(()) => {
+                updated.insert(id.clone(), Value::Null);
+            }
+            Err(e) => {
+                not_updated.insert(id.clone(), e);
+            }
+        }
+    }
+    let mut destroyed = Vec::new();
+    let mut not_destroyed = Map::new();
+    let existing: Vec<EmailId> = destroy
+        .iter()
+        .filter_map(|id| find(id).map(|e| e.id))
+        .collect();
+    for id in &destroy {
+        if find(id).is_none() {
+            not_destroyed.insert(id.clone(), set_error("notFound", "no such email"));
+        }
+    }
+    if !existing.is_empty() {
+        match session
+            .request(|s| Op::Destroy {
+                session: s,
+                emails: existing.clone(),
+            })
+            .await
+        {
+            Ok(_) => destroyed.extend(existing.iter().map(|e| json!(format!("e{}", e.0)))),
+            Err(p) => {
+                for e in &existing {
+                    not_destroyed.insert(
+                        format!("e{}", e.0),
+                        set_error("serverFail", p.detail().to_string()),
+                    );
+                }
+            }
+        }
+    }
+    let none_if_empty = |m: Map<String, Value>| {
+        if m.is_empty() {
+            Value::Null
+        } else {
+            Value::Object(m)
+        }
+    };
+    Ok(json!({
+        "accountId": account,
+        "oldState": old,
+        "newState": state(session).await?,
+        "created": Value::Null,
+        "updated": none_if_empty(updated),
+        "destroyed": if destroyed.is_empty() { Value::Null } else { Value::Array(destroyed) },
+        "notCreated": none_if_empty(not_created),
+        "notUpdated": none_if_empty(not_updated),
+        "notDestroyed": none_if_empty(not_destroyed),
     }))
 }
