@@ -335,7 +335,7 @@ fn mail_is_read_with_queries_and_result_references() {
             ["Email/query", {"accountId": account, "filter": {"unknownThing": 1}}, "u"],
             ["Email/query", {"accountId": account, "sort": [{"property": "color"}]}, "s"],
             ["Email/get", {"accountId": account, "ids": ["e999999", "zz"]}, "g"],
-            ["Email/get", {"accountId": account, "ids": [], "properties": ["bodyStructure"]}, "b"]
+            ["Email/get", {"accountId": account, "ids": [], "properties": ["header:List-Id:asText"]}, "b"]
         ]),
     );
     let r = &v["methodResponses"];
@@ -540,4 +540,96 @@ fn email_set_changes_keywords_and_mailboxes_and_destroys() {
         json!({"$answered": true}),
         "the whole map replaced"
     );
+}
+
+#[test]
+fn bodies_follow_rfc8621_parse_structure() {
+    let s = serve();
+    let account = session(&s, &s.ana)["primaryAccounts"][MAIL]
+        .as_str()
+        .unwrap()
+        .to_string();
+    import(
+        &s,
+        &s.ana,
+        "From: carla@example.net\r\nSubject: with parts\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"m\"\r\n\r\n\
+         --m\r\nContent-Type: multipart/alternative; boundary=\"a\"\r\n\r\n\
+         --a\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nCaf=C3=A9 at noon, see the plan.\r\n\
+         --a\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Caf\u{e9} at <b>noon</b></p>\r\n\
+         --a--\r\n\
+         --m\r\nContent-Type: application/pdf; name=\"plan.pdf\"\r\nContent-Disposition: attachment; filename=\"plan.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n\
+         --m--\r\n",
+    );
+    let r = api(
+        &s,
+        &s.ana,
+        &[CORE, MAIL],
+        json!([
+            ["Email/query", {"accountId": account}, "q"],
+            ["Email/get", {
+                "accountId": account,
+                "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"},
+                "properties": ["bodyStructure", "textBody", "htmlBody", "attachments", "bodyValues"],
+                "fetchAllBodyValues": true,
+                "maxBodyValueBytes": 8
+            }, "g"],
+            ["Email/get", {
+                "accountId": account,
+                "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"},
+                "properties": ["bodyValues", "textBody"],
+                "fetchTextBodyValues": true,
+                "bodyProperties": ["partId", "type", "headers"]
+            }, "h"],
+            ["Email/get", {"accountId": account, "ids": [], "bodyProperties": ["colour"]}, "bad"]
+        ]),
+    )["methodResponses"]
+        .clone();
+    let e = &r[1][1]["list"][0];
+    let root = &e["bodyStructure"];
+    assert_eq!(root["type"], "multipart/mixed");
+    assert_eq!(root["partId"], Value::Null);
+    assert_eq!(root["subParts"][0]["type"], "multipart/alternative");
+    assert_eq!(root["subParts"][0]["subParts"][0]["partId"], "1.1");
+    assert_eq!(root["subParts"][1]["name"], "plan.pdf");
+    assert_eq!(root["subParts"][1]["size"], 9, "decoded size");
+    assert_eq!(e["textBody"][0]["type"], "text/plain");
+    assert_eq!(e["textBody"][0]["charset"], "utf-8");
+    assert_eq!(e["htmlBody"][0]["type"], "text/html");
+    assert_eq!(e["attachments"].as_array().unwrap().len(), 1);
+    assert_eq!(e["attachments"][0]["disposition"], "attachment");
+    assert_eq!(
+        e["attachments"][0]["blobId"],
+        format!(
+            "{}-2",
+            e["attachments"][0]["blobId"]
+                .as_str()
+                .unwrap()
+                .split('-')
+                .next()
+                .unwrap()
+        )
+    );
+    // Decoded (quoted-printable, UTF-8), cut at 8 bytes on a character
+    // boundary.
+    assert_eq!(e["bodyValues"]["1.1"]["value"], "Café at");
+    assert_eq!(e["bodyValues"]["1.1"]["isTruncated"], true);
+    assert_eq!(e["bodyValues"]["1.2"]["isTruncated"], true);
+    assert!(e["bodyValues"].get("2").is_none(), "not text");
+    let h = &r[2][1]["list"][0];
+    assert_eq!(
+        h["bodyValues"]["1.1"]["value"],
+        "Café at noon, see the plan.",
+        "the CRLF before a boundary belongs to the boundary (RFC 2046)"
+    );
+    assert!(
+        h["bodyValues"].get("1.2").is_none(),
+        "only the text body asked for"
+    );
+    assert_eq!(
+        h["textBody"][0]["headers"][0],
+        json!({"name": "Content-Type", "value": " text/plain; charset=utf-8"})
+    );
+    assert!(h["textBody"][0].get("charset").is_none());
+    assert_eq!(r[3][1]["type"], "invalidArguments");
 }

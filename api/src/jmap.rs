@@ -12,7 +12,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cofre_storage::link::Op;
 use cofre_storage::link::Reply;
-use cofre_storage::mailbox::{Addr, EmailSummary, Filter, Folder, Query, Sort, SortKey, TextField};
+use cofre_storage::mailbox::{
+    Addr, EmailSummary, Filter, Folder, MimePart, Query, Sort, SortKey, TextField,
+};
 use cofre_storage::{EmailId, FolderId, Keyword};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -860,6 +862,16 @@ async fn email_query(session: &Session, account: &str, args: &Map<String, Value>
     Ok(out)
 }
 
+/// Properties served from the message's MIME structure (the raw message
+/// is read for them).
+const BODY_PROPERTIES: [&str; 5] = [
+    "bodyStructure",
+    "textBody",
+    "htmlBody",
+    "attachments",
+    "bodyValues",
+];
+
 const EMAIL_PROPERTIES: [&str; 20] = [
     "id",
     "blobId",
@@ -948,14 +960,18 @@ fn email_value(e: &EmailSummary, props: &[String]) -> Value {
 }
 
 async fn email_get(session: &Session, account: &str, args: &Map<String, Value>) -> MethodResult {
-    let props = properties_arg(args, &EMAIL_PROPERTIES)?;
+    let mut defaults: Vec<&str> = EMAIL_PROPERTIES.to_vec();
+    defaults.extend(["bodyValues", "textBody", "htmlBody", "attachments"]);
+    let props = properties_arg(args, &defaults)?;
+    let body = BodyArgs::of(args)?;
     if let Some(p) = props
         .iter()
-        .find(|p| !EMAIL_PROPERTIES.contains(&p.as_str()))
+        .find(|p| !EMAIL_PROPERTIES.contains(&p.as_str()) && !BODY_PROPERTIES.contains(&p.as_str()))
     {
         return Err(MethodError::invalid(format!(
-            "the Email property {p} is not served yet (available: {})",
-            EMAIL_PROPERTIES.join(", ")
+            "the Email property {p} is not served yet (available: {}, {})",
+            EMAIL_PROPERTIES.join(", "),
+            BODY_PROPERTIES.join(", ")
         )));
     }
     let ids = match ids_arg(args)? {
@@ -983,22 +999,31 @@ async fn email_get(session: &Session, account: &str, args: &Map<String, Value>) 
         .filter_map(|i| prefixed('e', i))
         .map(EmailId)
         .collect();
-    let summaries = match session
-        .request(|s| Op::Summaries {
-            session: s,
-            emails: wanted.clone(),
-        })
-        .await
-    {
-        Ok(Reply::Summaries(s)) => s,
-        Ok(_) => return Err(MethodError::server("unexpected reply")),
-        Err(p) => return Err(link_error(p)),
-    };
+    let summaries = summaries(session, wanted).await?;
     let mut list = Vec::new();
     let mut not_found = Vec::new();
+    let wants_body = props.iter().any(|p| BODY_PROPERTIES.contains(&p.as_str()));
     for id in &ids {
         match prefixed('e', id).and_then(|n| summaries.iter().find(|s| s.id.0 == n)) {
-            Some(s) => list.push(email_value(s, &props)),
+            Some(s) => {
+                let mut v = email_value(s, &props);
+                if wants_body {
+                    let email = s.id;
+                    let raw = match session
+                        .request(|sid| Op::Raw {
+                            session: sid,
+                            email,
+                        })
+                        .await
+                    {
+                        Ok(Reply::Raw(r)) => r,
+                        Ok(_) => return Err(MethodError::server("unexpected reply")),
+                        Err(p) => return Err(link_error(p)),
+                    };
+                    body_values(&mut v, email, &raw, &props, &body);
+                }
+                list.push(v)
+            }
             None => not_found.push(json!(id)),
         }
     }
@@ -1180,6 +1205,24 @@ async fn update_email(
     Ok(())
 }
 
+/// The summaries of `emails` (those that exist).
+async fn summaries(
+    session: &Session,
+    emails: Vec<EmailId>,
+) -> Result<Vec<EmailSummary>, MethodError> {
+    match session
+        .request(|s| Op::Summaries {
+            session: s,
+            emails: emails.clone(),
+        })
+        .await
+    {
+        Ok(Reply::Summaries(s)) => Ok(s),
+        Ok(_) => Err(MethodError::server("unexpected reply")),
+        Err(p) => Err(link_error(p)),
+    }
+}
+
 /// `Email/set` (RFC 8621 §4.6): keyword and mailbox updates, and
 /// destruction. Creation goes through `Email/import` (not served yet).
 async fn email_set(session: &Session, account: &str, args: &Map<String, Value>) -> MethodResult {
@@ -1232,17 +1275,7 @@ async fn email_set(session: &Session, account: &str, args: &Map<String, Value>) 
         .filter_map(|i| prefixed('e', i))
         .map(EmailId)
         .collect();
-    let summaries = match session
-        .request(|s| Op::Summaries {
-            session: s,
-            emails: wanted.clone(),
-        })
-        .await
-    {
-        Ok(Reply::Summaries(s)) => s,
-        Ok(_) => return Err(MethodError::server("unexpected reply")),
-        Err(p) => return Err(link_error(p)),
-    };
+    let summaries = summaries(session, wanted).await?;
     let find = |id: &str| prefixed('e', id).and_then(|n| summaries.iter().find(|s| s.id.0 == n));
     let mut updated = Map::new();
     let mut not_updated = Map::new();
@@ -1322,4 +1355,362 @@ async fn email_set(session: &Session, account: &str, args: &Map<String, Value>) 
         "notUpdated": none_if_empty(not_updated),
         "notDestroyed": none_if_empty(not_destroyed),
     }))
+}
+
+/// Email/get's arguments about bodies (RFC 8621 §4.2).
+struct BodyArgs {
+    properties: Vec<String>,
+    text: bool,
+    html: bool,
+    all: bool,
+    max_bytes: usize,
+}
+
+const BODY_PART_PROPERTIES: [&str; 12] = [
+    "partId",
+    "blobId",
+    "size",
+    "headers",
+    "name",
+    "type",
+    "charset",
+    "disposition",
+    "cid",
+    "language",
+    "location",
+    "subParts",
+];
+
+const DEFAULT_BODY_PART_PROPERTIES: [&str; 10] = [
+    "partId",
+    "blobId",
+    "size",
+    "name",
+    "type",
+    "charset",
+    "disposition",
+    "cid",
+    "language",
+    "location",
+];
+
+impl BodyArgs {
+    fn of(args: &Map<String, Value>) -> Result<BodyArgs, MethodError> {
+        let flag = |k: &str| -> Result<bool, MethodError> {
+            match args.get(k) {
+                None | Some(Value::Null) => Ok(false),
+                Some(Value::Bool(b)) => Ok(*b),
+                Some(_) => Err(MethodError::invalid(format!("{k} is a boolean"))),
+            }
+        };
+        let properties = properties_arg(
+            &args
+                .get("bodyProperties")
+                .map(|v| Map::from_iter([("properties".to_string(), v.clone())]))
+                .unwrap_or_default(),
+            &DEFAULT_BODY_PART_PROPERTIES,
+        )?;
+        if let Some(p) = properties
+            .iter()
+            .find(|p| !BODY_PART_PROPERTIES.contains(&p.as_str()))
+        {
+            return Err(MethodError::invalid(format!(
+                "unknown body part property {p}"
+            )));
+        }
+        let max_bytes = match args.get("maxBodyValueBytes") {
+            None | Some(Value::Null) => 0,
+            Some(v) => v
+                .as_u64()
+                .ok_or_else(|| MethodError::invalid("maxBodyValueBytes is a positive integer"))?
+                as usize,
+        };
+        Ok(BodyArgs {
+            properties,
+            text: flag("fetchTextBodyValues")?,
+            html: flag("fetchHTMLBodyValues")?,
+            all: flag("fetchAllBodyValues")?,
+            max_bytes,
+        })
+    }
+}
+
+/// A leaf's part id: its path of 1-based child numbers (`1` for a
+/// message that is one part).
+fn part_id(path: &[usize]) -> String {
+    if path.is_empty() {
+        return "1".into();
+    }
+    path.iter()
+        .map(|i| (i + 1).to_string())
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn media(p: &MimePart) -> String {
+    format!("{}/{}", p.media_type, p.media_subtype)
+}
+
+fn is_multipart(p: &MimePart) -> bool {
+    p.media_type == "multipart" && !p.is_message
+}
+
+/// The header fields of a part, raw (RFC 8621 §4.1.3 `headers`).
+fn part_headers(raw: &[u8], p: &MimePart) -> Value {
+    let head = raw.get(p.header_start..p.body_start).unwrap_or(&[]);
+    let text = String::from_utf8_lossy(head);
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in text.split_inclusive('\n') {
+        if line.trim().is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = out.last_mut() {
+                last.1.push_str(line.trim_end_matches(['\r', '\n']));
+            }
+        } else if let Some((name, value)) = line.split_once(':') {
+            out.push((
+                name.to_string(),
+                value.trim_end_matches(['\r', '\n']).to_string(),
+            ));
+        }
+    }
+    Value::Array(
+        out.into_iter()
+            .map(|(name, value)| json!({"name": name, "value": value}))
+            .collect(),
+    )
+}
+
+/// One EmailBodyPart (RFC 8621 §4.1.4) with the properties asked for;
+/// a multipart always carries its `subParts`.
+fn body_part(raw: &[u8], email: EmailId, p: &MimePart, path: &[usize], props: &[String]) -> Value {
+    let leaf = !is_multipart(p);
+    let mut m = Map::new();
+    for k in props {
+        let v = match k.as_str() {
+            "partId" if leaf => json!(part_id(path)),
+            "blobId" if leaf => json!(format!("b{}-{}", email.0, part_id(path))),
+            "partId" | "blobId" => Value::Null,
+            "size" => json!(if leaf { p.decoded_size } else { 0 }),
+            "headers" => part_headers(raw, p),
+            "name" => json!(p.filename),
+            "type" => json!(media(p)),
+            "charset" => {
+                let given = p
+                    .params
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("charset"))
+                    .map(|(_, v)| v.clone());
+                match (given, p.media_type == "text") {
+                    (Some(c), _) => json!(c),
+                    (None, true) => json!("us-ascii"),
+                    (None, false) => Value::Null,
+                }
+            }
+            "disposition" => json!(p.disposition),
+            "cid" => json!(
+                p.content_id
+                    .as_deref()
+                    .map(|c| c.trim_start_matches('<').trim_end_matches('>'))
+            ),
+            "language" if p.language.is_empty() => Value::Null,
+            "language" => json!(p.language),
+            "location" => json!(p.location),
+            _ => continue,
+        };
+        m.insert(k.clone(), v);
+    }
+    if !leaf {
+        let sub: Vec<Value> = p
+            .children
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut sp = path.to_vec();
+                sp.push(i);
+                body_part(raw, email, c, &sp, props)
+            })
+            .collect();
+        m.insert("subParts".into(), Value::Array(sub));
+    }
+    Value::Object(m)
+}
+
+fn inline_media(t: &str) -> bool {
+    t.starts_with("image/") || t.starts_with("audio/") || t.starts_with("video/")
+}
+
+/// RFC 8621 §4.1.4's parseStructure, on the part tree: fills the leaf
+/// paths of `textBody`, `htmlBody` and `attachments`.
+fn parse_structure(
+    parts: &[(&MimePart, Vec<usize>)],
+    multipart_type: &str,
+    in_alternative: bool,
+    mut html: Option<&mut Vec<Vec<usize>>>,
+    mut text: Option<&mut Vec<Vec<usize>>>,
+    attachments: &mut Vec<Vec<usize>>,
+) {
+    let text_len = text.as_ref().map(|t| t.len());
+    let html_len = html.as_ref().map(|h| h.len());
+    for (i, (part, path)) in parts.iter().enumerate() {
+        let t = media(part);
+        let named = part.filename.is_some();
+        let is_inline = part.disposition.as_deref() != Some("attachment")
+            && (t == "text/plain" || t == "text/html" || inline_media(&t))
+            && (i == 0 || (multipart_type != "related" && (inline_media(&t) || !named)));
+        if is_multipart(part) {
+            let sub_type = part.media_subtype.clone();
+            let children: Vec<(&MimePart, Vec<usize>)> = part
+                .children
+                .iter()
+                .enumerate()
+                .map(|(j, c)| {
+                    let mut p = path.clone();
+                    p.push(j);
+                    (c, p)
+                })
+                .collect();
+            parse_structure(
+                &children,
+                &sub_type,
+                in_alternative || sub_type == "alternative",
+                html.as_deref_mut(),
+                text.as_deref_mut(),
+                attachments,
+            );
+        } else if is_inline {
+            if multipart_type == "alternative" {
+                match t.as_str() {
+                    "text/plain" => {
+                        if let Some(tb) = text.as_deref_mut() {
+                            tb.push(path.clone());
+                        }
+                    }
+                    "text/html" => {
+                        if let Some(hb) = html.as_deref_mut() {
+                            hb.push(path.clone());
+                        }
+                    }
+                    _ => attachments.push(path.clone()),
+                }
+                continue;
+            } else if in_alternative {
+                if t == "text/plain" {
+                    html = None;
+                }
+                if t == "text/html" {
+                    text = None;
+                }
+            }
+            if let Some(tb) = text.as_deref_mut() {
+                tb.push(path.clone());
+            }
+            if let Some(hb) = html.as_deref_mut() {
+                hb.push(path.clone());
+            }
+            if (text.is_none() || html.is_none()) && inline_media(&t) {
+                attachments.push(path.clone());
+            }
+        } else {
+            attachments.push(path.clone());
+        }
+    }
+    if multipart_type == "alternative"
+        && let (Some(tb), Some(hb)) = (text, html)
+    {
+        if text_len == Some(tb.len()) && html_len != Some(hb.len()) {
+            let extra: Vec<Vec<usize>> = hb[html_len.unwrap_or(0)..].to_vec();
+            tb.extend(extra);
+        }
+        if html_len == Some(hb.len()) && text_len != Some(tb.len()) {
+            let extra: Vec<Vec<usize>> = tb[text_len.unwrap_or(0)..].to_vec();
+            hb.extend(extra);
+        }
+    }
+}
+
+fn part_at<'a>(root: &'a MimePart, path: &[usize]) -> Option<&'a MimePart> {
+    let mut p = root;
+    for &i in path {
+        p = p.children.get(i)?;
+    }
+    Some(p)
+}
+
+/// Adds the body properties asked for to an Email object.
+fn body_values(v: &mut Value, email: EmailId, raw: &[u8], props: &[String], args: &BodyArgs) {
+    let root = cofre_storage::mailbox::structure_of(raw);
+    let (mut text, mut html, mut attachments) = (Vec::new(), Vec::new(), Vec::new());
+    parse_structure(
+        &[(&root, Vec::new())],
+        "mixed",
+        false,
+        Some(&mut html),
+        Some(&mut text),
+        &mut attachments,
+    );
+    let list = |paths: &[Vec<usize>]| -> Value {
+        Value::Array(
+            paths
+                .iter()
+                .filter_map(|p| {
+                    part_at(&root, p).map(|part| body_part(raw, email, part, p, &args.properties))
+                })
+                .collect(),
+        )
+    };
+    let want = |k: &str| props.iter().any(|p| p == k);
+    if want("bodyStructure") {
+        v["bodyStructure"] = body_part(raw, email, &root, &[], &args.properties);
+    }
+    if want("textBody") {
+        v["textBody"] = list(&text);
+    }
+    if want("htmlBody") {
+        v["htmlBody"] = list(&html);
+    }
+    if want("attachments") {
+        v["attachments"] = list(&attachments);
+    }
+    if want("bodyValues") {
+        let mut chosen: Vec<&Vec<usize>> = Vec::new();
+        if args.text || args.all {
+            chosen.extend(&text);
+        }
+        if args.html || args.all {
+            chosen.extend(&html);
+        }
+        if args.all {
+            chosen.extend(&attachments);
+        }
+        let mut values = Map::new();
+        for path in chosen {
+            let Some(part) = part_at(&root, path) else {
+                continue;
+            };
+            let id = part_id(path);
+            if part.media_type != "text" || values.contains_key(&id) {
+                continue;
+            }
+            let bytes = cofre_storage::mailbox::part_decoded_of(raw, path).unwrap_or_default();
+            let decoded = String::from_utf8_lossy(&bytes);
+            let problem = matches!(decoded, std::borrow::Cow::Owned(_));
+            let mut value = decoded.into_owned();
+            let mut truncated = false;
+            if args.max_bytes > 0 && value.len() > args.max_bytes {
+                let mut cut = args.max_bytes;
+                while !value.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                value.truncate(cut);
+                truncated = true;
+            }
+            values.insert(
+                id,
+                json!({"value": value, "isEncodingProblem": problem, "isTruncated": truncated}),
+            );
+        }
+        v["bodyValues"] = Value::Object(values);
+    }
 }
