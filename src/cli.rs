@@ -175,7 +175,8 @@ fn domain(data: &Path, cmd: DomainCommand) -> Result<()> {
     }
     let secret = match std::env::var("COFRE_CLUSTER_SECRET") {
         Ok(s) => zeroize::Zeroizing::new(s.into_bytes()),
-        Err(_) => (*crate::serve::local_cluster_secret(data)?).clone(),
+        // stdout carries the record (or JSON): the note goes to stderr.
+        Err(_) => (*crate::serve::local_cluster_secret(data, |m| eprintln!("{m}"))?).clone(),
     };
     let key = cofre_storage::keys::derive_subkey(&secret, "outbound-queue");
     let mut queue = cofre_storage::outbound::Outbound::open(&data.join("outbound.sqlite"), &key)

@@ -92,22 +92,26 @@ fn cluster_secret(s: &Settings, role: Role) -> Result<Arc<Zeroizing<Vec<u8>>>> {
              file) to the same value of at least 16 characters on every node"
         );
     }
-    local_cluster_secret(&s.data)
+    local_cluster_secret(&s.data, |m| say!("{m}"))
 }
 
 /// The single-node cluster secret in `data/cluster.secret`, made on first
-/// use (by `serve`, or by a command that needs it before the first start).
-pub(crate) fn local_cluster_secret(data: &Path) -> Result<Arc<Zeroizing<Vec<u8>>>> {
+/// use (by `serve`, or by a command that needs it before the first start);
+/// `announce` tells the operator where it was made.
+pub(crate) fn local_cluster_secret(
+    data: &Path,
+    announce: impl Fn(&str),
+) -> Result<Arc<Zeroizing<Vec<u8>>>> {
     let path = data.join("cluster.secret");
     if let Ok(text) = std::fs::read_to_string(&path) {
         return Ok(Arc::new(Zeroizing::new(text.trim().as_bytes().to_vec())));
     }
     let secret = Password::generate();
     write_private(&path, secret.expose().as_bytes())?;
-    eprintln!(
+    announce(&format!(
         "cluster secret generated in {} (gateways need it as COFRE_CLUSTER_SECRET)",
         path.display()
-    );
+    ));
     Ok(Arc::new(Zeroizing::new(
         secret.expose().as_bytes().to_vec(),
     )))

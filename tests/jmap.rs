@@ -618,8 +618,7 @@ fn bodies_follow_rfc8621_parse_structure() {
     assert!(e["bodyValues"].get("2").is_none(), "not text");
     let h = &r[2][1]["list"][0];
     assert_eq!(
-        h["bodyValues"]["1.1"]["value"],
-        "Café at noon, see the plan.",
+        h["bodyValues"]["1.1"]["value"], "Café at noon, see the plan.",
         "the CRLF before a boundary belongs to the boundary (RFC 2046)"
     );
     assert!(
