@@ -274,6 +274,25 @@ fn mail_is_read_with_queries_and_result_references() {
     assert_eq!(inbox["totalThreads"], 2, "the reply joins its thread");
     assert!(list.iter().any(|m| m["role"] == "sent"));
     let inbox_id = inbox["id"].as_str().unwrap().to_string();
+    let v = api(
+        &s,
+        &s.ana,
+        &[CORE, MAIL],
+        json!([
+            ["Mailbox/query", {"accountId": account, "filter": {"role": "inbox"}}, "r"],
+            ["Mailbox/query", {"accountId": account, "filter": {"hasAnyRole": true}, "sort": [{"property": "sortOrder"}], "calculateTotal": true}, "all"],
+            ["Mailbox/query", {"accountId": account, "filter": {"colour": "red"}}, "bad"]
+        ]),
+    );
+    let q = &v["methodResponses"];
+    assert_eq!(q[0][1]["ids"], json!([inbox_id.clone()]));
+    assert_eq!(
+        q[1][1]["ids"][0],
+        inbox_id.as_str(),
+        "the inbox sorts first"
+    );
+    assert_eq!(q[1][1]["total"], 6);
+    assert_eq!(q[2][1]["type"], "unsupportedFilter");
 
     // RFC 8620 §3.7's pattern: query, then get what the query found.
     let v = api(
@@ -340,6 +359,21 @@ fn mail_is_read_with_queries_and_result_references() {
     );
     let r = &v["methodResponses"];
     assert_eq!(r[0][1]["position"], 1);
+    // The same window by anchor: one before the second by subject.
+    let second = r[0][1]["ids"][0].clone();
+    let a = api(
+        &s,
+        &s.ana,
+        &[CORE, MAIL],
+        json!([
+            ["Email/query", {"accountId": account, "sort": [{"property": "subject"}], "anchor": second, "anchorOffset": -1, "limit": 2}, "a"],
+            ["Email/query", {"accountId": account, "anchor": "e424242"}, "missing"]
+        ]),
+    )["methodResponses"]
+        .clone();
+    assert_eq!(a[0][1]["position"], 0);
+    assert_eq!(a[0][1]["ids"][1], second);
+    assert_eq!(a[1][1]["type"], "anchorNotFound");
     assert_eq!(r[0][1]["ids"].as_array().unwrap().len(), 1);
     assert_eq!(r[1][1]["ids"].as_array().unwrap().len(), 1);
     assert_eq!(r[2][1]["type"], "unsupportedFilter");

@@ -328,8 +328,9 @@ async fn call(
     name: &str,
     args: Map<String, Value>,
 ) -> MethodResult {
-    const METHODS: [&str; 6] = [
+    const METHODS: [&str; 7] = [
         "Mailbox/get",
+        "Mailbox/query",
         "Mailbox/changes",
         "Email/query",
         "Email/get",
@@ -359,6 +360,7 @@ async fn call(
         "Mailbox/changes" => changes(session, account, &args, Kind::Mailbox).await,
         "Email/changes" => changes(session, account, &args, Kind::Email).await,
         "Email/set" => email_set(session, account, &args).await,
+        "Mailbox/query" => mailbox_query(session, account, &args).await,
         _ => Err(MethodError::new(
             "unknownMethod",
             format!("{name} is not a method here"),
@@ -583,21 +585,12 @@ async fn mailbox_get(session: &Session, account: &str, args: &Map<String, Value>
         for p in &props {
             let v = match p.as_str() {
                 "id" => json!(format!("m{}", f.id.0)),
-                "name" => json!(f.name.rsplit('/').next().unwrap_or(&f.name)),
-                "parentId" => match f.name.rsplit_once('/') {
-                    Some((parent, _)) => all
-                        .iter()
-                        .find(|g| g.name == parent)
-                        .map_or(Value::Null, |g| json!(format!("m{}", g.id.0))),
-                    None => Value::Null,
-                },
+                "name" => json!(mailbox_name(f)),
+                "parentId" => {
+                    parent_of(f, &all).map_or(Value::Null, |g| json!(format!("m{}", g.0)))
+                }
                 "role" => f.role.map_or(Value::Null, |r| json!(r.as_str())),
-                "sortOrder" => json!(f.role.map_or(10, |r| {
-                    cofre_storage::Role::ALL
-                        .iter()
-                        .position(|x| *x == r)
-                        .unwrap_or(0)
-                })),
+                "sortOrder" => json!(sort_order(f)),
                 "totalEmails" => json!(f.total),
                 "unreadEmails" => json!(f.unseen),
                 "totalThreads" => json!(thread_count(session, f.id, Filter::All).await?),
@@ -630,6 +623,122 @@ async fn mailbox_get(session: &Session, account: &str, args: &Map<String, Value>
         "list": list,
         "notFound": not_found,
     }))
+}
+
+/// A folder's own name (the last part of its path).
+fn mailbox_name(f: &Folder) -> &str {
+    f.name.rsplit('/').next().unwrap_or(&f.name)
+}
+
+/// The folder one level up, if it exists.
+fn parent_of(f: &Folder, all: &[Folder]) -> Option<FolderId> {
+    let (parent, _) = f.name.rsplit_once('/')?;
+    all.iter().find(|g| g.name == parent).map(|g| g.id)
+}
+
+/// Folders with roles first, in the order of the roles; the rest after.
+fn sort_order(f: &Folder) -> usize {
+    f.role.map_or(10, |r| {
+        cofre_storage::Role::ALL
+            .iter()
+            .position(|x| *x == r)
+            .unwrap_or(0)
+    })
+}
+
+/// `Mailbox/query` (RFC 8621 §2.3): filters on parent, name, role and
+/// subscription; sorts by sortOrder and name.
+async fn mailbox_query(
+    session: &Session,
+    account: &str,
+    args: &Map<String, Value>,
+) -> MethodResult {
+    let st = state(session).await?;
+    let all = folders(session).await?;
+    for tree in ["sortAsTree", "filterAsTree"] {
+        if matches!(args.get(tree), Some(Value::Bool(true))) {
+            return Err(MethodError::invalid(format!("{tree} is not served yet")));
+        }
+    }
+    let filter = match args.get("filter") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) if !m.contains_key("operator") => m.clone(),
+        Some(_) => {
+            return Err(MethodError::new(
+                "unsupportedFilter",
+                "Mailbox/query takes one FilterCondition",
+            ));
+        }
+    };
+    let mut hits: Vec<&Folder> = Vec::new();
+    'folders: for f in &all {
+        for (k, v) in &filter {
+            let keep = match (k.as_str(), v) {
+                ("parentId", Value::Null) => parent_of(f, &all).is_none(),
+                ("parentId", Value::String(p)) => {
+                    parent_of(f, &all).map(|g| format!("m{}", g.0)).as_deref() == Some(p)
+                }
+                ("name", Value::String(n)) => {
+                    mailbox_name(f).to_lowercase().contains(&n.to_lowercase())
+                }
+                ("role", Value::Null) => f.role.is_none(),
+                ("role", Value::String(r)) => f.role.map(|x| x.as_str()) == Some(r.as_str()),
+                ("hasAnyRole", Value::Bool(b)) => f.role.is_some() == *b,
+                ("isSubscribed", Value::Bool(b)) => f.subscribed == *b,
+                _ => {
+                    return Err(MethodError::new(
+                        "unsupportedFilter",
+                        format!("no Mailbox filter {k} with that value"),
+                    ));
+                }
+            };
+            if !keep {
+                continue 'folders;
+            }
+        }
+        hits.push(f);
+    }
+    if let Some(Value::Array(sort)) = args.get("sort") {
+        for c in sort.iter().rev() {
+            let asc = c
+                .get("isAscending")
+                .and_then(Value::as_bool)
+                .unwrap_or(true);
+            match c.get("property").and_then(Value::as_str) {
+                Some("name") => hits.sort_by(|a, b| {
+                    let o = mailbox_name(a).cmp(mailbox_name(b));
+                    if asc { o } else { o.reverse() }
+                }),
+                Some("sortOrder") => hits.sort_by(|a, b| {
+                    let o = sort_order(a).cmp(&sort_order(b));
+                    if asc { o } else { o.reverse() }
+                }),
+                other => {
+                    return Err(MethodError::new(
+                        "unsupportedSort",
+                        format!("cannot sort Mailboxes by {other:?}"),
+                    ));
+                }
+            }
+        }
+    }
+    let position = args.get("position").and_then(Value::as_u64).unwrap_or(0) as usize;
+    let start = position.min(hits.len());
+    let end = match args.get("limit").and_then(Value::as_u64) {
+        Some(l) => (start + l as usize).min(hits.len()),
+        None => hits.len(),
+    };
+    let mut out = json!({
+        "accountId": account,
+        "queryState": st,
+        "canCalculateChanges": false,
+        "position": start,
+        "ids": hits[start..end].iter().map(|f| format!("m{}", f.id.0)).collect::<Vec<_>>(),
+    });
+    if matches!(args.get("calculateTotal"), Some(Value::Bool(true))) {
+        out["total"] = json!(hits.len());
+    }
+    Ok(out)
 }
 
 /// Threads with at least one email in `folder` matching `filter`.
@@ -810,11 +919,12 @@ async fn email_query(session: &Session, account: &str, args: &Map<String, Value>
     if limit.is_some_and(|l| l < 0) {
         return Err(MethodError::invalid("limit cannot be negative"));
     }
-    if args.contains_key("anchor") {
-        return Err(MethodError::invalid(
-            "anchor is not supported yet; use position",
-        ));
-    }
+    let anchor = match args.get("anchor") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(a)) => Some(a.clone()),
+        Some(_) => return Err(MethodError::invalid("anchor is an Email id")),
+    };
+    let anchor_offset = int("anchorOffset")?.unwrap_or(0);
     let collapse = matches!(args.get("collapseThreads"), Some(Value::Bool(true)));
     let calculate_total = matches!(args.get("calculateTotal"), Some(Value::Bool(true)));
     let mut sort: Vec<Sort> = sort;
@@ -835,8 +945,16 @@ async fn email_query(session: &Session, account: &str, args: &Map<String, Value>
     let st = state(session).await?;
     let hits = search(session, query).await?;
     let total = hits.len();
-    // A negative position counts from the end (RFC 8620 §5.5).
-    let start = if position < 0 {
+    // With an anchor, the window starts anchorOffset from it; a negative
+    // position counts from the end (RFC 8620 §5.5).
+    let start = if let Some(anchor) = &anchor {
+        let at = prefixed('e', anchor)
+            .and_then(|n| hits.iter().position(|h| h.email_id.0 == n))
+            .ok_or_else(|| {
+                MethodError::new("anchorNotFound", format!("{anchor} is not in the results"))
+            })?;
+        (at as i64 + anchor_offset).clamp(0, total as i64) as usize
+    } else if position < 0 {
         total.saturating_sub(position.unsigned_abs() as usize)
     } else {
         (position as usize).min(total)
