@@ -38,8 +38,7 @@ pub const MAX_OBJECTS_IN_SET: usize = 500;
 /// are restricted to the URL-safe base64 alphabet).
 pub fn account_id(address: &str) -> String {
     let digest = Sha256::digest(address.as_bytes());
-    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    format!("a{hex}")
+    format!("a{}", hex::encode(&digest[..8]))
 }
 
 fn json_response(status: StatusCode, v: &Value) -> Response {
@@ -503,31 +502,31 @@ async fn search(
     }
 }
 
-/// The `ids` argument: `None` for null (all), else the ids.
-fn ids_arg(args: &Map<String, Value>) -> Result<Option<Vec<String>>, MethodError> {
-    match args.get("ids") {
+/// A list-of-strings argument: `None` when absent or null.
+fn string_list(args: &Map<String, Value>, key: &str) -> Result<Option<Vec<String>>, MethodError> {
+    match args.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(a)) => a
             .iter()
             .map(|v| v.as_str().map(str::to_string))
             .collect::<Option<Vec<_>>>()
             .map(Some)
-            .ok_or_else(|| MethodError::invalid("ids must be strings")),
-        Some(_) => Err(MethodError::invalid("ids must be an array or null")),
+            .ok_or_else(|| MethodError::invalid(format!("{key} must be strings"))),
+        Some(_) => Err(MethodError::invalid(format!(
+            "{key} must be an array or null"
+        ))),
     }
+}
+
+/// The `ids` argument: `None` for null (all), else the ids.
+fn ids_arg(args: &Map<String, Value>) -> Result<Option<Vec<String>>, MethodError> {
+    string_list(args, "ids")
 }
 
 /// The `properties` argument, or `default`.
 fn properties_arg(args: &Map<String, Value>, default: &[&str]) -> Result<Vec<String>, MethodError> {
-    match args.get("properties") {
-        None | Some(Value::Null) => Ok(default.iter().map(|s| s.to_string()).collect()),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|v| v.as_str().map(str::to_string))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| MethodError::invalid("properties must be strings")),
-        Some(_) => Err(MethodError::invalid("properties must be an array or null")),
-    }
+    Ok(string_list(args, "properties")?
+        .unwrap_or_else(|| default.iter().map(|s| s.to_string()).collect()))
 }
 
 fn prefixed(prefix: char, id: &str) -> Option<i64> {
@@ -1362,14 +1361,7 @@ async fn email_set(session: &Session, account: &str, args: &Map<String, Value>) 
     };
     let create = object("create")?;
     let update = object("update")?;
-    let destroy = ids_arg(&{
-        let mut m = Map::new();
-        if let Some(d) = args.get("destroy") {
-            m.insert("ids".into(), d.clone());
-        }
-        m
-    })?
-    .unwrap_or_default();
+    let destroy = string_list(args, "destroy")?.unwrap_or_default();
     if create.len() + update.len() + destroy.len() > MAX_OBJECTS_IN_SET {
         return Err(MethodError::new(
             "requestTooLarge",
@@ -1521,13 +1513,12 @@ impl BodyArgs {
                 Some(_) => Err(MethodError::invalid(format!("{k} is a boolean"))),
             }
         };
-        let properties = properties_arg(
-            &args
-                .get("bodyProperties")
-                .map(|v| Map::from_iter([("properties".to_string(), v.clone())]))
-                .unwrap_or_default(),
-            &DEFAULT_BODY_PART_PROPERTIES,
-        )?;
+        let properties = string_list(args, "bodyProperties")?.unwrap_or_else(|| {
+            DEFAULT_BODY_PART_PROPERTIES
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        });
         if let Some(p) = properties
             .iter()
             .find(|p| !BODY_PART_PROPERTIES.contains(&p.as_str()))

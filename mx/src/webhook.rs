@@ -31,8 +31,7 @@ pub fn signature(secret: &[u8], t: i64, body: &[u8]) -> String {
     mac.update(b".");
     mac.update(body);
     let tag = mac.finalize().into_bytes();
-    let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
-    format!("t={t},v1={hex}")
+    format!("t={t},v1={}", hex::encode(tag))
 }
 
 fn addresses(a: Option<&Address<'_>>) -> Vec<WebhookAddress> {
