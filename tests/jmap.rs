@@ -481,6 +481,80 @@ fn changes_follow_the_mailbox_log_and_unknown_states_cannot_be_calculated() {
     );
 }
 
+/// RFC 8621 §3: a conversation is one thread, its emails oldest first,
+/// and Thread/changes follows replies and deletions.
+#[test]
+fn threads_gather_replies_and_their_changes_are_logged() {
+    let s = serve();
+    let account = session(&s, &s.ana)["primaryAccounts"][MAIL]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let get = |calls: Value| api(&s, &s.ana, &[CORE, MAIL], calls)["methodResponses"].clone();
+    import(
+        &s,
+        &s.ana,
+        "Subject: lunch\r\nMessage-ID: <l1@x>\r\nDate: Mon, 6 May 2024 10:00:00 +0000\r\n\r\nnoon?\r\n",
+    );
+    let r = get(json!([
+        ["Email/query", {"accountId": account}, "q"],
+        ["Email/get", {"accountId": account, "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"}, "properties": ["threadId"]}, "g"],
+        ["Thread/get", {"accountId": account, "#ids": {"resultOf": "g", "name": "Email/get", "path": "/list/*/threadId"}}, "t"]
+    ]));
+    let first = r[0][1]["ids"][0].clone();
+    let thread = r[1][1]["list"][0]["threadId"].clone();
+    assert_eq!(
+        r[2][1]["list"],
+        json!([{"id": thread, "emailIds": [first]}])
+    );
+    let since = r[2][1]["state"].as_str().unwrap().to_string();
+
+    import(
+        &s,
+        &s.ana,
+        "Subject: Re: lunch\r\nMessage-ID: <l2@x>\r\nIn-Reply-To: <l1@x>\r\n\r\nyes\r\n",
+    );
+    import(
+        &s,
+        &s.ana,
+        "Subject: other\r\nMessage-ID: <o1@x>\r\n\r\nhi\r\n",
+    );
+    let r = get(json!([
+        ["Thread/get", {"accountId": account, "ids": [thread, "t999999", "nonsense"]}, "t"],
+        ["Thread/changes", {"accountId": account, "sinceState": since}, "c"],
+        ["Thread/get", {"accountId": account, "ids": null}, "all"]
+    ]));
+    let emails = r[0][1]["list"][0]["emailIds"].as_array().unwrap().clone();
+    assert_eq!(emails.len(), 2, "{}", r[0][1]);
+    assert_eq!(emails[0], first, "oldest first");
+    assert_eq!(r[0][1]["notFound"], json!(["t999999", "nonsense"]));
+    assert_eq!(r[1][1]["updated"], json!([thread]));
+    assert_eq!(r[1][1]["created"].as_array().unwrap().len(), 1);
+    assert_eq!(r[2][1]["type"], "requestTooLarge");
+
+    // The reply deleted: the thread is updated; both gone: destroyed.
+    let n = |v: &Value| v.as_str().unwrap()[1..].parse::<i64>().unwrap();
+    let mid = r[1][1]["newState"].as_str().unwrap().to_string();
+    for (i, e) in emails.iter().rev().enumerate() {
+        let r = http_with(
+            &s.addr,
+            "DELETE",
+            &format!("/v1/messages/{}", n(e)),
+            &[("Authorization", &s.ana)],
+            b"",
+        );
+        assert!(r.status == 204 || r.status == 200, "{}", r.status);
+        let r = get(json!([["Thread/changes", {"accountId": account, "sinceState": mid}, "c"]]));
+        let (updated, destroyed) = if i == 0 {
+            (json!([thread]), json!([]))
+        } else {
+            (json!([]), json!([thread]))
+        };
+        assert_eq!(r[0][1]["updated"], updated, "{}", r[0][1]);
+        assert_eq!(r[0][1]["destroyed"], destroyed, "{}", r[0][1]);
+    }
+}
+
 #[test]
 fn email_set_changes_keywords_and_mailboxes_and_destroys() {
     let s = serve();

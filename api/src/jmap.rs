@@ -15,7 +15,7 @@ use cofre_storage::link::Reply;
 use cofre_storage::mailbox::{
     Addr, EmailSummary, Filter, Folder, MimePart, Query, Sort, SortKey, TextField,
 };
-use cofre_storage::{EmailId, FolderId, Keyword};
+use cofre_storage::{EmailId, FolderId, Keyword, ThreadId};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -327,10 +327,12 @@ async fn call(
     name: &str,
     args: Map<String, Value>,
 ) -> MethodResult {
-    const METHODS: [&str; 7] = [
+    const METHODS: [&str; 9] = [
         "Mailbox/get",
         "Mailbox/query",
         "Mailbox/changes",
+        "Thread/get",
+        "Thread/changes",
         "Email/query",
         "Email/get",
         "Email/changes",
@@ -358,6 +360,8 @@ async fn call(
         "Email/get" => email_get(session, account, &args).await,
         "Mailbox/changes" => changes(session, account, &args, Kind::Mailbox).await,
         "Email/changes" => changes(session, account, &args, Kind::Email).await,
+        "Thread/get" => thread_get(session, account, &args).await,
+        "Thread/changes" => changes(session, account, &args, Kind::Thread).await,
         "Email/set" => email_set(session, account, &args).await,
         "Mailbox/query" => mailbox_query(session, account, &args).await,
         _ => Err(MethodError::new(
@@ -409,9 +413,11 @@ async fn state(session: &Session) -> Result<String, MethodError> {
 enum Kind {
     Mailbox,
     Email,
+    Thread,
 }
 
-/// `Mailbox/changes` and `Email/changes` (RFC 8620 §5.2).
+/// `Mailbox/changes`, `Thread/changes` and `Email/changes` (RFC 8620
+/// §5.2).
 async fn changes(
     session: &Session,
     account: &str,
@@ -440,6 +446,11 @@ async fn changes(
     if since > c.current {
         return Err(cannot());
     }
+    if matches!(kind, Kind::Thread) && since < c.threads_since {
+        // The log has no thread entries from before this mailbox's
+        // upgrade; an answer would be incomplete.
+        return Err(cannot());
+    }
     let (prefix, created, updated, destroyed) = match kind {
         Kind::Mailbox => (
             'm',
@@ -452,6 +463,12 @@ async fn changes(
             ids_of(&c.emails_created, |e| e.0),
             ids_of(&c.emails_updated, |e| e.0),
             ids_of(&c.emails_destroyed, |e| e.0),
+        ),
+        Kind::Thread => (
+            't',
+            ids_of(&c.threads_created, |t| t.0),
+            ids_of(&c.threads_updated, |t| t.0),
+            ids_of(&c.threads_destroyed, |t| t.0),
         ),
     };
     if let Some(max) = max
@@ -622,6 +639,50 @@ async fn mailbox_get(session: &Session, account: &str, args: &Map<String, Value>
         "list": list,
         "notFound": not_found,
     }))
+}
+
+/// `Thread/get` (RFC 8621 §3.1): each thread's emails, oldest first.
+async fn thread_get(session: &Session, account: &str, args: &Map<String, Value>) -> MethodResult {
+    let st = state(session).await?;
+    let Some(ids) = ids_arg(args)? else {
+        return Err(MethodError::new(
+            "requestTooLarge",
+            "name the threads: every thread of a mailbox is not fetched at once",
+        ));
+    };
+    if ids.len() > MAX_OBJECTS_IN_GET {
+        return Err(MethodError::new("requestTooLarge", "too many ids"));
+    }
+    let props = properties_arg(args, &["id", "emailIds"])?;
+    if let Some(p) = props.iter().find(|p| *p != "id" && *p != "emailIds") {
+        return Err(MethodError::invalid(format!("unknown Thread property {p}")));
+    }
+    let (mut list, mut not_found) = (Vec::new(), Vec::new());
+    for id in ids {
+        let Some(thread) = prefixed('t', &id) else {
+            not_found.push(id);
+            continue;
+        };
+        let query = Query {
+            sort: vec![Sort {
+                key: SortKey::ReceivedAt,
+                ascending: true,
+            }],
+            ..Query::everywhere(Filter::Threads(vec![ThreadId(thread)]))
+        };
+        let hits = search(session, query).await?;
+        if hits.is_empty() {
+            not_found.push(id);
+            continue;
+        }
+        let mut t = json!({ "id": id });
+        if props.iter().any(|p| p == "emailIds") {
+            let emails: Vec<String> = hits.iter().map(|h| format!("e{}", h.email_id.0)).collect();
+            t["emailIds"] = json!(emails);
+        }
+        list.push(t);
+    }
+    Ok(json!({ "accountId": account, "state": st, "list": list, "notFound": not_found }))
 }
 
 /// A folder's own name (the last part of its path).

@@ -536,3 +536,44 @@ fn folder_counters_follow_every_change() {
     let inbox_now = mb.folder(inbox).unwrap();
     assert!(inbox_now.total > 0);
 }
+
+/// Threads are in the change log: a reply updates its thread, a new
+/// conversation creates one, and the last email leaving destroys it.
+#[test]
+fn thread_changes_and_the_thread_filter() {
+    let (_d, mut mb) = common::mailbox();
+    let inbox = mb.folder_by_role(Role::Inbox).unwrap().id;
+    let opts = AppendOptions::default();
+    let first = mb
+        .append(inbox, &common::msg("a@b.c", "d@e.f", "plans", "x"), &opts)
+        .unwrap();
+    let lone = mb
+        .append(inbox, &common::msg("a@b.c", "d@e.f", "lone", "x"), &opts)
+        .unwrap();
+    let thread_of = |mb: &Mailbox, e| mb.summary(e).unwrap().thread_id;
+    let (plans, lone_thread) = (
+        thread_of(&mb, first.email_id),
+        thread_of(&mb, lone.email_id),
+    );
+    let state = mb.highest_modseq().unwrap();
+    assert_eq!(mb.changes_since(0).unwrap().threads_since, 0);
+
+    let reply = b"From: d@e.f\r\nTo: a@b.c\r\nSubject: Re: plans\r\nMessage-ID: <r@test>\r\n\
+                  In-Reply-To: <plans@test>\r\n\r\nyes\r\n";
+    let reply = mb.append(inbox, reply, &opts).unwrap();
+    assert_eq!(thread_of(&mb, reply.email_id), plans);
+    let fresh = mb
+        .append(inbox, &common::msg("a@b.c", "d@e.f", "fresh", "x"), &opts)
+        .unwrap();
+    let fresh_thread = thread_of(&mb, fresh.email_id);
+    mb.destroy_emails(&[lone.email_id]).unwrap();
+
+    let ch = mb.changes_since(state).unwrap();
+    assert_eq!(ch.threads_created, [fresh_thread]);
+    assert_eq!(ch.threads_updated, [plans]);
+    assert_eq!(ch.threads_destroyed, [lone_thread]);
+
+    let q = Query::everywhere(Filter::Threads(vec![plans]));
+    let hits: Vec<_> = mb.search(&q).unwrap().iter().map(|h| h.email_id).collect();
+    assert_eq!(hits, [first.email_id, reply.email_id]);
+}

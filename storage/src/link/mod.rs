@@ -31,7 +31,7 @@ use crate::primary::{Changed, Delivery, Primary, SessionId, TokenGrant};
 use crate::types::{AliasAddress, EmailId, FolderId, FolderName, Keyword, ModSeq, Uid};
 
 /// The protocol version; a peer with another version is refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Size limits on what a peer may send.
 #[derive(Debug, Clone, Copy)]

@@ -267,6 +267,9 @@ fn store(
     }
     let a = &p.analysis;
     let thread_id = resolve_thread(tx, a)?;
+    let thread_had_emails: bool = tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM emails WHERE thread_id = ?1)")?
+        .query_row([thread_id], |r| r.get(0))?;
     let received = time::iso(p.options.received_at.unwrap_or_else(time::now));
     tx.prepare_cached(
         "INSERT INTO emails (thread_id, message_id, in_reply_to, references_ids, subject,
@@ -318,6 +321,12 @@ fn store(
         kw.execute(params![email_id, k.as_str()])?;
     }
     log_change(tx, modseq, "email", email_id, None, "created")?;
+    let thread_op = if thread_had_emails {
+        "updated"
+    } else {
+        "created"
+    };
+    log_change(tx, modseq, "thread", thread_id, None, thread_op)?;
     let uid = add_member(tx, folder, EmailId(email_id), modseq)?;
     Ok(Appended {
         email_id: EmailId(email_id),

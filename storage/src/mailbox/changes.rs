@@ -4,11 +4,11 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use super::Mailbox;
 use crate::error::Result;
-use crate::types::{EmailId, FolderId, ModSeq, Uid};
+use crate::types::{EmailId, FolderId, ModSeq, ThreadId, Uid};
 
 /// Objects changed since a MODSEQ, each listed once.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
@@ -29,6 +29,16 @@ pub struct Changes {
     pub folders_updated: Vec<FolderId>,
     /// Folders deleted since.
     pub folders_destroyed: Vec<FolderId>,
+    /// Threads that got their first email since.
+    pub threads_created: Vec<ThreadId>,
+    /// Threads that existed before whose emails changed (one joined or
+    /// left).
+    pub threads_updated: Vec<ThreadId>,
+    /// Threads that existed before and have no email now.
+    pub threads_destroyed: Vec<ThreadId>,
+    /// Thread changes are logged from this MODSEQ on: asked from an
+    /// earlier one, the thread lists above are incomplete.
+    pub threads_since: ModSeq,
 }
 
 /// What changed in one folder since a MODSEQ (IMAP CONDSTORE/QRESYNC).
@@ -43,10 +53,25 @@ pub struct FolderChanges {
     pub highest: ModSeq,
 }
 
+/// What the log says of one object in the range: whether it began there
+/// (its first entry is a creation) and whether it ended there (its last
+/// is a destruction). A thread can end and begin again; an email or a
+/// folder id is never reused.
 #[derive(Default)]
 struct Ops {
+    seen: bool,
     created: bool,
     destroyed: bool,
+}
+
+impl Ops {
+    fn record(&mut self, op: &str) {
+        if !self.seen {
+            self.created = op == "created";
+            self.seen = true;
+        }
+        self.destroyed = op == "destroyed";
+    }
 }
 
 fn classify(
@@ -70,6 +95,7 @@ impl Mailbox {
     pub fn changes_since(&self, since: ModSeq) -> Result<Changes> {
         let mut emails: BTreeMap<i64, Ops> = BTreeMap::new();
         let mut folders: BTreeMap<i64, Ops> = BTreeMap::new();
+        let mut threads: BTreeMap<i64, Ops> = BTreeMap::new();
         let mut stmt = self.conn.prepare_cached(
             "SELECT kind, object_id, folder_id, op FROM changes WHERE modseq > ?1 ORDER BY id",
         )?;
@@ -80,6 +106,7 @@ impl Mailbox {
             let (map, id) = match kind.as_str() {
                 "email" => (&mut emails, r.get::<_, i64>(1)?),
                 "folder" => (&mut folders, r.get::<_, i64>(1)?),
+                "thread" => (&mut threads, r.get::<_, i64>(1)?),
                 // A membership change is a change of the folder's contents.
                 "member" => match r.get::<_, Option<i64>>(2)? {
                     Some(f) => {
@@ -90,16 +117,20 @@ impl Mailbox {
                 },
                 _ => continue,
             };
-            let e = map.entry(id).or_default();
-            match op.as_str() {
-                "created" => e.created = true,
-                "destroyed" => e.destroyed = true,
-                _ => {}
-            }
+            map.entry(id).or_default().record(&op);
         }
         let mut out = Changes {
             since,
             current: self.highest_modseq()?,
+            threads_since: self
+                .conn
+                .query_row(
+                    "SELECT value FROM meta WHERE key = 'thread_log_since'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()?
+                .unwrap_or(0) as ModSeq,
             ..Changes::default()
         };
         let (mut c, mut u, mut d) = (Vec::new(), Vec::new(), Vec::new());
@@ -108,9 +139,13 @@ impl Mailbox {
         out.emails_updated = u.drain(..).map(EmailId).collect();
         out.emails_destroyed = d.drain(..).map(EmailId).collect();
         classify(folders, &mut c, &mut u, &mut d);
-        out.folders_created = c.into_iter().map(FolderId).collect();
-        out.folders_updated = u.into_iter().map(FolderId).collect();
-        out.folders_destroyed = d.into_iter().map(FolderId).collect();
+        out.folders_created = c.drain(..).map(FolderId).collect();
+        out.folders_updated = u.drain(..).map(FolderId).collect();
+        out.folders_destroyed = d.drain(..).map(FolderId).collect();
+        classify(threads, &mut c, &mut u, &mut d);
+        out.threads_created = c.into_iter().map(ThreadId).collect();
+        out.threads_updated = u.into_iter().map(ThreadId).collect();
+        out.threads_destroyed = d.into_iter().map(ThreadId).collect();
         Ok(out)
     }
 

@@ -280,7 +280,13 @@ fn destroy_email_row(tx: &Transaction<'_>, email: i64, modseq: ModSeq) -> Result
         tx.prepare_cached("DELETE FROM email_words WHERE rowid = ?1")?
             .execute([email])?;
     }
-    tx.prepare_cached("DELETE FROM emails WHERE id = ?1")?
-        .execute([email])?;
-    log_change(tx, modseq, "email", email, None, "destroyed")
+    let thread: i64 = tx
+        .prepare_cached("DELETE FROM emails WHERE id = ?1 RETURNING thread_id")?
+        .query_row([email], |r| r.get(0))?;
+    log_change(tx, modseq, "email", email, None, "destroyed")?;
+    let thread_left: bool = tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM emails WHERE thread_id = ?1)")?
+        .query_row([thread], |r| r.get(0))?;
+    let thread_op = if thread_left { "updated" } else { "destroyed" };
+    log_change(tx, modseq, "thread", thread, None, thread_op)
 }

@@ -265,16 +265,15 @@ impl Mailbox {
     }
 }
 
-/// Email ids as a JSON array, for `json_each` in SQL: one statement for any
+/// Row ids as a JSON array, for `json_each` in SQL: one statement for any
 /// number of ids.
-pub(crate) fn id_list(ids: &[crate::types::EmailId]) -> String {
-    let mut s = String::with_capacity(ids.len() * 8 + 2);
-    s.push('[');
-    for (i, id) in ids.iter().enumerate() {
+pub(crate) fn id_list(ids: impl IntoIterator<Item = i64>) -> String {
+    let mut s = String::from("[");
+    for (i, id) in ids.into_iter().enumerate() {
         if i > 0 {
             s.push(',');
         }
-        s.push_str(&id.0.to_string());
+        s.push_str(&id.to_string());
     }
     s.push(']');
     s

@@ -176,7 +176,7 @@ impl Mailbox {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let json = id_list(ids);
+        let json = id_list(ids.iter().map(|e| e.0));
         let mut keywords: HashMap<i64, Vec<Keyword>> = HashMap::new();
         {
             let mut stmt = self.conn.prepare_cached(

@@ -9,7 +9,7 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 /// Every migration, oldest first. Version N means the first N were applied.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this build writes.
 pub const CURRENT: i64 = MIGRATIONS.len() as i64;
@@ -236,6 +236,17 @@ const V4: &str = r#"
 CREATE TABLE index_backlog (
     id INTEGER PRIMARY KEY REFERENCES emails (id) ON DELETE CASCADE
 );
+"#;
+
+/// Version 5: threads join the change log (kind `thread`, logged when an
+/// email joins or leaves one). The log had no thread rows before, so the
+/// MODSEQ at migration is recorded: thread changes since an earlier state
+/// cannot be told, and JMAP says so (`cannotCalculateChanges`). A
+/// mailbox that never had mail has had no thread to miss.
+const V5: &str = r#"
+INSERT INTO meta (key, value)
+    SELECT 'thread_log_since', value FROM meta
+    WHERE key = 'modseq' AND EXISTS (SELECT 1 FROM changes WHERE kind = 'email');
 "#;
 
 /// Brings a database to [`CURRENT`], refusing one from a newer build.

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::{Mailbox, id_list};
 use crate::error::{Error, Result};
 use crate::time;
-use crate::types::{Day, EmailId, FolderId, Keyword, ModSeq, Uid};
+use crate::types::{Day, EmailId, FolderId, Keyword, ModSeq, ThreadId, Uid};
 
 /// Which text of a message a text condition looks at.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +85,8 @@ pub enum Filter {
     Uids(Vec<(u32, u32)>),
     /// These emails.
     Emails(Vec<EmailId>),
+    /// Emails of these threads.
+    Threads(Vec<ThreadId>),
     /// Received strictly before (Unix seconds; JMAP before, IMAP BEFORE).
     ReceivedBefore(i64),
     /// Received at or after (JMAP after, IMAP SINCE).
@@ -349,8 +351,12 @@ impl Builder {
                 format!("({})", parts.join(" OR "))
             }
             Filter::Emails(ids) => {
-                let p = self.bind(id_list(ids));
+                let p = self.bind(id_list(ids.iter().map(|e| e.0)));
                 format!("e.id IN (SELECT value FROM json_each({p}))")
+            }
+            Filter::Threads(ids) => {
+                let p = self.bind(id_list(ids.iter().map(|t| t.0)));
+                format!("e.thread_id IN (SELECT value FROM json_each({p}))")
             }
             Filter::ReceivedBefore(t) => format!("e.received_at < {}", self.bind(time::iso(*t))),
             Filter::ReceivedSince(t) => format!("e.received_at >= {}", self.bind(time::iso(*t))),
@@ -498,7 +504,7 @@ impl Builder {
                 ))
             }
             Filter::Emails(ids) => {
-                let p = self.bind(id_list(ids));
+                let p = self.bind(id_list(ids.iter().map(|e| e.0)));
                 Some(format!("SELECT value AS rowid FROM json_each({p})"))
             }
             _ => None,
