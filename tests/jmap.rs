@@ -555,6 +555,140 @@ fn threads_gather_replies_and_their_changes_are_logged() {
     }
 }
 
+/// RFC 8620 §6 and RFC 8621 §4.8–4.9: a message uploaded, imported into
+/// two mailboxes, downloaded byte for byte; an attached message read with
+/// Email/parse through its part's blob id.
+#[test]
+fn blobs_upload_import_download_and_parse() {
+    let s = serve();
+    let account = session(&s, &s.ana)["primaryAccounts"][MAIL]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let get = |calls: Value| api(&s, &s.ana, &[CORE, MAIL], calls)["methodResponses"].clone();
+    let inner = "From: Carla <carla@example.net>\r\nTo: ana@example.com\r\nSubject: the original\r\n\
+                 Message-ID: <orig@x>\r\n\r\nForwarded words.\r\n";
+    let raw = format!(
+        "From: Bo <bo@example.com>\r\nTo: ana@example.com\r\nSubject: fwd\r\nMessage-ID: <fwd@x>\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\n\
+         --zz\r\nContent-Type: text/plain\r\n\r\nSee below.\r\n\
+         --zz\r\nContent-Type: message/rfc822\r\n\r\n{inner}\r\n--zz--\r\n"
+    );
+    let up = |auth: &str, acct: &str, body: &[u8]| {
+        http_with(
+            &s.addr,
+            "POST",
+            &format!("/jmap/upload/{acct}/"),
+            &[("Authorization", auth), ("Content-Type", "message/rfc822")],
+            body,
+        )
+    };
+    let r = up(&s.ana, &account, raw.as_bytes());
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let blob = r.json();
+    assert_eq!(blob["size"], raw.len());
+    assert_eq!(blob["type"], "message/rfc822");
+    assert_eq!(blob["accountId"], account.as_str());
+    let blob_id = blob["blobId"].as_str().unwrap().to_string();
+    // Another alias's account is not this one.
+    assert_eq!(up(&s.bo, &account, b"x").status, 404);
+
+    let r = get(json!([["Mailbox/get", {"accountId": account, "properties": ["role"]}, "m"]]));
+    let role = |name: &str| {
+        r[0][1]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["role"] == name)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (inbox, archive) = (role("inbox"), role("archive"));
+    let r = get(json!([
+        ["Email/import", {"accountId": account, "emails": {
+            "k1": {"blobId": blob_id, "mailboxIds": {inbox.clone(): true, archive.clone(): true},
+                   "keywords": {"$seen": true}, "receivedAt": "2024-05-06T10:00:00Z"},
+            "k2": {"blobId": "u999999", "mailboxIds": {inbox.clone(): true}},
+            "k3": {"blobId": blob_id, "mailboxIds": {}},
+            "k4": {"blobId": blob_id, "mailboxIds": {"m999999": true}}
+        }}, "i"]
+    ]));
+    let created = &r[0][1]["created"]["k1"];
+    let g = get(json!([
+        ["Email/get", {"accountId": account, "ids": [created["id"]],
+                       "properties": ["mailboxIds", "keywords", "receivedAt", "subject", "blobId", "attachments"]}, "g"]
+    ]));
+    assert_eq!(created["size"], raw.len());
+    assert_eq!(r[0][1]["notCreated"]["k2"]["type"], "blobNotFound");
+    assert_eq!(r[0][1]["notCreated"]["k3"]["type"], "invalidProperties");
+    assert_eq!(r[0][1]["notCreated"]["k4"]["type"], "invalidProperties");
+    assert_ne!(r[0][1]["oldState"], r[0][1]["newState"]);
+    let email = &g[0][1]["list"][0];
+    assert_eq!(email["mailboxIds"], json!({inbox: true, archive: true}));
+    assert_eq!(email["keywords"], json!({"$seen": true}));
+    assert_eq!(email["receivedAt"], "2024-05-06T10:00:00Z");
+    assert_eq!(email["subject"], "fwd");
+    assert_eq!(email["blobId"], created["blobId"]);
+
+    // The stored message, byte for byte, under the name and type asked.
+    let download = |blob: &str, query: &str| {
+        http_with(
+            &s.addr,
+            "GET",
+            &format!("/jmap/download/{account}/{blob}/a%20name.eml{query}"),
+            &[("Authorization", &s.ana)],
+            b"",
+        )
+    };
+    let r = download(
+        created["blobId"].as_str().unwrap(),
+        "?accept=message/rfc822",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, raw.as_bytes());
+    assert!(
+        r.headers
+            .to_lowercase()
+            .contains("content-type: message/rfc822"),
+        "{}",
+        r.headers
+    );
+    assert!(
+        r.headers.contains("filename*=UTF-8''a%20name.eml"),
+        "{}",
+        r.headers
+    );
+    assert_eq!(download("u999999", "").status, 404);
+    assert_eq!(download("nonsense", "").status, 404);
+
+    // The attached message is a part with a blob id: parse it.
+    let attached = email["attachments"][0].clone();
+    assert_eq!(attached["type"], "message/rfc822");
+    let part_blob = attached["blobId"].as_str().unwrap().to_string();
+    assert_eq!(download(&part_blob, "").body, inner.as_bytes());
+    let r = get(
+        json!([["Email/parse", {"accountId": account, "blobIds": [part_blob, "b999999"],
+                                        "fetchTextBodyValues": true}, "p"]]),
+    );
+    let parsed = &r[0][1]["parsed"][&part_blob];
+    assert_eq!(parsed["subject"], "the original");
+    assert_eq!(
+        parsed["from"],
+        json!([{"name": "Carla", "email": "carla@example.net"}])
+    );
+    assert_eq!(parsed["messageId"], json!(["orig@x"]));
+    let text_part = parsed["textBody"][0]["partId"].as_str().unwrap();
+    assert_eq!(
+        parsed["bodyValues"][text_part]["value"],
+        "Forwarded words.\r\n"
+    );
+    let text_blob = parsed["textBody"][0]["blobId"].as_str().unwrap();
+    assert_eq!(download(text_blob, "").body, b"Forwarded words.\r\n");
+    assert_eq!(r[0][1]["notFound"], json!(["b999999"]));
+}
+
 #[test]
 fn email_set_changes_keywords_and_mailboxes_and_destroys() {
     let s = serve();

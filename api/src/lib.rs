@@ -254,6 +254,11 @@ pub fn app(state: AppState) -> Routes {
         .route("/metrics", get(metrics::render))
         .route("/.well-known/jmap", get(jmap::session_resource))
         .route("/jmap/api", axum::routing::post(jmap::api))
+        .route("/jmap/upload/{account}/", axum::routing::post(jmap::upload))
+        .route(
+            "/jmap/download/{account}/{blob}/{name}",
+            get(jmap::download),
+        )
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", doc))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

@@ -577,3 +577,12 @@ fn thread_changes_and_the_thread_filter() {
     let hits: Vec<_> = mb.search(&q).unwrap().iter().map(|h| h.email_id).collect();
     assert_eq!(hits, [first.email_id, reply.email_id]);
 }
+
+/// Uploads are kept in the mailbox and read back by id.
+#[test]
+fn uploads_are_kept_and_read_back() {
+    let (_d, mut mb) = common::mailbox();
+    let id = mb.put_upload(b"bytes for later").unwrap();
+    assert_eq!(mb.upload(id).unwrap(), b"bytes for later");
+    assert!(matches!(mb.upload(id + 1), Err(Error::NotFound(_))));
+}

@@ -72,7 +72,7 @@ impl Frame {
     pub fn take_body(&mut self) -> Option<Vec<u8>> {
         match self {
             Frame::Request(Request {
-                op: Op::Append { raw, .. } | Op::Deliver { raw, .. },
+                op: Op::Append { raw, .. } | Op::Deliver { raw, .. } | Op::Upload { data: raw, .. },
                 ..
             })
             | Frame::Response(Response {
@@ -88,7 +88,7 @@ impl Frame {
     pub fn put_body(&mut self, body: Vec<u8>) -> Result<(), Vec<u8>> {
         match self {
             Frame::Request(Request {
-                op: Op::Append { raw, .. } | Op::Deliver { raw, .. },
+                op: Op::Append { raw, .. } | Op::Deliver { raw, .. } | Op::Upload { data: raw, .. },
                 ..
             })
             | Frame::Response(Response {
@@ -338,6 +338,21 @@ pub enum Op {
         /// The MODSEQ.
         since: ModSeq,
     },
+    /// Keep bytes for later use (a JMAP blob upload); answered with
+    /// `Uploaded`.
+    Upload {
+        /// The session.
+        session: SessionId,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// An upload's bytes (as `Raw`).
+    ReadUpload {
+        /// The session.
+        session: SessionId,
+        /// The upload.
+        id: i64,
+    },
     /// One folder's changes since a MODSEQ.
     FolderChanges {
         /// The session.
@@ -381,6 +396,8 @@ impl Op {
             Op::Usage { .. } => "usage",
             Op::Changes { .. } => "changes",
             Op::FolderChanges { .. } => "folder_changes",
+            Op::Upload { .. } => "upload",
+            Op::ReadUpload { .. } => "read_upload",
         }
     }
 }
@@ -447,6 +464,8 @@ pub enum Reply {
     Changes(Changes),
     /// Folder changes.
     FolderChanges(FolderChanges),
+    /// An upload's id.
+    Uploaded(i64),
 }
 
 /// Unsolicited news from the primary, for IDLE, JMAP push and web clients.
@@ -746,6 +765,12 @@ pub fn mailbox_job(op: Op) -> Result<MailboxJob, Op> {
         Op::Changes { session, since } => job(session, false, move |mb| {
             Ok(Reply::Changes(mb.changes_since(since)?))
         }),
+        Op::Upload { session, data } => job(session, true, move |mb| {
+            Ok(Reply::Uploaded(mb.put_upload(&data)?))
+        }),
+        Op::ReadUpload { session, id } => {
+            job(session, false, move |mb| Ok(Reply::Raw(mb.upload(id)?)))
+        }
         Op::FolderChanges {
             session,
             folder,

@@ -13,6 +13,7 @@ pub mod parse;
 mod read;
 pub mod schema;
 pub mod search;
+mod uploads;
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ pub use folders::Folder;
 pub use parse::Addr;
 pub use read::{EmailSummary, MimePart, part_decoded_of, structure_of};
 pub use search::{Filter, Query, SearchHit, Sort, SortKey, TextField};
+pub use uploads::{UPLOAD_TTL_SECS, UPLOADS_MAX_BYTES};
 
 /// Tunables of a mailbox, with the defaults a server uses.
 #[derive(Debug, Clone)]

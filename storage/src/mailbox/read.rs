@@ -59,6 +59,36 @@ pub struct EmailSummary {
     pub modseq: ModSeq,
 }
 
+impl EmailSummary {
+    /// The summary of bytes that are not stored (JMAP `Email/parse`): no
+    /// id, thread, folders or keywords; received now.
+    pub fn of_raw(raw: &[u8]) -> EmailSummary {
+        let a = super::parse::analyse(raw);
+        EmailSummary {
+            id: EmailId(0),
+            thread_id: ThreadId(0),
+            message_id: a.message_id,
+            in_reply_to: a.in_reply_to,
+            references: a.references,
+            subject: a.subject,
+            from: a.from,
+            sender: a.sender,
+            reply_to: a.reply_to,
+            to: a.to,
+            cc: a.cc,
+            bcc: a.bcc,
+            sent_at: a.sent_at,
+            received_at: time::now(),
+            size: raw.len() as u64,
+            has_attachment: a.has_attachment,
+            preview: a.preview,
+            keywords: Vec::new(),
+            folders: Vec::new(),
+            modseq: 0,
+        }
+    }
+}
+
 /// One node of a message's MIME tree. Offsets index the raw message.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct MimePart {

@@ -243,10 +243,18 @@ CREATE TABLE index_backlog (
 /// MODSEQ at migration is recorded: thread changes since an earlier state
 /// cannot be told, and JMAP says so (`cannotCalculateChanges`). A
 /// mailbox that never had mail has had no thread to miss.
+///
+/// And uploads: bytes a client sent ahead of using them (a JMAP blob
+/// upload, then `Email/import`), kept in the encrypted file for a day.
 const V5: &str = r#"
 INSERT INTO meta (key, value)
     SELECT 'thread_log_since', value FROM meta
     WHERE key = 'modseq' AND EXISTS (SELECT 1 FROM changes WHERE kind = 'email');
+CREATE TABLE uploads (
+    id         INTEGER PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    data       BLOB NOT NULL
+);
 "#;
 
 /// Brings a database to [`CURRENT`], refusing one from a newer build.

@@ -21,6 +21,9 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::Session;
 
+mod blob;
+pub use blob::{download, upload};
+
 /// The core capability.
 pub const CORE: &str = "urn:ietf:params:jmap:core";
 /// The mail capability.
@@ -75,7 +78,7 @@ pub async fn session_resource(session: Session) -> Response {
     let v = json!({
         "capabilities": {
             CORE: {
-                "maxSizeUpload": 50_000_000,
+                "maxSizeUpload": blob::MAX_SIZE_UPLOAD,
                 "maxConcurrentUpload": 4,
                 "maxSizeRequest": MAX_SIZE_REQUEST,
                 "maxConcurrentRequests": 4,
@@ -327,7 +330,7 @@ async fn call(
     name: &str,
     args: Map<String, Value>,
 ) -> MethodResult {
-    const METHODS: [&str; 9] = [
+    const METHODS: [&str; 11] = [
         "Mailbox/get",
         "Mailbox/query",
         "Mailbox/changes",
@@ -337,6 +340,8 @@ async fn call(
         "Email/get",
         "Email/changes",
         "Email/set",
+        "Email/import",
+        "Email/parse",
     ];
     if name == "Core/echo" {
         return Ok(Value::Object(args));
@@ -363,6 +368,8 @@ async fn call(
         "Thread/get" => thread_get(session, account, &args).await,
         "Thread/changes" => changes(session, account, &args, Kind::Thread).await,
         "Email/set" => email_set(session, account, &args).await,
+        "Email/import" => blob::email_import(session, account, &args).await,
+        "Email/parse" => blob::email_parse(session, account, &args).await,
         "Mailbox/query" => mailbox_query(session, account, &args).await,
         _ => Err(MethodError::new(
             "unknownMethod",
@@ -1198,7 +1205,7 @@ async fn email_get(session: &Session, account: &str, args: &Map<String, Value>) 
                         Ok(_) => return Err(MethodError::server("unexpected reply")),
                         Err(p) => return Err(link_error(p)),
                     };
-                    body_values(&mut v, email, &raw, &props, &body);
+                    body_values(&mut v, &format!("b{}", email.0), &raw, &props, &body);
                 }
                 list.push(v)
             }
@@ -1402,7 +1409,7 @@ async fn summaries(
 }
 
 /// `Email/set` (RFC 8621 §4.6): keyword and mailbox updates, and
-/// destruction. Creation goes through `Email/import` (not served yet).
+/// destruction. Creation goes through `Email/import`.
 async fn email_set(session: &Session, account: &str, args: &Map<String, Value>) -> MethodResult {
     let old = state(session).await?;
     if let Some(want) = args.get("ifInState").and_then(Value::as_str)
@@ -1435,7 +1442,7 @@ async fn email_set(session: &Session, account: &str, args: &Map<String, Value>) 
             k.clone(),
             set_error(
                 "forbidden",
-                "emails are created with Email/import, not served yet",
+                "emails are created with Email/import, not Email/set yet",
             ),
         );
     }
@@ -1654,13 +1661,13 @@ fn part_headers(raw: &[u8], p: &MimePart) -> Value {
 
 /// One EmailBodyPart (RFC 8621 §4.1.4) with the properties asked for;
 /// a multipart always carries its `subParts`.
-fn body_part(raw: &[u8], email: EmailId, p: &MimePart, path: &[usize], props: &[String]) -> Value {
+fn body_part(raw: &[u8], base: &str, p: &MimePart, path: &[usize], props: &[String]) -> Value {
     let leaf = !is_multipart(p);
     let mut m = Map::new();
     for k in props {
         let v = match k.as_str() {
             "partId" if leaf => json!(part_id(path)),
-            "blobId" if leaf => json!(format!("b{}-{}", email.0, part_id(path))),
+            "blobId" if leaf => json!(format!("{base}-{}", part_id(path))),
             "partId" | "blobId" => Value::Null,
             "size" => json!(if leaf { p.decoded_size } else { 0 }),
             "headers" => part_headers(raw, p),
@@ -1699,7 +1706,7 @@ fn body_part(raw: &[u8], email: EmailId, p: &MimePart, path: &[usize], props: &[
             .map(|(i, c)| {
                 let mut sp = path.to_vec();
                 sp.push(i);
-                body_part(raw, email, c, &sp, props)
+                body_part(raw, base, c, &sp, props)
             })
             .collect();
         m.insert("subParts".into(), Value::Array(sub));
@@ -1808,8 +1815,9 @@ fn part_at<'a>(root: &'a MimePart, path: &[usize]) -> Option<&'a MimePart> {
     Some(p)
 }
 
-/// Adds the body properties asked for to an Email object.
-fn body_values(v: &mut Value, email: EmailId, raw: &[u8], props: &[String], args: &BodyArgs) {
+/// Adds the body properties asked for to an Email object; `base` is the
+/// blob id of the message, which its parts' blob ids extend.
+fn body_values(v: &mut Value, base: &str, raw: &[u8], props: &[String], args: &BodyArgs) {
     let root = cofre_storage::mailbox::structure_of(raw);
     let (mut text, mut html, mut attachments) = (Vec::new(), Vec::new(), Vec::new());
     parse_structure(
@@ -1825,14 +1833,14 @@ fn body_values(v: &mut Value, email: EmailId, raw: &[u8], props: &[String], args
             paths
                 .iter()
                 .filter_map(|p| {
-                    part_at(&root, p).map(|part| body_part(raw, email, part, p, &args.properties))
+                    part_at(&root, p).map(|part| body_part(raw, base, part, p, &args.properties))
                 })
                 .collect(),
         )
     };
     let want = |k: &str| props.iter().any(|p| p == k);
     if want("bodyStructure") {
-        v["bodyStructure"] = body_part(raw, email, &root, &[], &args.properties);
+        v["bodyStructure"] = body_part(raw, base, &root, &[], &args.properties);
     }
     if want("textBody") {
         v["textBody"] = list(&text);
