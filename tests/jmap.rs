@@ -689,6 +689,118 @@ fn blobs_upload_import_download_and_parse() {
     assert_eq!(r[0][1]["notFound"], json!(["b999999"]));
 }
 
+/// RFC 8621 §4.6: an Email created from properties — a draft with text,
+/// HTML and an uploaded attachment — reads back as it was written.
+#[test]
+fn email_set_creates_a_draft_from_properties() {
+    let s = serve();
+    let account = session(&s, &s.ana)["primaryAccounts"][MAIL]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let get = |calls: Value| api(&s, &s.ana, &[CORE, MAIL], calls)["methodResponses"].clone();
+    let r =
+        get(json!([["Mailbox/query", {"accountId": account, "filter": {"role": "drafts"}}, "m"]]));
+    let drafts = r[0][1]["ids"][0].as_str().unwrap().to_string();
+    let pdf = b"%PDF-1.4 not really\x00\x01\x02";
+    let r = http_with(
+        &s.addr,
+        "POST",
+        &format!("/jmap/upload/{account}/"),
+        &[
+            ("Authorization", &s.ana),
+            ("Content-Type", "application/pdf"),
+        ],
+        pdf,
+    );
+    let blob = r.json()["blobId"].as_str().unwrap().to_string();
+    let r = get(json!([
+        ["Email/set", {"accountId": account, "create": {
+            "d1": {
+                "mailboxIds": {drafts.clone(): true},
+                "keywords": {"$draft": true, "$seen": true},
+                "from": [{"name": "Ana Lima", "email": "ana@example.com"}],
+                "to": [{"name": "Bö Ñ", "email": "bo@example.com"}],
+                "subject": "Plans for Säturday",
+                "inReplyTo": ["earlier@x"],
+                "textBody": [{"partId": "t", "type": "text/plain"}],
+                "htmlBody": [{"partId": "h", "type": "text/html"}],
+                "bodyValues": {"t": {"value": "Shall we meet?\n"}, "h": {"value": "<p>Shall we <b>meet</b>?</p>"}},
+                "attachments": [{"blobId": blob, "type": "application/pdf", "name": "plan.pdf"}]
+            },
+            "bad1": {"mailboxIds": {drafts.clone(): true}, "textBody": [{"partId": "x"}]},
+            "bad2": {"mailboxIds": {drafts.clone(): true}, "bodyStructure": {"type": "text/plain"}},
+            "bad3": {"mailboxIds": {drafts.clone(): true}, "attachments": [{"blobId": "u999999"}]},
+            "bad4": {"subject": "nowhere"}
+        }}, "c"]
+    ]));
+    let set = r[0][1].clone();
+    let r = get(json!([
+        ["Email/get", {"accountId": account, "ids": [set["created"]["d1"]["id"]],
+                       "properties": ["mailboxIds", "keywords", "from", "to", "subject", "inReplyTo", "messageId",
+                                      "textBody", "htmlBody", "attachments", "bodyValues", "hasAttachment"],
+                       "fetchAllBodyValues": true}, "g"]
+    ]));
+    assert_eq!(
+        set["notCreated"]["bad1"]["properties"],
+        json!(["bodyValues"]),
+        "{set}"
+    );
+    assert_eq!(
+        set["notCreated"]["bad2"]["properties"],
+        json!(["bodyStructure"])
+    );
+    assert_eq!(set["notCreated"]["bad3"]["type"], "blobNotFound");
+    assert_eq!(
+        set["notCreated"]["bad4"]["properties"],
+        json!(["mailboxIds"])
+    );
+    let e = &r[0][1]["list"][0];
+    assert_eq!(e["mailboxIds"], json!({drafts: true}));
+    assert_eq!(e["keywords"], json!({"$draft": true, "$seen": true}));
+    assert_eq!(
+        e["from"],
+        json!([{"name": "Ana Lima", "email": "ana@example.com"}])
+    );
+    assert_eq!(
+        e["to"],
+        json!([{"name": "Bö Ñ", "email": "bo@example.com"}])
+    );
+    assert_eq!(e["subject"], "Plans for Säturday");
+    assert_eq!(e["inReplyTo"], json!(["earlier@x"]));
+    assert!(
+        e["messageId"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("@example.com"),
+        "{e}"
+    );
+    assert_eq!(e["hasAttachment"], true);
+    let value = |list: &str| {
+        let id = e[list][0]["partId"].as_str().unwrap();
+        e["bodyValues"][id]["value"]
+            .as_str()
+            .unwrap()
+            .replace("\r\n", "\n")
+    };
+    assert_eq!(value("textBody"), "Shall we meet?\n");
+    assert_eq!(value("htmlBody"), "<p>Shall we <b>meet</b>?</p>");
+    let a = &e["attachments"][0];
+    assert_eq!(a["name"], "plan.pdf");
+    assert_eq!(a["type"], "application/pdf");
+    let r = http_with(
+        &s.addr,
+        "GET",
+        &format!(
+            "/jmap/download/{account}/{}/plan.pdf",
+            a["blobId"].as_str().unwrap()
+        ),
+        &[("Authorization", &s.ana)],
+        b"",
+    );
+    assert_eq!(r.body, pdf, "the attachment comes back byte for byte");
+}
+
 #[test]
 fn email_set_changes_keywords_and_mailboxes_and_destroys() {
     let s = serve();

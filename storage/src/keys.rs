@@ -20,7 +20,7 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::error::{Error, Result};
 
 /// Fills a buffer from the operating system's CSPRNG.
-pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
     // The OS generator failing is unrecoverable: no key may be made without it.
     #[allow(clippy::expect_used)]

@@ -297,7 +297,7 @@ fn import_of(v: &Value) -> Result<Import, Value> {
     })
 }
 
-/// Stores one import: appended to its first mailbox, copied to the rest.
+/// Stores one import.
 async fn import_one(session: &Session, import: Import) -> Result<Value, Value> {
     let raw = match blob_bytes(session, &import.blob).await {
         Ok(Some(raw)) => raw,
@@ -308,8 +308,18 @@ async fn import_one(session: &Session, import: Import) -> Result<Value, Value> {
         }
         Err(e) => return Err(set_error("serverFail", e.description.unwrap_or_default())),
     };
-    let (first, rest) = import
-        .folders
+    store(session, raw, &import.folders, import.options).await
+}
+
+/// Stores a new email: appended to the first mailbox, copied to the rest.
+/// The created object (id, blobId, threadId, size) or a SetError.
+pub(super) async fn store(
+    session: &Session,
+    raw: Vec<u8>,
+    folders: &[FolderId],
+    options: AppendOptions,
+) -> Result<Value, Value> {
+    let (first, rest) = folders
         .split_first()
         .ok_or_else(|| set_error("invalidProperties", "at least one mailbox is required"))?;
     let failed = |p: Problem| match p.status() {
@@ -328,7 +338,7 @@ async fn import_one(session: &Session, import: Import) -> Result<Value, Value> {
             session: s,
             folder: *first,
             raw: raw.clone(),
-            options: import.options.clone(),
+            options: options.clone(),
         })
         .await
     {

@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::Session;
 
 mod blob;
+mod compose;
 pub use blob::{download, upload};
 
 /// The core capability.
@@ -1408,8 +1409,8 @@ async fn summaries(
     }
 }
 
-/// `Email/set` (RFC 8621 §4.6): keyword and mailbox updates, and
-/// destruction. Creation goes through `Email/import`.
+/// `Email/set` (RFC 8621 §4.6): creation (`compose`), keyword and mailbox
+/// updates, and destruction.
 async fn email_set(session: &Session, account: &str, args: &Map<String, Value>) -> MethodResult {
     let old = state(session).await?;
     if let Some(want) = args.get("ifInState").and_then(Value::as_str)
@@ -1436,15 +1437,12 @@ async fn email_set(session: &Session, account: &str, args: &Map<String, Value>) 
             format!("at most {MAX_OBJECTS_IN_SET} objects"),
         ));
     }
-    let mut not_created = Map::new();
-    for k in create.keys() {
-        not_created.insert(
-            k.clone(),
-            set_error(
-                "forbidden",
-                "emails are created with Email/import, not Email/set yet",
-            ),
-        );
+    let (mut created, mut not_created) = (Map::new(), Map::new());
+    for (k, v) in &create {
+        match compose::create_email(session, v).await {
+            Ok(v) => created.insert(k.clone(), v),
+            Err(e) => not_created.insert(k.clone(), e),
+        };
     }
     let all_folders = folders(session).await?;
     let wanted: Vec<EmailId> = update
@@ -1526,7 +1524,7 @@ async fn email_set(session: &Session, account: &str, args: &Map<String, Value>) 
         "accountId": account,
         "oldState": old,
         "newState": state(session).await?,
-        "created": Value::Null,
+        "created": none_if_empty(created),
         "updated": none_if_empty(updated),
         "destroyed": if destroyed.is_empty() { Value::Null } else { Value::Array(destroyed) },
         "notCreated": none_if_empty(not_created),
