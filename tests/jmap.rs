@@ -854,7 +854,8 @@ fn email_set_changes_keywords_and_mailboxes_and_destroys() {
     assert_eq!(set["notUpdated"]["e999999"]["type"], "notFound");
     assert_eq!(set["notUpdated"][&ids[2]]["type"], "invalidProperties");
     assert_eq!(set["notUpdated"][&ids[2]]["properties"], json!(["subject"]));
-    assert_eq!(set["notCreated"]["k1"]["type"], "forbidden");
+    assert_eq!(set["notCreated"]["k1"]["type"], "invalidProperties");
+    assert_eq!(set["notCreated"]["k1"]["properties"], json!(["mailboxIds"]));
     assert_eq!(set["destroyed"], json!([ids[2].clone()]));
     assert_eq!(set["notDestroyed"]["e888888"]["type"], "notFound");
 
