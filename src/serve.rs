@@ -290,6 +290,32 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
     } else {
         None
     };
+    // JMAP's EmailSubmission sends as the submission service does.
+    let srs = || cofre_mx::srs::Srs::new(cofre_storage::keys::derive_subkey(&secret, "srs"));
+    let submitter = match (&outbound, &router) {
+        (Some(outbound), Some(router)) => {
+            let config = cofre_mx::Config {
+                hostname: s.smtp_hostname.clone(),
+                max_message_size: s.max_body as u64,
+                submission: Some(cofre_mx::session::Submission {
+                    outbound: Arc::clone(outbound),
+                    limiter: Arc::clone(&limiter),
+                    plain_auth: false,
+                    failed_login_delay: std::time::Duration::from_secs(1),
+                }),
+                forwarding: Some(cofre_mx::session::Forwarding {
+                    outbound: Arc::clone(outbound),
+                    srs: srs(),
+                }),
+                ..cofre_mx::Config::default()
+            };
+            Some(Arc::new(cofre_mx::session::Submitter {
+                router: Arc::clone(router),
+                config: Arc::new(config),
+            }) as Arc<dyn cofre_storage::outbound::Submit>)
+        }
+        _ => None,
+    };
     for (service, listener) in listeners {
         let addr = listener.local_addr()?;
         match service {
@@ -322,11 +348,9 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
                 let outbound = Arc::clone(outbound.as_ref().context("no outbound queue")?);
                 // Every service carries out our aliases' rules (forwards,
                 // webhooks) for the copies it delivers to them.
-                let srs =
-                    cofre_mx::srs::Srs::new(cofre_storage::keys::derive_subkey(&secret, "srs"));
                 let forwarding = Some(cofre_mx::session::Forwarding {
                     outbound: Arc::clone(&outbound),
-                    srs,
+                    srs: srs(),
                 });
                 let submission = (service != "smtp").then(|| cofre_mx::session::Submission {
                     outbound,
@@ -394,6 +418,7 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
                         outbound: outbound
                             .clone()
                             .map(|o| o as Arc<dyn cofre_storage::outbound::OutboundView>),
+                        submit: submitter.clone(),
                     },
                     stopped.clone(),
                 );

@@ -20,22 +20,27 @@ struct Server {
 }
 
 fn serve() -> Server {
+    serve_with(&[], &[])
+}
+
+/// `cofre serve` with two aliases and these extra arguments and
+/// environment.
+fn serve_with(extra: &[&str], env: &[(&str, &str)]) -> Server {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let ana = basic("ana@example.com", &create_alias(&data, "ana@example.com"));
     let bo = basic("bo@example.com", &create_alias(&data, "bo@example.com"));
-    let mut p = Proc::start(
-        &[
-            "--data",
-            data.to_str().unwrap(),
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--link",
-            "off",
-        ],
-        &[],
-    );
+    let mut args = vec![
+        "--data",
+        data.to_str().unwrap(),
+        "serve",
+        "--http",
+        "127.0.0.1:0",
+        "--link",
+        "off",
+    ];
+    args.extend_from_slice(extra);
+    let mut p = Proc::start(&args, env);
     let addr = p.wait_for("http listening on http://");
     Server {
         _proc: p,
@@ -799,6 +804,140 @@ fn email_set_creates_a_draft_from_properties() {
         b"",
     );
     assert_eq!(r.body, pdf, "the attachment comes back byte for byte");
+}
+
+/// RFC 8621 §7: a draft sent with EmailSubmission/set — to another alias
+/// here (delivered at once, Bcc removed) and to another server (queued) —
+/// then moved to Sent by onSuccessUpdateEmail, in one request.
+#[test]
+fn email_submission_sends_a_draft_and_files_it() {
+    const SUBMISSION: &str = "urn:ietf:params:jmap:submission";
+    let admin = "admin token for the submission test";
+    // Submission is on (so is the outbound queue); the DNS server is a
+    // closed port, so mail for other servers waits in the queue.
+    let s = serve_with(
+        &["--submission", "127.0.0.1:0", "--dns", "127.0.0.1:1"],
+        &[("COFRE_ADMIN_TOKEN", admin)],
+    );
+    let sess = session(&s, &s.ana);
+    assert!(sess["capabilities"][SUBMISSION].is_object(), "{sess}");
+    let account = sess["primaryAccounts"][SUBMISSION]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let using = [CORE, MAIL, SUBMISSION];
+    let r = api(
+        &s,
+        &s.ana,
+        &using,
+        json!([
+            ["Identity/get", {"accountId": account}, "i"],
+            ["Mailbox/query", {"accountId": account, "filter": {"role": "drafts"}}, "d"],
+            ["Mailbox/query", {"accountId": account, "filter": {"role": "sent"}}, "s"]
+        ]),
+    )["methodResponses"]
+        .clone();
+    let identity = r[0][1]["list"][0].clone();
+    assert_eq!(identity["email"], "ana@example.com");
+    let (drafts, sent) = (r[1][1]["ids"][0].clone(), r[2][1]["ids"][0].clone());
+
+    let draft = |subject: &str, from: &str| {
+        json!({
+            "mailboxIds": {drafts.as_str().unwrap(): true},
+            "keywords": {"$draft": true, "$seen": true},
+            "from": [{"email": from}],
+            "to": [{"email": "bo@example.com"}, {"email": "carla@example.net"}],
+            "bcc": [{"email": "secret@example.org"}],
+            "subject": subject,
+            "textBody": [{"partId": "1"}],
+            "bodyValues": {"1": {"value": "See you at noon.\n"}}
+        })
+    };
+    let r = api(
+        &s,
+        &s.ana,
+        &using,
+        json!([
+            ["Email/set", {"accountId": account, "create": {
+                "d": draft("noon", "ana@example.com"),
+                "forged": draft("not me", "bo@example.com")
+            }}, "c"],
+            ["EmailSubmission/set", {"accountId": account,
+                "create": {
+                    "k": {"identityId": identity["id"], "emailId": "#d"},
+                    "x": {"identityId": identity["id"], "emailId": "#forged"},
+                    "y": {"identityId": "i999", "emailId": "#d"}
+                },
+                "onSuccessUpdateEmail": {"#k": {
+                    format!("mailboxIds/{}", drafts.as_str().unwrap()): null,
+                    format!("mailboxIds/{}", sent.as_str().unwrap()): true,
+                    "keywords/$draft": null
+                }}
+            }, "s"]
+        ]),
+    )["methodResponses"]
+        .clone();
+    assert_eq!(r[1][0], "EmailSubmission/set", "{r}");
+    let sub = &r[1][1];
+    let email_id = r[0][1]["created"]["d"]["id"].clone();
+    assert_eq!(sub["created"]["k"]["emailId"], email_id, "{sub}");
+    assert_eq!(sub["created"]["k"]["undoStatus"], "final");
+    assert_eq!(
+        sub["created"]["k"]["envelope"]["rcptTo"],
+        json!([{"email": "bo@example.com", "parameters": null},
+               {"email": "carla@example.net", "parameters": null},
+               {"email": "secret@example.org", "parameters": null}])
+    );
+    assert_eq!(sub["notCreated"]["x"]["type"], "forbiddenFrom");
+    assert_eq!(sub["notCreated"]["y"]["type"], "invalidProperties");
+    // The implicit Email/set, under the same call id.
+    assert_eq!(r[2][0], "Email/set");
+    assert_eq!(r[2][2], "s");
+    assert_eq!(
+        r[2][1]["updated"],
+        json!({email_id.as_str().unwrap(): null})
+    );
+
+    // Bo has it, without the Bcc line, marked as sent through HTTP.
+    let bo = session(&s, &s.bo)["primaryAccounts"][MAIL]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = api(&s, &s.bo, &[CORE, MAIL], json!([
+        ["Email/query", {"accountId": bo, "filter": {"subject": "noon"}}, "q"],
+        ["Email/get", {"accountId": bo, "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"},
+                       "properties": ["blobId", "bcc"]}, "g"]
+    ]))["methodResponses"].clone();
+    let got = &r[1][1]["list"][0];
+    assert_eq!(got["bcc"], Value::Null, "{got}");
+    let download = http_with(
+        &s.addr,
+        "GET",
+        &format!(
+            "/jmap/download/{bo}/{}/m.eml",
+            got["blobId"].as_str().unwrap()
+        ),
+        &[("Authorization", &s.bo)],
+        b"",
+    );
+    let text = String::from_utf8_lossy(&download.body).to_string();
+    assert!(!text.contains("secret@example.org"), "{text}");
+    assert!(text.contains(" with HTTP id "), "{text}");
+    assert!(text.contains("See you at noon."), "{text}");
+
+    // The other servers' recipients wait in the outbound queue.
+    let q = http_with(
+        &s.addr,
+        "GET",
+        "/v1/admin/outbound",
+        &[("Authorization", &format!("Bearer {admin}"))],
+        b"",
+    );
+    let q = String::from_utf8_lossy(&q.body).to_string();
+    assert!(
+        q.contains("carla@example.net") && q.contains("secret@example.org"),
+        "{q}"
+    );
 }
 
 #[test]

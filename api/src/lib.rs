@@ -53,6 +53,9 @@ pub struct ApiConfig {
     /// The outbound queue of this process, for `GET /v1/admin/outbound`
     /// (none where no SMTP service runs).
     pub outbound: Option<Arc<dyn cofre_storage::outbound::OutboundView>>,
+    /// Sending for JMAP's `EmailSubmission` (none where no SMTP service
+    /// runs: submissions are then refused).
+    pub submit: Option<Arc<dyn cofre_storage::outbound::Submit>>,
 }
 
 impl Default for ApiConfig {
@@ -64,6 +67,7 @@ impl Default for ApiConfig {
             admin_token: None,
             limiter: Arc::default(),
             outbound: None,
+            submit: None,
         }
     }
 }
@@ -112,6 +116,11 @@ impl AppState {
 
     fn router(&self) -> &Arc<Router> {
         &self.inner.router
+    }
+
+    /// Where JMAP submissions are sent, if this process sends mail.
+    fn submit(&self) -> Option<&dyn cofre_storage::outbound::Submit> {
+        self.inner.config.submit.as_deref()
     }
 }
 

@@ -98,6 +98,38 @@ impl Default for Config {
     }
 }
 
+/// Submission for other front ends (JMAP): [`Session::submit_for`]
+/// behind the storage crate's [`Submit`](cofre_storage::outbound::Submit).
+#[derive(Debug)]
+pub struct Submitter {
+    /// The link to the primaries.
+    pub router: Arc<Router>,
+    /// A submission service's settings (its `submission` must be set).
+    pub config: Arc<Config>,
+}
+
+impl cofre_storage::outbound::Submit for Submitter {
+    fn submit<'a>(
+        &'a self,
+        alias: &'a AliasAddress,
+        session: SessionId,
+        mail_from: &'a str,
+        rcpts: &'a [String],
+        raw: &'a [u8],
+    ) -> cofre_storage::outbound::SubmitFuture<'a> {
+        Box::pin(Session::submit_for(
+            Arc::clone(&self.router),
+            Arc::clone(&self.config),
+            "HTTP",
+            alias.clone(),
+            session,
+            mail_from.to_string(),
+            rcpts.to_vec(),
+            raw,
+        ))
+    }
+}
+
 /// What the server does after a command.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
@@ -161,6 +193,9 @@ pub struct Session {
     /// Submission: the authenticated alias and its session.
     auth: Option<(AliasAddress, SessionId)>,
     sasl: Option<Sasl>,
+    /// Submission through another front end (JMAP): named in `Received`;
+    /// no copy into Sent (that client files its own).
+    via: Option<&'static str>,
 }
 
 fn reply(code: u16, status: &str, text: &str) -> String {
@@ -191,7 +226,43 @@ impl Session {
             envelope: None,
             auth: None,
             sasl: None,
+            via: None,
         }
+    }
+
+    /// Submits a message for an alias logged in through another front end
+    /// (JMAP `EmailSubmission`, named by `via` in the `Received` header):
+    /// the submission service's path — DKIM signing, our recipients'
+    /// mailboxes and rules, the outbound queue for the others — without a
+    /// copy into Sent. The SMTP reply: `2xx` when every copy is durable or
+    /// queued.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn submit_for(
+        router: Arc<Router>,
+        config: Arc<Config>,
+        via: &'static str,
+        alias: AliasAddress,
+        session: SessionId,
+        mail_from: String,
+        rcpts: Vec<String>,
+        raw: &[u8],
+    ) -> String {
+        if config.submission.is_none() {
+            return reply(554, "5.3.0", "This service does not submit mail");
+        }
+        let peer = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut s = Session::new(router, config, peer, true);
+        s.auth = Some((alias, session));
+        s.via = Some(via);
+        let env = Envelope {
+            from: mail_from,
+            params: MailParams::default(),
+            rcpts,
+            returns: Vec::new(),
+            chunks: Vec::new(),
+            chunk_error: None,
+        };
+        s.deliver(env, raw).await
     }
 
     /// Ends the session's link session, if AUTH opened one.
@@ -514,20 +585,28 @@ impl Session {
             (false, true) => "ESMTP".to_string(),
             (false, false) => "SMTP".to_string(),
         };
-        if self.tls {
-            with.push('S');
-        }
-        if self.auth.is_some() {
-            with.push('A');
+        if let Some(via) = self.via {
+            with = via.to_string();
+        } else {
+            if self.tls {
+                with.push('S');
+            }
+            if self.auth.is_some() {
+                with.push('A');
+            }
         }
         let helo: String = helo
             .chars()
             .filter(|c| !c.is_control() && *c != '(' && *c != ')')
             .take(255)
             .collect();
+        // Mail from another front end has no SMTP client to name.
+        let from = match self.via {
+            Some(_) => String::new(),
+            None => format!("from {helo} ([{}])\r\n\t", self.peer.ip()),
+        };
         let mut out = format!(
-            "Received: from {helo} ([{}])\r\n\tby {} (Cofre) with {with} id {id}",
-            self.peer.ip(),
+            "Received: {from}by {} (Cofre) with {with} id {id}",
             self.config.hostname
         );
         if let [only] = env.rcpts.as_slice() {
@@ -918,6 +997,10 @@ impl Session {
             if !r.starts_with('2') {
                 return r;
             }
+        }
+        if self.via.is_some() {
+            tracing::info!(id, local = local.len(), remote = remote.len(), "submitted");
+            return reply(250, "2.0.0", &format!("Ok: queued as {id}"));
         }
         let sent = async {
             let folders = match self

@@ -81,6 +81,27 @@ pub trait OutboundView: Send + Sync + std::fmt::Debug {
     ) -> std::result::Result<Vec<crate::webhook::WebhookDelivery>, String>;
 }
 
+/// What [`Submit::submit`] returns: the SMTP reply of the submission
+/// path (`250 …` when every copy is stored or queued).
+pub type SubmitFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send + 'a>>;
+
+/// Sends mail for an alias logged in through another front end (JMAP's
+/// `EmailSubmission`); the process that runs the SMTP services provides
+/// it, so the HTTP API needs no SMTP code of its own.
+pub trait Submit: Send + Sync + std::fmt::Debug {
+    /// Submits `raw` from `mail_from` to `rcpts` on behalf of `alias`,
+    /// whose link session is `session`.
+    fn submit<'a>(
+        &'a self,
+        alias: &'a crate::AliasAddress,
+        session: crate::primary::SessionId,
+        mail_from: &'a str,
+        rcpts: &'a [String],
+        raw: &'a [u8],
+    ) -> SubmitFuture<'a>;
+}
+
 /// The outbound queue file.
 pub struct Outbound {
     pub(crate) conn: Connection,

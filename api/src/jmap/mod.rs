@@ -23,7 +23,9 @@ use crate::auth::Session;
 
 mod blob;
 mod compose;
+mod submission;
 pub use blob::{download, upload};
+pub use submission::SUBMISSION;
 
 /// The core capability.
 pub const CORE: &str = "urn:ietf:params:jmap:core";
@@ -89,6 +91,7 @@ pub async fn session_resource(session: Session) -> Response {
                 "collationAlgorithms": ["i;ascii-casemap"],
             },
             MAIL: {},
+            SUBMISSION: {},
         },
         "accounts": {
             account.clone(): {
@@ -105,10 +108,14 @@ pub async fn session_resource(session: Session) -> Response {
                         "emailQuerySortOptions": ["receivedAt", "sentAt", "size", "from", "to", "subject", "hasKeyword"],
                         "mayCreateTopLevelMailbox": true,
                     },
+                    SUBMISSION: {
+                        "maxDelayedSend": 0,
+                        "submissionExtensions": {},
+                    },
                 },
             },
         },
-        "primaryAccounts": { CORE: account.clone(), MAIL: account },
+        "primaryAccounts": { CORE: account.clone(), MAIL: account.clone(), SUBMISSION: account },
         "username": address,
         "apiUrl": "/jmap/api",
         "downloadUrl": "/jmap/download/{accountId}/{blobId}/{name}?accept={type}",
@@ -157,7 +164,11 @@ impl MethodError {
 type MethodResult = Result<Value, MethodError>;
 
 /// The API endpoint (RFC 8620 §3): runs each method call in order.
-pub async fn api(session: Session, body: Bytes) -> Response {
+pub async fn api(
+    axum::extract::State(app): axum::extract::State<crate::AppState>,
+    session: Session,
+    body: Bytes,
+) -> Response {
     if body.len() > MAX_SIZE_REQUEST {
         return request_error("limit", "the request is too large", Some("maxSizeRequest"));
     }
@@ -170,7 +181,7 @@ pub async fn api(session: Session, body: Bytes) -> Response {
         Err(detail) => return request_error("notRequest", &detail, None),
     };
     for capability in &using {
-        if capability != CORE && capability != MAIL {
+        if ![CORE, MAIL, SUBMISSION].contains(&capability.as_str()) {
             return request_error(
                 "unknownCapability",
                 &format!("unknown capability {capability}"),
@@ -187,28 +198,74 @@ pub async fn api(session: Session, body: Bytes) -> Response {
     }
     let account = account_id(session.address.as_str());
     let mut responses: Vec<Value> = Vec::new();
+    // Creation id → id, for `#creationId` references (RFC 8620 §5.3).
+    let mut created: Map<String, Value> = created_ids
+        .as_ref()
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     for (name, args, call_id) in calls {
+        let needs = if name.starts_with("Identity/") || name.starts_with("EmailSubmission/") {
+            SUBMISSION
+        } else {
+            MAIL
+        };
         let result = match resolve_references(args, &responses) {
-            Ok(args) => {
-                if name != "Core/echo" && !using.iter().any(|u| u == MAIL) {
-                    Err(MethodError::new(
-                        "unknownMethod",
-                        format!("{name} needs the {MAIL} capability in using"),
-                    ))
-                } else {
-                    call(&session, &account, &name, args).await
-                }
+            Ok(_) if name != "Core/echo" && !using.iter().any(|u| u == needs) => {
+                Err(MethodError::new(
+                    "unknownMethod",
+                    format!("{name} needs the {needs} capability in using"),
+                ))
             }
+            Ok(args) if name == "EmailSubmission/set" => {
+                let r = match check_account(&args, &account) {
+                    Ok(()) => {
+                        submission::submission_set(
+                            &session,
+                            &account,
+                            &args,
+                            &created,
+                            app.submit(),
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+                // The implicit Email/set of onSuccess…Email, answered under
+                // the same call id.
+                if let Ok(v) = &r
+                    && let Some(then) = submission::follow_up(&account, &args, v)
+                {
+                    responses.push(json!([name, v, call_id]));
+                    let r = email_set(&session, &account, &then).await;
+                    match r {
+                        Ok(v) => responses.push(json!(["Email/set", v, call_id])),
+                        Err(e) => responses.push(json!(["error", e.to_value(), call_id])),
+                    }
+                    continue;
+                }
+                r
+            }
+            Ok(args) => call(&session, &account, &name, args).await,
             Err(e) => Err(e),
         };
         match result {
-            Ok(v) => responses.push(json!([name, v, call_id])),
+            Ok(v) => {
+                if let Some(Value::Object(made)) = v.get("created") {
+                    for (cid, o) in made {
+                        if let Some(id) = o.get("id") {
+                            created.insert(cid.clone(), id.clone());
+                        }
+                    }
+                }
+                responses.push(json!([name, v, call_id]))
+            }
             Err(e) => responses.push(json!(["error", e.to_value(), call_id])),
         }
     }
     let mut out = json!({ "methodResponses": responses, "sessionState": SESSION_STATE });
-    if let Some(ids) = created_ids {
-        out["createdIds"] = ids;
+    if created_ids.is_some() {
+        out["createdIds"] = Value::Object(created);
     }
     json_response(StatusCode::OK, &out)
 }
@@ -331,7 +388,7 @@ async fn call(
     name: &str,
     args: Map<String, Value>,
 ) -> MethodResult {
-    const METHODS: [&str; 11] = [
+    const METHODS: [&str; 14] = [
         "Mailbox/get",
         "Mailbox/query",
         "Mailbox/changes",
@@ -343,6 +400,9 @@ async fn call(
         "Email/set",
         "Email/import",
         "Email/parse",
+        "Identity/get",
+        "Identity/changes",
+        "EmailSubmission/set",
     ];
     if name == "Core/echo" {
         return Ok(Value::Object(args));
@@ -353,13 +413,7 @@ async fn call(
             format!("{name} is not a method here"),
         ));
     }
-    match args.get("accountId") {
-        Some(Value::String(a)) if a == account => {}
-        Some(Value::String(_)) => {
-            return Err(MethodError::new("accountNotFound", "no such account"));
-        }
-        _ => return Err(MethodError::invalid("accountId is required")),
-    }
+    check_account(&args, account)?;
     match name {
         "Mailbox/get" => mailbox_get(session, account, &args).await,
         "Email/query" => email_query(session, account, &args).await,
@@ -371,11 +425,22 @@ async fn call(
         "Email/set" => email_set(session, account, &args).await,
         "Email/import" => blob::email_import(session, account, &args).await,
         "Email/parse" => blob::email_parse(session, account, &args).await,
+        "Identity/get" => submission::identity_get(session, account, &args),
+        "Identity/changes" => submission::identity_changes(account, &args),
         "Mailbox/query" => mailbox_query(session, account, &args).await,
         _ => Err(MethodError::new(
             "unknownMethod",
             format!("{name} is not a method here"),
         )),
+    }
+}
+
+/// The `accountId` argument names this session's account.
+fn check_account(args: &Map<String, Value>, account: &str) -> Result<(), MethodError> {
+    match args.get("accountId") {
+        Some(Value::String(a)) if a == account => Ok(()),
+        Some(Value::String(_)) => Err(MethodError::new("accountNotFound", "no such account")),
+        _ => Err(MethodError::invalid("accountId is required")),
     }
 }
 
