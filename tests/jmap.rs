@@ -940,6 +940,75 @@ fn email_submission_sends_a_draft_and_files_it() {
     );
 }
 
+/// RFC 8620 §7.3: an EventSource listener is told of a change made
+/// elsewhere with a StateChange carrying the new state, which
+/// Email/changes then answers from.
+#[test]
+fn event_source_pushes_state_changes() {
+    let s = serve();
+    let account = session(&s, &s.ana)["primaryAccounts"][MAIL]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let get = |calls: Value| api(&s, &s.ana, &[CORE, MAIL], calls)["methodResponses"].clone();
+    let before = get(json!([["Email/get", {"accountId": account, "ids": []}, "0"]]))[0][1]["state"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (addr, auth) = (s.addr.clone(), s.ana.clone());
+    let listener = std::thread::spawn(move || {
+        http_with(
+            &addr,
+            "GET",
+            "/jmap/eventsource?types=Email,Thread&closeafter=state&ping=0",
+            &[("Authorization", &auth)],
+            b"",
+        )
+    });
+    // Changes until the listener, once subscribed, hears one and closes.
+    let mut n = 0;
+    while !listener.is_finished() {
+        n += 1;
+        assert!(n < 100, "no state event in 20 s");
+        import(&s, &s.ana, &format!("Subject: push {n}\r\n\r\nx\r\n"));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let r = listener.join().unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        r.headers.to_lowercase().contains("text/event-stream"),
+        "{}",
+        r.headers
+    );
+    let text = String::from_utf8(r.body).unwrap();
+    assert!(text.contains("event: state"), "{text}");
+    let data = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .expect("a data line");
+    let change: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(change["@type"], "StateChange");
+    let states = change["changed"][&account].as_object().unwrap();
+    let keys: Vec<&String> = states.keys().collect();
+    assert_eq!(keys, ["Email", "Thread"], "only the types asked for");
+    let pushed = states["Email"].as_str().unwrap();
+    assert_ne!(pushed, before);
+    let r = get(json!([["Email/changes", {"accountId": account, "sinceState": before}, "c"]]));
+    assert!(
+        !r[0][1]["created"].as_array().unwrap().is_empty(),
+        "{}",
+        r[0][1]
+    );
+    let bad = http_with(
+        &s.addr,
+        "GET",
+        "/jmap/eventsource?types=*&closeafter=sometimes&ping=0",
+        &[("Authorization", &s.ana)],
+        b"",
+    );
+    assert_eq!(bad.status, 400);
+}
+
 #[test]
 fn email_set_changes_keywords_and_mailboxes_and_destroys() {
     let s = serve();

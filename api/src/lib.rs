@@ -268,6 +268,7 @@ pub fn app(state: AppState) -> Routes {
             "/jmap/download/{account}/{blob}/{name}",
             get(jmap::download),
         )
+        .route("/jmap/eventsource", get(jmap::event_source))
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", doc))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

@@ -611,7 +611,7 @@ pub async fn watch_events(
 
 /// A stream fed by a task: the task gets a sender, the stream ends when the
 /// task does (or the client goes away and the sender fails).
-fn async_stream<T, F, Fut>(f: F) -> impl Stream<Item = T>
+pub(crate) fn async_stream<T, F, Fut>(f: F) -> impl Stream<Item = T>
 where
     T: Send + 'static,
     F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,

@@ -23,8 +23,10 @@ use crate::auth::Session;
 
 mod blob;
 mod compose;
+mod push;
 mod submission;
 pub use blob::{download, upload};
+pub use push::event_source;
 pub use submission::SUBMISSION;
 
 /// The core capability.
