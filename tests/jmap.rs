@@ -146,7 +146,12 @@ fn the_session_resource_describes_the_account_and_its_limits() {
     assert_eq!(v["accounts"][account]["name"], "ana@example.com");
     assert_eq!(v["accounts"][account]["isPersonal"], true);
     assert_eq!(v["capabilities"][CORE]["maxCallsInRequest"], 32);
-    assert_eq!(v["apiUrl"], "/jmap/api");
+    // Absolute URLs, as the client reached the server.
+    assert_eq!(v["apiUrl"], format!("http://{}/jmap/api", s.addr));
+    assert_eq!(
+        v["uploadUrl"],
+        format!("http://{}/jmap/upload/{{accountId}}/", s.addr)
+    );
     let bo = session(&s, &s.bo);
     assert_ne!(
         bo["primaryAccounts"][MAIL], account,

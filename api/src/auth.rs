@@ -55,7 +55,7 @@ pub fn client_ip(parts: &Parts) -> Option<IpAddr> {
     parts
         .extensions
         .get::<ConnectInfo<crate::tls::PeerAddr>>()
-        .map(|c| c.0.0.ip())
+        .map(|c| c.0.addr.ip())
 }
 
 enum Credentials {

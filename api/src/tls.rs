@@ -77,13 +77,21 @@ impl axum::serve::Listener for TlsListener {
 /// The client's address, for connection info on plain and TLS listeners
 /// alike (`into_make_service_with_connect_info::<PeerAddr>()`).
 #[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
+pub struct PeerAddr {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// Whether the connection is TLS (for URLs the server hands out).
+    pub tls: bool,
+}
 
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
     for PeerAddr
 {
     fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> PeerAddr {
-        PeerAddr(*stream.remote_addr())
+        PeerAddr {
+            addr: *stream.remote_addr(),
+            tls: true,
+        }
     }
 }
 
@@ -91,6 +99,9 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpL
     for PeerAddr
 {
     fn connect_info(stream: axum::serve::IncomingStream<'_, TcpListener>) -> PeerAddr {
-        PeerAddr(*stream.remote_addr())
+        PeerAddr {
+            addr: *stream.remote_addr(),
+            tls: false,
+        }
     }
 }

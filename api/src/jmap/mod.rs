@@ -76,10 +76,44 @@ fn request_error(kind: &str, detail: &str, limit: Option<&str>) -> Response {
         .into_response()
 }
 
+/// This server's URL as the client reached it (`https://host:port`), for
+/// the absolute URLs of the session resource; empty (relative URLs) when
+/// the request names no usable host.
+fn base_url(parts: &axum::http::request::Parts) -> String {
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        });
+    let Some(host) = host else {
+        return String::new();
+    };
+    let tls = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<crate::tls::PeerAddr>>()
+        .is_some_and(|c| c.0.tls);
+    // Behind a TLS-terminating proxy the client's scheme is the proxy's.
+    let forwarded_tls = parts
+        .headers
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    let scheme = if tls || forwarded_tls {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{host}")
+}
+
 /// The session resource (RFC 8620 §2).
-pub async fn session_resource(session: Session) -> Response {
+pub async fn session_resource(session: Session, parts: axum::http::request::Parts) -> Response {
     let address = session.address.to_string();
     let account = account_id(&address);
+    let base = base_url(&parts);
     let v = json!({
         "capabilities": {
             CORE: {
@@ -119,10 +153,10 @@ pub async fn session_resource(session: Session) -> Response {
         },
         "primaryAccounts": { CORE: account.clone(), MAIL: account.clone(), SUBMISSION: account },
         "username": address,
-        "apiUrl": "/jmap/api",
-        "downloadUrl": "/jmap/download/{accountId}/{blobId}/{name}?accept={type}",
-        "uploadUrl": "/jmap/upload/{accountId}/",
-        "eventSourceUrl": "/jmap/eventsource?types={types}&closeafter={closeafter}&ping={ping}",
+        "apiUrl": format!("{base}/jmap/api"),
+        "downloadUrl": format!("{base}/jmap/download/{{accountId}}/{{blobId}}/{{name}}?accept={{type}}"),
+        "uploadUrl": format!("{base}/jmap/upload/{{accountId}}/"),
+        "eventSourceUrl": format!("{base}/jmap/eventsource?types={{types}}&closeafter={{closeafter}}&ping={{ping}}"),
         "state": SESSION_STATE,
     });
     json_response(StatusCode::OK, &v)
