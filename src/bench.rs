@@ -13,7 +13,7 @@ use cofre_storage::{
 /// What to measure, and how big.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// What to measure: the storage engine, or the link.
+    /// What to measure (storage, link, api, jmap, imap, smtp).
     #[arg(value_enum, default_value_t = Suite::Storage)]
     suite: Suite,
     /// 10 KB messages ingested to measure ingest rate.
@@ -68,6 +68,9 @@ enum Suite {
     /// The HTTP API over loopback with keep-alive: listing, search, and
     /// authenticated reads per second.
     Api,
+    /// JMAP over loopback: the inbox page (query + get), full-text
+    /// queries, and IMAP changes heard by an EventSource listener.
+    Jmap,
     /// The IMAP bridge: FETCH over 10,000 messages, a mixed load beside
     /// Dovecot, memory of 10,000 connections in IDLE.
     Imap,
@@ -259,6 +262,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Suite::Storage => storage(args),
         Suite::Link => crate::bench_link::run(),
         Suite::Api => crate::bench_api::run(args.search_messages),
+        Suite::Jmap => crate::bench_jmap::run(args.search_messages),
         Suite::Imap => crate::bench_imap::run(crate::bench_imap::ImapBench {
             messages: args.fetch_messages,
             clients: args.clients,

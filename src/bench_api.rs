@@ -17,13 +17,13 @@ use crate::bench::{Rng, Vocabulary, median, ms};
 const SECRET: &[u8] = b"benchmark cluster secret";
 
 /// A keep-alive HTTP/1.1 connection that reads `Content-Length` bodies.
-struct Conn {
+pub(crate) struct Conn {
     stream: TcpStream,
     buf: Vec<u8>,
 }
 
 impl Conn {
-    async fn open(addr: &str) -> Result<Conn> {
+    pub(crate) async fn open(addr: &str) -> Result<Conn> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         Ok(Conn {
@@ -33,7 +33,7 @@ impl Conn {
     }
 
     /// Sends a request and returns (status, body).
-    async fn call(
+    pub(crate) async fn call(
         &mut self,
         method: &str,
         path: &str,

@@ -5,6 +5,7 @@ mod bench;
 mod bench_api;
 mod bench_dovecot;
 mod bench_imap;
+mod bench_jmap;
 mod bench_link;
 mod bench_postfix;
 mod bench_smtp;

@@ -364,11 +364,17 @@ fn mail_is_read_with_queries_and_result_references() {
             ["Email/query", {"accountId": account, "filter": {"unknownThing": 1}}, "u"],
             ["Email/query", {"accountId": account, "sort": [{"property": "color"}]}, "s"],
             ["Email/get", {"accountId": account, "ids": ["e999999", "zz"]}, "g"],
-            ["Email/get", {"accountId": account, "ids": [], "properties": ["header:List-Id:asText"]}, "b"]
+            ["Email/get", {"accountId": account, "ids": [], "properties": ["header:List-Id:asText"]}, "b"],
+            ["Email/query", {"accountId": account, "position": 1000, "limit": 5}, "far"],
+            ["Email/query", {"accountId": account, "limit": 1, "calculateTotal": true}, "total"]
         ]),
     );
     let r = &v["methodResponses"];
     assert_eq!(r[0][1]["position"], 1);
+    // Past the end: no ids, and the position clamped to the total.
+    assert_eq!(r[6][1]["ids"], json!([]));
+    assert_eq!(r[6][1]["position"], r[7][1]["total"]);
+    assert_eq!(r[7][1]["ids"].as_array().unwrap().len(), 1);
     // The same window by anchor: one before the second by subject.
     let second = r[0][1]["ids"][0].clone();
     let a = api(
@@ -1012,6 +1018,107 @@ fn event_source_pushes_state_changes() {
         b"",
     );
     assert_eq!(bad.status, 400);
+}
+
+/// RFC 8621 §2.5: mailboxes created (a child by creation id), renamed,
+/// moved, unsubscribed, and destroyed only when empty or asked to remove
+/// their emails; role mailboxes stay.
+#[test]
+fn mailbox_set_creates_renames_and_destroys() {
+    let s = serve();
+    let account = session(&s, &s.ana)["primaryAccounts"][MAIL]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let get = |calls: Value| api(&s, &s.ana, &[CORE, MAIL], calls)["methodResponses"].clone();
+    let r = get(json!([
+        ["Mailbox/set", {"accountId": account, "create": {
+            "work": {"name": "Work", "isSubscribed": true},
+            "bad": {"name": "a/b"},
+            "roled": {"name": "X", "role": "inbox"}
+        }}, "1"],
+        ["Mailbox/set", {"accountId": account, "create": {
+            "proj": {"name": "Projects", "parentId": "#p"}
+        }}, "2"]
+    ]));
+    let work = r[0][1]["created"]["work"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(r[0][1]["created"]["work"]["totalEmails"], 0);
+    assert_eq!(r[0][1]["notCreated"]["bad"]["properties"], json!(["name"]));
+    assert_eq!(
+        r[0][1]["notCreated"]["roled"]["properties"],
+        json!(["role"])
+    );
+    assert_eq!(
+        r[1][1]["notCreated"]["proj"]["properties"],
+        json!(["parentId"])
+    );
+    let r = get(json!([
+        ["Mailbox/set", {"accountId": account, "create": {
+            "a": {"name": "Clients", "parentId": work},
+            "b": {"name": "Acme", "parentId": "#a"}
+        }}, "c"],
+        ["Mailbox/get", {"accountId": account, "ids": null, "properties": ["name", "parentId", "isSubscribed", "role"]}, "g"]
+    ]));
+    let clients = r[0][1]["created"]["a"]["id"].as_str().unwrap().to_string();
+    let acme = r[0][1]["created"]["b"]["id"].as_str().unwrap().to_string();
+    let list = r[1][1]["list"].as_array().unwrap().clone();
+    let find = |list: &[Value], id: &str| list.iter().find(|m| m["id"] == id).unwrap().clone();
+    assert_eq!(find(&list, &acme)["parentId"], clients.as_str());
+    assert_eq!(find(&list, &acme)["name"], "Acme");
+    assert_eq!(find(&list, &acme)["isSubscribed"], false);
+    assert_eq!(find(&list, &work)["isSubscribed"], true);
+    let inbox = list.iter().find(|m| m["role"] == "inbox").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Rename, move to the top level, subscribe; a role mailbox stays put.
+    let r = get(json!([
+        ["Mailbox/set", {"accountId": account, "update": {
+            clients.clone(): {"name": "Customers", "parentId": null},
+            acme.clone(): {"isSubscribed": true},
+            inbox.clone(): {"name": "Elsewhere"}
+        }}, "u"],
+        ["Mailbox/get", {"accountId": account, "ids": [clients, acme], "properties": ["name", "parentId", "isSubscribed"]}, "g"]
+    ]));
+    assert_eq!(
+        r[0][1]["updated"],
+        json!({clients.clone(): null, acme.clone(): null})
+    );
+    assert_eq!(r[0][1]["notUpdated"][&inbox]["type"], "forbidden");
+    assert_eq!(r[1][1]["list"][0]["name"], "Customers");
+    assert_eq!(r[1][1]["list"][0]["parentId"], Value::Null);
+    assert_eq!(
+        r[1][1]["list"][1]["parentId"],
+        clients.as_str(),
+        "children move along"
+    );
+    assert_eq!(r[1][1]["list"][1]["isSubscribed"], true);
+
+    // An email in Acme (and the inbox): destroying asks first.
+    import(&s, &s.ana, "Subject: for acme\r\n\r\nx\r\n");
+    let r = get(json!([["Email/query", {"accountId": account}, "q"]]));
+    let email = r[0][1]["ids"][0].as_str().unwrap().to_string();
+    let r = get(json!([
+        ["Email/set", {"accountId": account, "update": {email.clone(): {format!("mailboxIds/{acme}"): true}}}, "e"],
+        ["Mailbox/set", {"accountId": account, "destroy": [clients.clone(), acme.clone(), inbox.clone()]}, "d"]
+    ]));
+    assert_eq!(r[1][1]["notDestroyed"][&clients]["type"], "mailboxHasChild");
+    assert_eq!(r[1][1]["notDestroyed"][&acme]["type"], "mailboxHasEmail");
+    assert_eq!(r[1][1]["notDestroyed"][&inbox]["type"], "forbidden");
+    let r = get(json!([
+        ["Mailbox/set", {"accountId": account, "destroy": [acme.clone()], "onDestroyRemoveEmails": true}, "d"],
+        ["Email/get", {"accountId": account, "ids": [email], "properties": ["mailboxIds"]}, "g"]
+    ]));
+    assert_eq!(r[0][1]["destroyed"], json!([acme]));
+    assert_eq!(
+        r[1][1]["list"][0]["mailboxIds"],
+        json!({inbox: true}),
+        "kept where else it was"
+    );
 }
 
 #[test]

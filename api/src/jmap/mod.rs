@@ -23,6 +23,7 @@ use crate::auth::Session;
 
 mod blob;
 mod compose;
+mod mailbox_set;
 mod push;
 mod submission;
 pub use blob::{download, upload};
@@ -424,8 +425,9 @@ async fn call(
     name: &str,
     args: Map<String, Value>,
 ) -> MethodResult {
-    const METHODS: [&str; 14] = [
+    const METHODS: [&str; 15] = [
         "Mailbox/get",
+        "Mailbox/set",
         "Mailbox/query",
         "Mailbox/changes",
         "Thread/get",
@@ -464,6 +466,7 @@ async fn call(
         "Identity/get" => submission::identity_get(session, account, &args),
         "Identity/changes" => submission::identity_changes(account, &args),
         "Mailbox/query" => mailbox_query(session, account, &args).await,
+        "Mailbox/set" => mailbox_set::mailbox_set(session, account, &args).await,
         _ => Err(MethodError::new(
             "unknownMethod",
             format!("{name} is not a method here"),
@@ -727,11 +730,7 @@ async fn mailbox_get(session: &Session, account: &str, args: &Map<String, Value>
                     )
                     .await?
                 ),
-                "myRights" => json!({
-                    "mayReadItems": true, "mayAddItems": true, "mayRemoveItems": true,
-                    "maySetSeen": true, "maySetKeywords": true, "mayCreateChild": true,
-                    "mayRename": f.role.is_none(), "mayDelete": f.role.is_none(), "maySubmit": true,
-                }),
+                "myRights" => rights(f),
                 "isSubscribed" => json!(f.subscribed),
                 _ => continue,
             };
@@ -792,6 +791,16 @@ async fn thread_get(session: &Session, account: &str, args: &Map<String, Value>)
         list.push(t);
     }
     Ok(json!({ "accountId": account, "state": st, "list": list, "notFound": not_found }))
+}
+
+/// What the owner may do with a mailbox (RFC 8621 §2): everything, but
+/// a mailbox with a role keeps its name and is not destroyed.
+fn rights(f: &Folder) -> Value {
+    json!({
+        "mayReadItems": true, "mayAddItems": true, "mayRemoveItems": true,
+        "maySetSeen": true, "maySetKeywords": true, "mayCreateChild": true,
+        "mayRename": f.role.is_none(), "mayDelete": f.role.is_none(), "maySubmit": true,
+    })
 }
 
 /// A folder's own name (the last part of its path).
@@ -1103,7 +1112,7 @@ async fn email_query(session: &Session, account: &str, args: &Map<String, Value>
             ascending: false,
         });
     }
-    let query = Query {
+    let mut query = Query {
         folder: None,
         filter,
         sort,
@@ -1112,6 +1121,32 @@ async fn email_query(session: &Session, account: &str, args: &Map<String, Value>
         limit: None,
     };
     let st = state(session).await?;
+    // A plain page (no anchor, no count from the end, no total) is cut by
+    // the store, which stops reading at the page's end; anything else
+    // needs every hit.
+    if anchor.is_none()
+        && position >= 0
+        && !calculate_total
+        && let Some(l) = limit
+    {
+        query.position = position as usize;
+        query.limit = Some(l as usize);
+        let hits = search(session, query.clone()).await?;
+        if !hits.is_empty() || position == 0 {
+            let ids: Vec<String> = hits.iter().map(|h| format!("e{}", h.email_id.0)).collect();
+            return Ok(json!({
+                "accountId": account,
+                "queryState": st,
+                "canCalculateChanges": false,
+                "position": position,
+                "ids": ids,
+                "limit": l,
+            }));
+        }
+        // Past the end: the position is clamped to the total, below.
+        query.position = 0;
+        query.limit = None;
+    }
     let hits = search(session, query).await?;
     let total = hits.len();
     // With an anchor, the window starts anchorOffset from it; a negative
