@@ -20,6 +20,7 @@ from jmapc import (
     Client,
     Comparator,
     Email,
+    Mailbox,
     EmailAddress,
     EmailBodyPart,
     EmailBodyValue,
@@ -40,6 +41,7 @@ from jmapc.methods import (
     IdentityGet,
     MailboxGet,
     MailboxQuery,
+    MailboxSet,
     ThreadGet,
 )
 
@@ -193,6 +195,20 @@ check(filed.mailbox_ids == {role["sent"]: True}, f"filed {filed.mailbox_ids}")
 check(not filed.keywords or "$draft" not in filed.keywords, f"keywords {filed.keywords}")
 inbox_of_bo = ok(bo.request(EmailQuery(filter=EmailQueryFilterCondition(text="lunch")))).ids
 check(len(inbox_of_bo) == 1, f"bo received {inbox_of_bo}")
+
+# Mailbox CRUD: a folder made, the report moved in, the folder renamed,
+# then destroyed with its email.
+made = ok(ana.request(MailboxSet(create={"r": Mailbox(name="Reports", parent_id=None)})))
+reports = made.created["r"].id
+ok(ana.request(EmailSet(update={report_id: {"mailboxIds": {reports: True}}})))
+ok(ana.request(MailboxSet(update={reports: {"name": "Old reports"}})))
+box = ok(ana.request(MailboxGet(ids=[reports]))).data[0]
+check(box.name == "Old reports" and box.total_emails == 1, f"mailbox {box}")
+kept = ok(ana.request(MailboxSet(destroy=[reports])))
+check(kept.not_destroyed[reports].type == "mailboxHasEmail", f"{kept.not_destroyed}")
+gone = ok(ana.request(MailboxSet(destroy=[reports], on_destroy_remove_emails=True)))
+check(gone.destroyed == [reports], f"destroyed {gone.destroyed}")
+check(ok(ana.request(EmailGet(ids=[report_id]))).not_found == [report_id], "the email went with it")
 
 # Push: ana listens; bo sends; a StateChange arrives with a new state.
 listener = Client.create_with_password(
