@@ -16,7 +16,10 @@ struct Server {
     addr: String,
     _tmp: tempfile::TempDir,
     ana: String,
+    ana_password: String,
     bo: String,
+    /// The IMAP listener, when asked for (`--imap`).
+    imap: Option<String>,
 }
 
 fn serve() -> Server {
@@ -28,7 +31,8 @@ fn serve() -> Server {
 fn serve_with(extra: &[&str], env: &[(&str, &str)]) -> Server {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let ana = basic("ana@example.com", &create_alias(&data, "ana@example.com"));
+    let ana_password = create_alias(&data, "ana@example.com");
+    let ana = basic("ana@example.com", &ana_password);
     let bo = basic("bo@example.com", &create_alias(&data, "bo@example.com"));
     let mut args = vec![
         "--data",
@@ -42,12 +46,20 @@ fn serve_with(extra: &[&str], env: &[(&str, &str)]) -> Server {
     args.extend_from_slice(extra);
     let mut p = Proc::start(&args, env);
     let addr = p.wait_for("http listening on http://");
+    p.wait_for("ready");
+    let imap = p.seen.iter().find_map(|l| {
+        l.strip_prefix("imap listening on ")
+            .and_then(|r| r.split_whitespace().next())
+            .map(str::to_string)
+    });
     Server {
         _proc: p,
         addr,
         _tmp: tmp,
         ana,
+        ana_password,
         bo,
+        imap,
     }
 }
 
@@ -1119,6 +1131,192 @@ fn mailbox_set_creates_renames_and_destroys() {
         json!({inbox: true}),
         "kept where else it was"
     );
+}
+
+/// A plain IMAP connection, one tagged command at a time.
+struct Imap {
+    r: std::io::BufReader<std::net::TcpStream>,
+    n: u32,
+}
+
+impl Imap {
+    fn login(addr: &str, user: &str, password: &str) -> Imap {
+        use std::io::BufRead;
+        let s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut imap = Imap {
+            r: std::io::BufReader::new(s),
+            n: 0,
+        };
+        let mut greeting = String::new();
+        imap.r.read_line(&mut greeting).unwrap();
+        imap.run(&format!("LOGIN {user} \"{password}\""));
+        imap.run("SELECT INBOX");
+        imap
+    }
+
+    /// Runs a command; fails unless it ends OK.
+    fn run(&mut self, command: &str) {
+        use std::io::{BufRead, Write};
+        self.n += 1;
+        let tag = format!("x{}", self.n);
+        self.r
+            .get_mut()
+            .write_all(format!("{tag} {command}\r\n").as_bytes())
+            .unwrap();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(self.r.read_line(&mut line).unwrap() > 0, "IMAP closed");
+            if let Some(rest) = line.strip_prefix(&format!("{tag} ")) {
+                assert!(rest.starts_with("OK"), "{command}: {line}");
+                return;
+            }
+        }
+    }
+}
+
+/// RFC 8620 §5.6: a client keeping query results with /queryChanges (and
+/// an email set with /changes) stays exact while IMAP and JMAP edit the
+/// same mailbox in turn — flags, moves, expunges, new mail, replies that
+/// change a collapsed thread.
+#[test]
+fn query_changes_stay_exact_across_imap_and_jmap_edits() {
+    let s = serve_with(&["--imap", "127.0.0.1:0"], &[]);
+    let account = session(&s, &s.ana)["primaryAccounts"][MAIL]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let get = |calls: Value| api(&s, &s.ana, &[CORE, MAIL], calls)["methodResponses"].clone();
+    for i in 1..=6 {
+        import(
+            &s,
+            &s.ana,
+            &format!(
+                "Subject: topic {i}\r\nMessage-ID: <t{i}@x>\r\nDate: Mon, {i} Apr 2024 10:00:00 +0000\r\n\r\nbody {i}\r\n"
+            ),
+        );
+    }
+    let r = get(
+        json!([["Mailbox/query", {"accountId": account, "filter": {"role": "inbox"}}, "m"],
+                       ["Mailbox/query", {"accountId": account, "filter": {"role": "archive"}}, "a"]]),
+    );
+    let (inbox, archive) = (r[0][1]["ids"][0].clone(), r[1][1]["ids"][0].clone());
+    let queries = [
+        json!({"filter": {"inMailbox": inbox, "notKeyword": "$seen"}, "sort": [{"property": "receivedAt", "isAscending": false}]}),
+        json!({"filter": {"inMailbox": inbox}, "sort": [{"property": "subject"}], "collapseThreads": true}),
+        json!({"filter": {"noneInThreadHaveKeyword": "$flagged"}, "sort": [{"property": "sentAt"}]}),
+        json!({"filter": {"inMailbox": inbox}, "collapseThreads": true}),
+    ];
+    let query = |q: &Value| -> (Vec<Value>, String) {
+        let mut args = q.clone();
+        args["accountId"] = json!(account);
+        let r = get(json!([["Email/query", args, "q"]]));
+        (
+            r[0][1]["ids"].as_array().unwrap().clone(),
+            r[0][1]["queryState"].as_str().unwrap().to_string(),
+        )
+    };
+    let mut kept: Vec<(Vec<Value>, String)> = queries.iter().map(query).collect();
+    let all = |st: &str| {
+        let r = get(json!([["Email/query", {"accountId": account}, "q"]]));
+        (r[0][1]["ids"].as_array().unwrap().clone(), st.to_string())
+    };
+    let (mut known, mut known_state) = all(&kept[0].1);
+
+    let mut imap = Imap::login(
+        s.imap.as_deref().unwrap(),
+        "ana@example.com",
+        &s.ana_password,
+    );
+    let first = known[0].as_str().unwrap().to_string();
+    let by_message_id = |id: &str| {
+        let r = get(
+            json!([["Email/query", {"accountId": account, "filter": {"header": ["Message-ID", id]}}, "q"]]),
+        );
+        r[0][1]["ids"][0].as_str().unwrap().to_string()
+    };
+    let edits: Vec<Box<dyn Fn(&mut Imap)>> = vec![
+        Box::new(|i: &mut Imap| i.run("UID STORE 2 +FLAGS (\\Seen)")),
+        // A reply: the newest of its thread, so the collapsed thread's
+        // representative changes.
+        Box::new(|_: &mut Imap| {
+            import(
+                &s,
+                &s.ana,
+                "Subject: Re: topic 4\r\nMessage-ID: <r4@x>\r\nIn-Reply-To: <t4@x>\r\nDate: Mon, 29 Apr 2024 10:00:00 +0000\r\n\r\nreply\r\n",
+            );
+        }),
+        // A flag on the original: its reply leaves the thread-wide query.
+        Box::new(|_: &mut Imap| {
+            let t4 = by_message_id("t4@x");
+            get(
+                json!([["Email/set", {"accountId": account, "update": {t4: {"keywords/$flagged": true}}}, "s"]]),
+            );
+        }),
+        Box::new(|i: &mut Imap| i.run("UID MOVE 3 Archive")),
+        Box::new(|i: &mut Imap| {
+            i.run("UID STORE 5 +FLAGS (\\Deleted)");
+            i.run("EXPUNGE");
+        }),
+        Box::new(|_: &mut Imap| {
+            get(
+                json!([["Email/set", {"accountId": account, "update": {first.clone(): {format!("mailboxIds/{}", archive.as_str().unwrap()): true, "keywords/$seen": true}}}, "s"]]),
+            );
+        }),
+        Box::new(|i: &mut Imap| i.run("UID STORE 1:* -FLAGS (\\Seen)")),
+    ];
+    for (step, edit) in edits.iter().enumerate() {
+        edit(&mut imap);
+        for (q, (ids, st)) in queries.iter().zip(kept.iter_mut()) {
+            let mut args = q.clone();
+            args["accountId"] = json!(account);
+            args["sinceQueryState"] = json!(st);
+            args["calculateTotal"] = json!(true);
+            let r = get(json!([["Email/queryChanges", args, "c"]]));
+            let c = &r[0][1];
+            assert_eq!(c["oldQueryState"], st.as_str(), "{c}");
+            let removed = c["removed"].as_array().unwrap();
+            ids.retain(|id| !removed.contains(id));
+            let mut added = c["added"].as_array().unwrap().clone();
+            added.sort_by_key(|a| a["index"].as_u64().unwrap());
+            for a in added {
+                ids.insert(a["index"].as_u64().unwrap() as usize, a["id"].clone());
+            }
+            let (fresh, _) = query(q);
+            assert_eq!(*ids, fresh, "step {step}, query {q}");
+            assert_eq!(c["total"], fresh.len());
+            *st = c["newQueryState"].as_str().unwrap().to_string();
+        }
+        // The email set by /changes: created added, destroyed gone.
+        let r =
+            get(json!([["Email/changes", {"accountId": account, "sinceState": known_state}, "c"]]));
+        let c = &r[0][1];
+        known.retain(|id| !c["destroyed"].as_array().unwrap().contains(id));
+        known.extend(c["created"].as_array().unwrap().iter().cloned());
+        known_state = c["newState"].as_str().unwrap().to_string();
+        let (mut fresh, _) = all("");
+        let mut mine = known.clone();
+        let key = |v: &Value| v.as_str().unwrap()[1..].parse::<i64>().unwrap();
+        mine.sort_by_key(key);
+        fresh.sort_by_key(key);
+        assert_eq!(mine, fresh, "step {step}: the email set");
+    }
+    let r = get(json!([
+        ["Email/queryChanges", {"accountId": account, "sinceQueryState": "999999"}, "f"],
+        ["Email/queryChanges", {"accountId": account, "sinceQueryState": "junk"}, "j"],
+        ["Email/queryChanges", {"accountId": account, "sinceQueryState": kept[0].1, "maxChanges": 1}, "m"],
+        ["Mailbox/queryChanges", {"accountId": account, "sinceQueryState": "999999"}, "mf"]
+    ]));
+    assert_eq!(r[0][1]["type"], "cannotCalculateChanges");
+    assert_eq!(r[1][1]["type"], "cannotCalculateChanges");
+    assert_eq!(
+        r[2][1]["removed"],
+        json!([]),
+        "no change since: nothing to report"
+    );
+    assert_eq!(r[3][1]["type"], "cannotCalculateChanges");
 }
 
 #[test]

@@ -25,6 +25,7 @@ mod blob;
 mod compose;
 mod mailbox_set;
 mod push;
+mod query_changes;
 mod submission;
 pub use blob::{download, upload};
 pub use push::event_source;
@@ -425,14 +426,16 @@ async fn call(
     name: &str,
     args: Map<String, Value>,
 ) -> MethodResult {
-    const METHODS: [&str; 15] = [
+    const METHODS: [&str; 17] = [
         "Mailbox/get",
         "Mailbox/set",
         "Mailbox/query",
+        "Mailbox/queryChanges",
         "Mailbox/changes",
         "Thread/get",
         "Thread/changes",
         "Email/query",
+        "Email/queryChanges",
         "Email/get",
         "Email/changes",
         "Email/set",
@@ -467,6 +470,10 @@ async fn call(
         "Identity/changes" => submission::identity_changes(account, &args),
         "Mailbox/query" => mailbox_query(session, account, &args).await,
         "Mailbox/set" => mailbox_set::mailbox_set(session, account, &args).await,
+        "Mailbox/queryChanges" => {
+            query_changes::mailbox_query_changes(session, account, &args).await
+        }
+        "Email/queryChanges" => query_changes::email_query_changes(session, account, &args).await,
         _ => Err(MethodError::new(
             "unknownMethod",
             format!("{name} is not a method here"),
@@ -909,7 +916,7 @@ async fn mailbox_query(
     let mut out = json!({
         "accountId": account,
         "queryState": st,
-        "canCalculateChanges": false,
+        "canCalculateChanges": true,
         "position": start,
         "ids": hits[start..end].iter().map(|f| format!("m{}", f.id.0)).collect::<Vec<_>>(),
     });
@@ -1073,16 +1080,36 @@ fn sort_of(v: &Value) -> Result<Sort, MethodError> {
     Ok(Sort { key, ascending })
 }
 
-async fn email_query(session: &Session, account: &str, args: &Map<String, Value>) -> MethodResult {
+/// The filter, sort (newest first unless asked) and thread collapsing of
+/// an `Email/query` or `Email/queryChanges`, as a storage query.
+fn email_query_of(args: &Map<String, Value>) -> Result<Query, MethodError> {
     let filter = match args.get("filter") {
         None | Some(Value::Null) => Filter::All,
         Some(f) => filter_of(f)?,
     };
-    let sort = match args.get("sort") {
+    let mut sort: Vec<Sort> = match args.get("sort") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(a)) => a.iter().map(sort_of).collect::<Result<_, _>>()?,
         Some(_) => return Err(MethodError::invalid("sort is an array")),
     };
+    if sort.is_empty() {
+        sort.push(Sort {
+            key: SortKey::ReceivedAt,
+            ascending: false,
+        });
+    }
+    Ok(Query {
+        folder: None,
+        filter,
+        sort,
+        collapse_threads: matches!(args.get("collapseThreads"), Some(Value::Bool(true))),
+        position: 0,
+        limit: None,
+    })
+}
+
+async fn email_query(session: &Session, account: &str, args: &Map<String, Value>) -> MethodResult {
+    let mut query = email_query_of(args)?;
     let int = |k: &str| -> Result<Option<i64>, MethodError> {
         match args.get(k) {
             None | Some(Value::Null) => Ok(None),
@@ -1103,23 +1130,7 @@ async fn email_query(session: &Session, account: &str, args: &Map<String, Value>
         Some(_) => return Err(MethodError::invalid("anchor is an Email id")),
     };
     let anchor_offset = int("anchorOffset")?.unwrap_or(0);
-    let collapse = matches!(args.get("collapseThreads"), Some(Value::Bool(true)));
     let calculate_total = matches!(args.get("calculateTotal"), Some(Value::Bool(true)));
-    let mut sort: Vec<Sort> = sort;
-    if sort.is_empty() {
-        sort.push(Sort {
-            key: SortKey::ReceivedAt,
-            ascending: false,
-        });
-    }
-    let mut query = Query {
-        folder: None,
-        filter,
-        sort,
-        collapse_threads: collapse,
-        position: 0,
-        limit: None,
-    };
     let st = state(session).await?;
     // A plain page (no anchor, no count from the end, no total) is cut by
     // the store, which stops reading at the page's end; anything else
@@ -1137,7 +1148,7 @@ async fn email_query(session: &Session, account: &str, args: &Map<String, Value>
             return Ok(json!({
                 "accountId": account,
                 "queryState": st,
-                "canCalculateChanges": false,
+                "canCalculateChanges": true,
                 "position": position,
                 "ids": ids,
                 "limit": l,
@@ -1171,7 +1182,7 @@ async fn email_query(session: &Session, account: &str, args: &Map<String, Value>
     let mut out = json!({
         "accountId": account,
         "queryState": st,
-        "canCalculateChanges": false,
+        "canCalculateChanges": true,
         "position": start,
         "ids": ids,
     });
