@@ -1237,7 +1237,8 @@ fn query_changes_stay_exact_across_imap_and_jmap_edits() {
         );
         r[0][1]["ids"][0].as_str().unwrap().to_string()
     };
-    let edits: Vec<Box<dyn Fn(&mut Imap)>> = vec![
+    type Edit<'a> = Box<dyn Fn(&mut Imap) + 'a>;
+    let edits: Vec<Edit> = vec![
         Box::new(|i: &mut Imap| i.run("UID STORE 2 +FLAGS (\\Seen)")),
         // A reply: the newest of its thread, so the collapsed thread's
         // representative changes.
