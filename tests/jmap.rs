@@ -376,7 +376,7 @@ fn mail_is_read_with_queries_and_result_references() {
             ["Email/query", {"accountId": account, "filter": {"unknownThing": 1}}, "u"],
             ["Email/query", {"accountId": account, "sort": [{"property": "color"}]}, "s"],
             ["Email/get", {"accountId": account, "ids": ["e999999", "zz"]}, "g"],
-            ["Email/get", {"accountId": account, "ids": [], "properties": ["header:List-Id:asText"]}, "b"],
+            ["Email/get", {"accountId": account, "ids": [], "properties": ["header:Subject:asDate"]}, "b"],
             ["Email/query", {"accountId": account, "position": 1000, "limit": 5}, "far"],
             ["Email/query", {"accountId": account, "limit": 1, "calculateTotal": true}, "total"]
         ]),
@@ -1318,6 +1318,88 @@ fn query_changes_stay_exact_across_imap_and_jmap_edits() {
         "no change since: nothing to report"
     );
     assert_eq!(r[3][1]["type"], "cannotCalculateChanges");
+}
+
+/// RFC 8621 §4.1.2–3: header fields in each parsed form, the last
+/// instance or all of them, and forms that do not apply refused.
+#[test]
+fn header_properties_in_every_form() {
+    let s = serve();
+    let account = session(&s, &s.ana)["primaryAccounts"][MAIL]
+        .as_str()
+        .unwrap()
+        .to_string();
+    import(
+        &s,
+        &s.ana,
+        "From: \"Joe Bloggs\" <joe@example.com>\r\n\
+         To: Friends: a@example.net, \"Bé\" <b@example.net>;, c@example.org\r\n\
+         Subject: forms\r\n\
+         Date: Tue, 7 May 2024 09:00:00 +0200\r\n\
+         References: <a@x>\r\n <b@x>\r\n\
+         List-Unsubscribe: <mailto:unsub@example.net>, <https://example.net/unsub>\r\n\
+         X-Custom: first\r\n\
+         X-Custom:  =?UTF-8?Q?caf=C3=A9?=\r\n  au lait\r\n\
+         \r\nbody\r\n",
+    );
+    let props = [
+        "header:From:asAddresses",
+        "header:To:asGroupedAddresses",
+        "header:to:asAddresses",
+        "header:List-Unsubscribe:asURLs",
+        "header:X-Custom:asText:all",
+        "header:X-Custom",
+        "header:Date:asDate",
+        "header:References:asMessageIds",
+        "header:X-Missing",
+        "header:X-Missing:all",
+    ];
+    let r = api(
+        &s,
+        &s.ana,
+        &[CORE, MAIL],
+        json!([
+            ["Email/query", {"accountId": account}, "q"],
+            ["Email/get", {"accountId": account, "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"}, "properties": props}, "g"],
+            ["Email/get", {"accountId": account, "ids": [], "properties": ["header:Subject:asAddresses"]}, "bad1"],
+            ["Email/get", {"accountId": account, "ids": [], "properties": ["header:X-Custom:asNothing"]}, "bad2"],
+            ["Email/get", {"accountId": account, "ids": [], "properties": ["header::asText"]}, "bad3"]
+        ]),
+    )["methodResponses"]
+        .clone();
+    let e = &r[1][1]["list"][0];
+    assert_eq!(
+        e["header:From:asAddresses"],
+        json!([{"name": "Joe Bloggs", "email": "joe@example.com"}])
+    );
+    assert_eq!(
+        e["header:To:asGroupedAddresses"],
+        json!([
+            {"name": "Friends", "addresses": [{"name": null, "email": "a@example.net"}, {"name": "Bé", "email": "b@example.net"}]},
+            {"name": null, "addresses": [{"name": null, "email": "c@example.org"}]}
+        ]),
+        "{e}"
+    );
+    assert_eq!(e["header:to:asAddresses"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        e["header:List-Unsubscribe:asURLs"],
+        json!(["mailto:unsub@example.net", "https://example.net/unsub"])
+    );
+    assert_eq!(
+        e["header:X-Custom:asText:all"],
+        json!(["first", "café au lait"])
+    );
+    assert_eq!(
+        e["header:X-Custom"], "  =?UTF-8?Q?caf=C3=A9?=\r\n  au lait",
+        "raw: the octets after the colon"
+    );
+    assert_eq!(e["header:Date:asDate"], "2024-05-07T09:00:00+02:00");
+    assert_eq!(e["header:References:asMessageIds"], json!(["a@x", "b@x"]));
+    assert_eq!(e["header:X-Missing"], Value::Null);
+    assert_eq!(e["header:X-Missing:all"], json!([]));
+    for bad in [2, 3, 4] {
+        assert_eq!(r[bad][1]["type"], "invalidArguments", "{}", r[bad][1]);
+    }
 }
 
 #[test]

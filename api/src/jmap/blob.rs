@@ -449,9 +449,11 @@ pub(super) async fn email_parse(
         return Err(MethodError::new("requestTooLarge", "too many blobIds"));
     }
     let props = properties_arg(args, &PARSE_DEFAULTS)?;
+    let header_props = super::header_props(&props)?;
     if let Some(p) = props.iter().find(|p| {
         !super::EMAIL_PROPERTIES.contains(&p.as_str())
             && !super::BODY_PROPERTIES.contains(&p.as_str())
+            && !p.starts_with("header:")
     }) {
         return Err(MethodError::invalid(format!("unknown Email property {p}")));
     }
@@ -484,6 +486,7 @@ pub(super) async fn email_parse(
             *slot = json!(id);
         }
         body_values(&mut v, &id, &raw, &props, &body);
+        super::headers::fill(&mut v, &raw, &header_props);
         parsed.insert(id, v);
     }
     Ok(json!({

@@ -23,6 +23,7 @@ use crate::auth::Session;
 
 mod blob;
 mod compose;
+mod headers;
 mod mailbox_set;
 mod push;
 mod query_changes;
@@ -1297,10 +1298,12 @@ async fn email_get(session: &Session, account: &str, args: &Map<String, Value>) 
     defaults.extend(["bodyValues", "textBody", "htmlBody", "attachments"]);
     let props = properties_arg(args, &defaults)?;
     let body = BodyArgs::of(args)?;
-    if let Some(p) = props
-        .iter()
-        .find(|p| !EMAIL_PROPERTIES.contains(&p.as_str()) && !BODY_PROPERTIES.contains(&p.as_str()))
-    {
+    let header_props = header_props(&props)?;
+    if let Some(p) = props.iter().find(|p| {
+        !EMAIL_PROPERTIES.contains(&p.as_str())
+            && !BODY_PROPERTIES.contains(&p.as_str())
+            && !p.starts_with("header:")
+    }) {
         return Err(MethodError::invalid(format!(
             "the Email property {p} is not served yet (available: {}, {})",
             EMAIL_PROPERTIES.join(", "),
@@ -1340,7 +1343,7 @@ async fn email_get(session: &Session, account: &str, args: &Map<String, Value>) 
         match prefixed('e', id).and_then(|n| summaries.iter().find(|s| s.id.0 == n)) {
             Some(s) => {
                 let mut v = email_value(s, &props);
-                if wants_body {
+                if wants_body || !header_props.is_empty() {
                     let email = s.id;
                     let raw = match session
                         .request(|sid| Op::Raw {
@@ -1354,6 +1357,7 @@ async fn email_get(session: &Session, account: &str, args: &Map<String, Value>) 
                         Err(p) => return Err(link_error(p)),
                     };
                     body_values(&mut v, &format!("b{}", email.0), &raw, &props, &body);
+                    headers::fill(&mut v, &raw, &header_props);
                 }
                 list.push(v)
             }
@@ -1366,6 +1370,17 @@ async fn email_get(session: &Session, account: &str, args: &Map<String, Value>) 
         "list": list,
         "notFound": not_found,
     }))
+}
+
+/// The `header:…` properties among `props`, checked.
+fn header_props(props: &[String]) -> Result<Vec<headers::HeaderProp>, MethodError> {
+    let mut out = Vec::new();
+    for p in props {
+        if let Some(h) = headers::HeaderProp::parse(p)? {
+            out.push(h);
+        }
+    }
+    Ok(out)
 }
 
 /// A SetError (RFC 8620 §5.3).
