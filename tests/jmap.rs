@@ -1402,6 +1402,56 @@ fn header_properties_in_every_form() {
     }
 }
 
+/// RFC 8621 §5: snippets of the emails a text query found, the words in
+/// `<mark>`, the rest escaped; `null` where nothing matched.
+#[test]
+fn search_snippets_mark_the_query_words() {
+    let s = serve();
+    let account = session(&s, &s.ana)["primaryAccounts"][MAIL]
+        .as_str()
+        .unwrap()
+        .to_string();
+    import(
+        &s,
+        &s.ana,
+        "Subject: Lunch <plans> & more\r\n\r\nWe could have lunch on Friday, or LUNCHES all week.\r\n",
+    );
+    import(
+        &s,
+        &s.ana,
+        "Subject: budget\r\n\r\nNo words of interest here.\r\n",
+    );
+    let r = api(
+        &s,
+        &s.ana,
+        &[CORE, MAIL],
+        json!([
+            ["Email/query", {"accountId": account, "filter": {"text": "lunch"}}, "q"],
+            ["Email/query", {"accountId": account, "filter": {"subject": "budget"}}, "b"],
+            ["SearchSnippet/get", {"accountId": account, "filter": {"text": "lunch"},
+                "#emailIds": {"resultOf": "q", "name": "Email/query", "path": "/ids"}}, "s"],
+            ["SearchSnippet/get", {"accountId": account, "filter": {"text": "lunch"},
+                "#emailIds": {"resultOf": "b", "name": "Email/query", "path": "/ids"}}, "n"],
+            ["SearchSnippet/get", {"accountId": account, "filter": {"nonsense": 1}, "emailIds": []}, "x"],
+            ["SearchSnippet/get", {"accountId": account, "emailIds": ["e999999"]}, "m"]
+        ]),
+    )["methodResponses"]
+        .clone();
+    let snip = &r[2][1]["list"][0];
+    assert_eq!(
+        snip["subject"],
+        "<mark>Lunch</mark> &lt;plans&gt; &amp; more"
+    );
+    assert_eq!(
+        snip["preview"], "We could have <mark>lunch</mark> on Friday, or LUNCHES all week.",
+        "a word, not a prefix of another"
+    );
+    assert_eq!(r[3][1]["list"][0]["subject"], Value::Null);
+    assert_eq!(r[3][1]["list"][0]["preview"], Value::Null);
+    assert_eq!(r[4][1]["type"], "unsupportedFilter");
+    assert_eq!(r[5][1]["notFound"], json!(["e999999"]));
+}
+
 #[test]
 fn email_set_changes_keywords_and_mailboxes_and_destroys() {
     let s = serve();

@@ -27,6 +27,7 @@ mod headers;
 mod mailbox_set;
 mod push;
 mod query_changes;
+mod snippet;
 mod submission;
 pub use blob::{download, upload};
 pub use push::event_source;
@@ -427,7 +428,7 @@ async fn call(
     name: &str,
     args: Map<String, Value>,
 ) -> MethodResult {
-    const METHODS: [&str; 17] = [
+    const METHODS: [&str; 18] = [
         "Mailbox/get",
         "Mailbox/set",
         "Mailbox/query",
@@ -442,6 +443,7 @@ async fn call(
         "Email/set",
         "Email/import",
         "Email/parse",
+        "SearchSnippet/get",
         "Identity/get",
         "Identity/changes",
         "EmailSubmission/set",
@@ -467,6 +469,7 @@ async fn call(
         "Email/set" => email_set(session, account, &args).await,
         "Email/import" => blob::email_import(session, account, &args).await,
         "Email/parse" => blob::email_parse(session, account, &args).await,
+        "SearchSnippet/get" => snippet::snippet_get(session, account, &args).await,
         "Identity/get" => submission::identity_get(session, account, &args),
         "Identity/changes" => submission::identity_changes(account, &args),
         "Mailbox/query" => mailbox_query(session, account, &args).await,
