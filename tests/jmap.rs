@@ -1452,6 +1452,54 @@ fn search_snippets_mark_the_query_words() {
     assert_eq!(r[5][1]["notFound"], json!(["e999999"]));
 }
 
+/// RFC 9425: the alias's quota as a Quota object, its use following the
+/// mail, and no object while no quota is set.
+#[test]
+fn quota_follows_the_mailbox() {
+    const QUOTA: &str = "urn:ietf:params:jmap:quota";
+    let admin = "admin token for the quota test";
+    let s = serve_with(&[], &[("COFRE_ADMIN_TOKEN", admin)]);
+    let sess = session(&s, &s.ana);
+    let account = sess["primaryAccounts"][QUOTA].as_str().unwrap().to_string();
+    let get = |calls: Value| api(&s, &s.ana, &[CORE, QUOTA], calls)["methodResponses"].clone();
+    let r = get(json!([["Quota/get", {"accountId": account, "ids": null}, "q"]]));
+    assert_eq!(r[0][1]["list"], json!([]), "no quota, no object");
+    let r = http_with(
+        &s.addr,
+        "PUT",
+        "/v1/admin/aliases/ana@example.com/quota",
+        &[
+            ("Authorization", &format!("Bearer {admin}")),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"quota": 1000000}"#,
+    );
+    assert!(r.status < 300, "{}", r.status);
+    let r = get(json!([["Quota/get", {"accountId": account, "ids": null}, "q"]]));
+    let q = r[0][1]["list"][0].clone();
+    assert_eq!(q["hardLimit"], 1_000_000);
+    assert_eq!(q["resourceType"], "octets");
+    assert_eq!(q["scope"], "account");
+    let before = r[0][1]["state"].as_str().unwrap().to_string();
+    let used = q["used"].as_u64().unwrap();
+    let mail = "Subject: weight\r\n\r\nsome bytes to count\r\n";
+    import(&s, &s.ana, mail);
+    let r = get(json!([
+        ["Quota/changes", {"accountId": account, "sinceState": before}, "c"],
+        ["Quota/get", {"accountId": account, "ids": [q["id"], "q999"]}, "g"],
+        ["Quota/query", {"accountId": account, "filter": {"resourceType": "octets"}}, "f"],
+        ["Quota/query", {"accountId": account, "filter": {"scope": "domain"}}, "n"]
+    ]));
+    assert_eq!(r[0][1]["updated"], json!([q["id"]]));
+    assert_eq!(
+        r[1][1]["list"][0]["used"].as_u64().unwrap(),
+        used + mail.len() as u64
+    );
+    assert_eq!(r[1][1]["notFound"], json!(["q999"]));
+    assert_eq!(r[2][1]["ids"], json!([q["id"]]));
+    assert_eq!(r[3][1]["ids"], json!([]));
+}
+
 #[test]
 fn email_set_changes_keywords_and_mailboxes_and_destroys() {
     let s = serve();

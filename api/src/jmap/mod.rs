@@ -27,6 +27,8 @@ mod headers;
 mod mailbox_set;
 mod push;
 mod query_changes;
+mod quota;
+pub use quota::QUOTA;
 mod snippet;
 mod submission;
 pub use blob::{download, upload};
@@ -132,6 +134,7 @@ pub async fn session_resource(session: Session, parts: axum::http::request::Part
             },
             MAIL: {},
             SUBMISSION: {},
+            QUOTA: {},
         },
         "accounts": {
             account.clone(): {
@@ -152,10 +155,11 @@ pub async fn session_resource(session: Session, parts: axum::http::request::Part
                         "maxDelayedSend": 0,
                         "submissionExtensions": {},
                     },
+                    QUOTA: {},
                 },
             },
         },
-        "primaryAccounts": { CORE: account.clone(), MAIL: account.clone(), SUBMISSION: account },
+        "primaryAccounts": { CORE: account.clone(), MAIL: account.clone(), SUBMISSION: account.clone(), QUOTA: account },
         "username": address,
         "apiUrl": format!("{base}/jmap/api"),
         "downloadUrl": format!("{base}/jmap/download/{{accountId}}/{{blobId}}/{{name}}?accept={{type}}"),
@@ -221,7 +225,7 @@ pub async fn api(
         Err(detail) => return request_error("notRequest", &detail, None),
     };
     for capability in &using {
-        if ![CORE, MAIL, SUBMISSION].contains(&capability.as_str()) {
+        if ![CORE, MAIL, SUBMISSION, QUOTA].contains(&capability.as_str()) {
             return request_error(
                 "unknownCapability",
                 &format!("unknown capability {capability}"),
@@ -247,6 +251,8 @@ pub async fn api(
     for (name, args, call_id) in calls {
         let needs = if name.starts_with("Identity/") || name.starts_with("EmailSubmission/") {
             SUBMISSION
+        } else if name.starts_with("Quota/") {
+            QUOTA
         } else {
             MAIL
         };
@@ -428,7 +434,7 @@ async fn call(
     name: &str,
     args: Map<String, Value>,
 ) -> MethodResult {
-    const METHODS: [&str; 18] = [
+    const METHODS: [&str; 21] = [
         "Mailbox/get",
         "Mailbox/set",
         "Mailbox/query",
@@ -444,6 +450,9 @@ async fn call(
         "Email/import",
         "Email/parse",
         "SearchSnippet/get",
+        "Quota/get",
+        "Quota/changes",
+        "Quota/query",
         "Identity/get",
         "Identity/changes",
         "EmailSubmission/set",
@@ -470,6 +479,9 @@ async fn call(
         "Email/import" => blob::email_import(session, account, &args).await,
         "Email/parse" => blob::email_parse(session, account, &args).await,
         "SearchSnippet/get" => snippet::snippet_get(session, account, &args).await,
+        "Quota/get" => quota::quota_get(session, account, &args).await,
+        "Quota/changes" => quota::quota_changes(session, account, &args).await,
+        "Quota/query" => quota::quota_query(session, account, &args).await,
         "Identity/get" => submission::identity_get(session, account, &args),
         "Identity/changes" => submission::identity_changes(account, &args),
         "Mailbox/query" => mailbox_query(session, account, &args).await,
