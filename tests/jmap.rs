@@ -1500,6 +1500,76 @@ fn quota_follows_the_mailbox() {
     assert_eq!(r[3][1]["ids"], json!([]));
 }
 
+/// RFC 8887: JMAP over a WebSocket — requests answered by id, request
+/// errors as RequestError, and pushed StateChanges once enabled.
+#[test]
+fn websocket_carries_requests_and_push() {
+    use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
+    const WS: &str = "urn:ietf:params:jmap:websocket";
+    let s = serve();
+    let sess = session(&s, &s.ana);
+    let url = sess["capabilities"][WS]["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(url, format!("ws://{}/jmap/ws", s.addr));
+    assert_eq!(sess["capabilities"][WS]["supportsPush"], true);
+    let account = sess["primaryAccounts"][MAIL].as_str().unwrap().to_string();
+
+    let connect = |protocol: &str| {
+        let mut req = url.as_str().into_client_request().unwrap();
+        req.headers_mut()
+            .insert("Authorization", s.ana.parse().unwrap());
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
+        let tcp = std::net::TcpStream::connect(&s.addr).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        tungstenite::client(req, tcp)
+    };
+    assert!(connect("chat").is_err(), "only the jmap subprotocol");
+    let (mut ws, response) = connect("jmap").unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], "jmap");
+    let mut send = |v: Value| ws.send(Message::text(v.to_string())).unwrap();
+    send(
+        json!({"@type": "Request", "id": "r1", "using": [CORE, MAIL],
+                "methodCalls": [["Core/echo", {"hello": true}, "0"],
+                                ["Email/get", {"accountId": account, "ids": []}, "1"]]}),
+    );
+    send(
+        json!({"@type": "Request", "id": "r2", "using": ["urn:example:nothing"], "methodCalls": []}),
+    );
+    send(json!({"@type": "WebSocketPushEnable", "dataTypes": ["Email"]}));
+    let mut read = || -> Value {
+        loop {
+            match ws.read().unwrap() {
+                Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    };
+    let r1 = read();
+    assert_eq!(r1["@type"], "Response");
+    assert_eq!(r1["requestId"], "r1");
+    assert_eq!(r1["methodResponses"][0][1], json!({"hello": true}));
+    let before = r1["methodResponses"][1][1]["state"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r2 = read();
+    assert_eq!(r2["@type"], "RequestError");
+    assert_eq!(r2["requestId"], "r2");
+    assert_eq!(r2["type"], "urn:ietf:params:jmap:error:unknownCapability");
+
+    import(&s, &s.ana, "Subject: over the socket\r\n\r\nx\r\n");
+    let change = read();
+    assert_eq!(change["@type"], "StateChange", "{change}");
+    let states = change["changed"][&account].as_object().unwrap();
+    assert_eq!(states.keys().collect::<Vec<_>>(), ["Email"]);
+    assert_ne!(states["Email"], before.as_str());
+}
+
 #[test]
 fn email_set_changes_keywords_and_mailboxes_and_destroys() {
     let s = serve();

@@ -269,6 +269,7 @@ pub fn app(state: AppState) -> Routes {
             get(jmap::download),
         )
         .route("/jmap/eventsource", get(jmap::event_source))
+        .route("/jmap/ws", get(jmap::websocket))
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", doc))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

@@ -30,6 +30,8 @@ mod query_changes;
 mod quota;
 pub use quota::QUOTA;
 mod snippet;
+mod websocket;
+pub use websocket::{WEBSOCKET, websocket};
 mod submission;
 pub use blob::{download, upload};
 pub use push::event_source;
@@ -65,15 +67,13 @@ fn json_response(status: StatusCode, v: &Value) -> Response {
 }
 
 /// A request-level error (RFC 8620 §3.6.1), as problem details.
-fn request_error(kind: &str, detail: &str, limit: Option<&str>) -> Response {
-    let mut v = json!({
-        "type": format!("urn:ietf:params:jmap:error:{kind}"),
-        "status": 400,
-        "detail": detail,
-    });
-    if let Some(l) = limit {
-        v["limit"] = json!(l);
+fn request_error(kind: &'static str, detail: &str, limit: Option<&'static str>) -> Response {
+    let v = RequestError {
+        kind,
+        detail: detail.to_string(),
+        limit,
     }
+    .to_value();
     (
         StatusCode::BAD_REQUEST,
         [(header::CONTENT_TYPE, "application/problem+json")],
@@ -135,6 +135,10 @@ pub async fn session_resource(session: Session, parts: axum::http::request::Part
             MAIL: {},
             SUBMISSION: {},
             QUOTA: {},
+            WEBSOCKET: {
+                "url": format!("{}/jmap/ws", base.replacen("http", "ws", 1)),
+                "supportsPush": true,
+            },
         },
         "accounts": {
             account.clone(): {
@@ -207,6 +211,37 @@ impl MethodError {
 
 type MethodResult = Result<Value, MethodError>;
 
+/// A request-level error (RFC 8620 §3.6.1): its type, what went wrong,
+/// and the limit it broke, if any.
+pub(crate) struct RequestError {
+    kind: &'static str,
+    detail: String,
+    limit: Option<&'static str>,
+}
+
+impl RequestError {
+    fn new(kind: &'static str, detail: impl Into<String>) -> RequestError {
+        RequestError {
+            kind,
+            detail: detail.into(),
+            limit: None,
+        }
+    }
+
+    /// As a problem details object.
+    fn to_value(&self) -> Value {
+        let mut v = json!({
+            "type": format!("urn:ietf:params:jmap:error:{}", self.kind),
+            "status": 400,
+            "detail": self.detail,
+        });
+        if let Some(l) = self.limit {
+            v["limit"] = json!(l);
+        }
+        v
+    }
+}
+
 /// The API endpoint (RFC 8620 §3): runs each method call in order.
 pub async fn api(
     axum::extract::State(app): axum::extract::State<crate::AppState>,
@@ -220,25 +255,44 @@ pub async fn api(
         Ok(v) => v,
         Err(e) => return request_error("notJSON", &format!("not JSON: {e}"), None),
     };
-    let (using, calls, created_ids) = match parse_request(&request) {
-        Ok(r) => r,
-        Err(detail) => return request_error("notRequest", &detail, None),
-    };
+    match run(&app, &session, &request, body.len()).await {
+        Ok(v) => json_response(StatusCode::OK, &v),
+        Err(e) => request_error(e.kind, &e.detail, e.limit),
+    }
+}
+
+/// Runs one request object of `size` bytes (over HTTP or a WebSocket);
+/// the Response object.
+pub(crate) async fn run(
+    app: &crate::AppState,
+    session: &Session,
+    request: &Value,
+    size: usize,
+) -> Result<Value, RequestError> {
+    if size > MAX_SIZE_REQUEST {
+        return Err(RequestError {
+            limit: Some("maxSizeRequest"),
+            ..RequestError::new("limit", "the request is too large")
+        });
+    }
+    let (using, calls, created_ids) =
+        parse_request(request).map_err(|d| RequestError::new("notRequest", d))?;
     for capability in &using {
         if ![CORE, MAIL, SUBMISSION, QUOTA].contains(&capability.as_str()) {
-            return request_error(
+            return Err(RequestError::new(
                 "unknownCapability",
-                &format!("unknown capability {capability}"),
-                None,
-            );
+                format!("unknown capability {capability}"),
+            ));
         }
     }
     if calls.len() > MAX_CALLS_IN_REQUEST {
-        return request_error(
-            "limit",
-            &format!("at most {MAX_CALLS_IN_REQUEST} method calls in one request"),
-            Some("maxCallsInRequest"),
-        );
+        return Err(RequestError {
+            limit: Some("maxCallsInRequest"),
+            ..RequestError::new(
+                "limit",
+                format!("at most {MAX_CALLS_IN_REQUEST} method calls in one request"),
+            )
+        });
     }
     let account = account_id(session.address.as_str());
     let mut responses: Vec<Value> = Vec::new();
@@ -266,14 +320,8 @@ pub async fn api(
             Ok(args) if name == "EmailSubmission/set" => {
                 let r = match check_account(&args, &account) {
                     Ok(()) => {
-                        submission::submission_set(
-                            &session,
-                            &account,
-                            &args,
-                            &created,
-                            app.submit(),
-                        )
-                        .await
+                        submission::submission_set(session, &account, &args, &created, app.submit())
+                            .await
                     }
                     Err(e) => Err(e),
                 };
@@ -283,7 +331,7 @@ pub async fn api(
                     && let Some(then) = submission::follow_up(&account, &args, v)
                 {
                     responses.push(json!([name, v, call_id]));
-                    let r = email_set(&session, &account, &then).await;
+                    let r = email_set(session, &account, &then).await;
                     match r {
                         Ok(v) => responses.push(json!(["Email/set", v, call_id])),
                         Err(e) => responses.push(json!(["error", e.to_value(), call_id])),
@@ -292,7 +340,7 @@ pub async fn api(
                 }
                 r
             }
-            Ok(args) => call(&session, &account, &name, args).await,
+            Ok(args) => call(session, &account, &name, args).await,
             Err(e) => Err(e),
         };
         match result {
@@ -313,7 +361,7 @@ pub async fn api(
     if created_ids.is_some() {
         out["createdIds"] = Value::Object(created);
     }
-    json_response(StatusCode::OK, &out)
+    Ok(out)
 }
 
 type Call = (String, Map<String, Value>, String);
