@@ -1525,7 +1525,7 @@ fn websocket_carries_requests_and_push() {
         let tcp = std::net::TcpStream::connect(&s.addr).unwrap();
         tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
             .unwrap();
-        tungstenite::client(req, tcp)
+        tungstenite::client(req, tcp).map_err(|e| e.to_string())
     };
     assert!(connect("chat").is_err(), "only the jmap subprotocol");
     let (mut ws, response) = connect("jmap").unwrap();
