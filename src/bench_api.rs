@@ -79,47 +79,104 @@ impl Conn {
     }
 }
 
-/// Runs the API measurements and prints a table.
-pub fn run(messages: usize) -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let store = Store::open(dir.path(), StoreConfig::default())?;
-    let password =
-        crate::bench::alias_with_mail(&store, "bench@example.com", messages, 0x5eed_cafe)?;
-    // The same vocabulary again, for the query words.
-    let vocab = Vocabulary::new(&mut Rng(0x5eed_cafe));
-    let primary = Arc::new(
-        Primary::new(Arc::new(store), PrimaryConfig::default())
-            .with_token_key(cofre_storage::keys::derive_subkey(SECRET, "token-seal")),
-    );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let router = Router::new(vec![("bench".into(), Link::Local(Arc::clone(&primary)))]);
-        let (_stop, stopped) = tokio::sync::watch::channel(false);
-        let state = AppState::new(router, Some(primary), SECRET, ApiConfig::default(), stopped);
+/// What the API benchmarks run against: a primary over a fresh data
+/// directory holding one alias with `messages` generated messages.
+pub(crate) struct Bench {
+    /// Keeps the data directory alive.
+    _dir: tempfile::TempDir,
+    /// The primary.
+    pub primary: Arc<Primary>,
+    /// The alias's password.
+    pub password: cofre_storage::Password,
+    /// The corpus's words (for queries).
+    pub vocab: Vocabulary,
+    /// A two-worker runtime, as on a 2-core machine.
+    pub rt: tokio::runtime::Runtime,
+}
+
+impl Bench {
+    /// Builds the mailbox (`bench@example.com`) and the primary.
+    pub(crate) fn new(messages: usize) -> Result<Bench> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path(), StoreConfig::default())?;
+        let password =
+            crate::bench::alias_with_mail(&store, "bench@example.com", messages, 0x5eed_cafe)?;
+        // The same vocabulary again, for the query words.
+        let vocab = Vocabulary::new(&mut Rng(0x5eed_cafe));
+        let primary = Arc::new(
+            Primary::new(Arc::new(store), PrimaryConfig::default())
+                .with_token_key(cofre_storage::keys::derive_subkey(SECRET, "token-seal")),
+        );
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        Ok(Bench {
+            _dir: dir,
+            primary,
+            password,
+            vocab,
+            rt,
+        })
+    }
+
+    /// Starts the HTTP API on loopback (in the runtime); its address.
+    pub(crate) async fn serve(
+        &self,
+        router: Arc<Router>,
+        stopped: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<String> {
+        let state = AppState::new(
+            router,
+            Some(Arc::clone(&self.primary)),
+            SECRET,
+            ApiConfig::default(),
+            stopped,
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?.to_string();
         tokio::spawn(async move {
             axum::serve(
                 listener,
-                cofre_api::app(state).into_make_service_with_connect_info::<cofre_api::tls::PeerAddr>(),
+                cofre_api::app(state)
+                    .into_make_service_with_connect_info::<cofre_api::tls::PeerAddr>(),
             )
             .await
         });
+        Ok(addr)
+    }
 
-        let mut conn = Conn::open(&addr).await?;
+    /// Logs in over the API; the `Authorization` value of the token.
+    pub(crate) async fn login(&self, conn: &mut Conn) -> Result<String> {
         let login = format!(
             r#"{{"address":"bench@example.com","password":"{}"}}"#,
-            password.expose()
+            self.password.expose()
         );
         let (status, body) = conn.call("POST", "/v1/session", "", &login).await?;
         if status != 201 {
             bail!("login failed: {status}");
         }
         let token: serde_json::Value = serde_json::from_slice(&body)?;
-        let auth = format!("Bearer {}", token["token"].as_str().context("no token")?);
+        Ok(format!(
+            "Bearer {}",
+            token["token"].as_str().context("no token")?
+        ))
+    }
+}
+
+/// Runs the API measurements and prints a table.
+pub fn run(messages: usize) -> Result<()> {
+    let bench = Bench::new(messages)?;
+    let vocab = &bench.vocab;
+    bench.rt.block_on(async {
+        let router = Router::new(vec![(
+            "bench".into(),
+            Link::Local(Arc::clone(&bench.primary)),
+        )]);
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        let addr = bench.serve(router, stopped).await?;
+        let mut conn = Conn::open(&addr).await?;
+        let auth = bench.login(&mut conn).await?;
         let (_, body) = conn.call("GET", "/v1/folders", &auth, "").await?;
         let folders: serde_json::Value = serde_json::from_slice(&body)?;
         let inbox = folders

@@ -7,18 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use cofre_api::{ApiConfig, AppState};
 use cofre_storage::link::route::{Link, Router};
-use cofre_storage::primary::{Primary, PrimaryConfig};
-use cofre_storage::{Store, StoreConfig};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::bench::{Rng, Vocabulary, median, ms};
-use crate::bench_api::Conn;
+use crate::bench::{median, ms};
+use crate::bench_api::{Bench, Conn};
 
-const SECRET: &[u8] = b"benchmark cluster secret";
 const USING: [&str; 2] = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"];
 
 /// One JMAP request; the method responses.
@@ -89,39 +85,16 @@ impl Imap {
 
 /// Runs the JMAP measurements and prints a table.
 pub fn run(messages: usize) -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let store = Store::open(dir.path(), StoreConfig::default())?;
-    let password =
-        crate::bench::alias_with_mail(&store, "bench@example.com", messages, 0x5eed_cafe)?;
-    let vocab = Vocabulary::new(&mut Rng(0x5eed_cafe));
-    let primary = Arc::new(
-        Primary::new(Arc::new(store), PrimaryConfig::default())
-            .with_token_key(cofre_storage::keys::derive_subkey(SECRET, "token-seal")),
-    );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let router = Router::new(vec![("bench".into(), Link::Local(Arc::clone(&primary)))]);
+    let bench = Bench::new(messages)?;
+    let vocab = &bench.vocab;
+    let password = &bench.password;
+    bench.rt.block_on(async {
+        let router = Router::new(vec![(
+            "bench".into(),
+            Link::Local(Arc::clone(&bench.primary)),
+        )]);
         let (_stop, stopped) = tokio::sync::watch::channel(false);
-        let state = AppState::new(
-            Arc::clone(&router),
-            Some(primary),
-            SECRET,
-            ApiConfig::default(),
-            stopped.clone(),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?.to_string();
-        tokio::spawn(async move {
-            axum::serve(
-                listener,
-                cofre_api::app(state)
-                    .into_make_service_with_connect_info::<cofre_api::tls::PeerAddr>(),
-            )
-            .await
-        });
+        let addr = bench.serve(Arc::clone(&router), stopped.clone()).await?;
         let imap_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let imap_addr = imap_listener.local_addr()?.to_string();
         let imap_config = Arc::new(cofre_imap::ServerConfig::new(
@@ -141,18 +114,8 @@ pub fn run(messages: usize) -> Result<()> {
             false,
             stopped,
         ));
-
         let mut conn = Conn::open(&addr).await?;
-        let login = format!(
-            r#"{{"address":"bench@example.com","password":"{}"}}"#,
-            password.expose()
-        );
-        let (status, body) = conn.call("POST", "/v1/session", "", &login).await?;
-        if status != 201 {
-            bail!("login failed: {status}");
-        }
-        let token: Value = serde_json::from_slice(&body)?;
-        let auth = format!("Bearer {}", token["token"].as_str().context("no token")?);
+        let auth = bench.login(&mut conn).await?;
         let (_, body) = conn.call("GET", "/.well-known/jmap", &auth, "").await?;
         let session: Value = serde_json::from_slice(&body)?;
         let account = session["primaryAccounts"][USING[1]]

@@ -17,9 +17,9 @@ use cofre_storage::{EmailId, FolderId};
 use serde_json::{Map, Value, json};
 
 use super::{
-    BodyArgs, MAX_OBJECTS_IN_SET, MethodError, MethodResult, account_id, body_values, date_arg,
-    email_value, folder_of, keyword_arg, link_error, properties_arg, set_error, state, string_list,
-    summaries,
+    BodyArgs, MAX_OBJECTS_IN_SET, MethodError, MethodResult, account_id, body_values, email_value,
+    invalid_property, link_error, old_state, placement, properties_arg, set_error, state,
+    string_list, summaries,
 };
 use crate::auth::Session;
 use crate::{Problem, ProblemCode};
@@ -244,52 +244,15 @@ struct Import {
 }
 
 fn import_of(v: &Value) -> Result<Import, Value> {
-    let bad = |p: &str, d: &str| {
-        let mut e = set_error("invalidProperties", d);
-        e["properties"] = json!([p]);
-        e
-    };
     let o = v
         .as_object()
         .ok_or_else(|| set_error("invalidProperties", "an EmailImport is an object"))?;
     let blob = o
         .get("blobId")
         .and_then(Value::as_str)
-        .ok_or_else(|| bad("blobId", "blobId is required"))?
+        .ok_or_else(|| invalid_property("blobId", "blobId is required"))?
         .to_string();
-    let folders = match o.get("mailboxIds") {
-        Some(Value::Object(m)) if !m.is_empty() => m
-            .iter()
-            .map(|(k, v)| match (folder_of(k), v) {
-                (Some(f), Value::Bool(true)) => Ok(f),
-                _ => Err(bad("mailboxIds", "mailboxIds maps mailbox ids to true")),
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        _ => return Err(bad("mailboxIds", "at least one mailbox is required")),
-    };
-    let mut options = AppendOptions::default();
-    match o.get("keywords") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(m)) => {
-            for (k, v) in m {
-                if v != &Value::Bool(true) {
-                    return Err(bad("keywords", "keywords map to true"));
-                }
-                options.keywords.push(
-                    keyword_arg(&json!(k.to_ascii_lowercase()))
-                        .map_err(|_| bad("keywords", "not a keyword"))?,
-                );
-            }
-        }
-        Some(_) => return Err(bad("keywords", "keywords is an object")),
-    }
-    match o.get("receivedAt") {
-        None | Some(Value::Null) => {}
-        Some(v) => {
-            options.received_at =
-                Some(date_arg(v, "receivedAt").map_err(|_| bad("receivedAt", "not a UTCDate"))?)
-        }
-    }
+    let (folders, options) = placement(o)?;
     Ok(Import {
         blob,
         folders,
@@ -376,15 +339,7 @@ pub(super) async fn email_import(
     account: &str,
     args: &Map<String, Value>,
 ) -> MethodResult {
-    let old = state(session).await?;
-    if let Some(want) = args.get("ifInState").and_then(Value::as_str)
-        && want != old
-    {
-        return Err(MethodError::new(
-            "stateMismatch",
-            format!("the state is {old}"),
-        ));
-    }
+    let old = old_state(session, args).await?;
     let emails = match args.get("emails") {
         Some(Value::Object(m)) => m,
         _ => return Err(MethodError::invalid("emails is an object of EmailImport")),

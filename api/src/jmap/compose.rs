@@ -12,9 +12,8 @@ use mail_builder::mime::{BodyPart, MimePart};
 use serde_json::{Map, Value, json};
 
 use super::blob::{blob_bytes, store};
-use super::{date_arg, folder_of, keyword_arg, set_error};
+use super::{date_arg, set_error};
 use crate::auth::Session;
-use cofre_storage::mailbox::AppendOptions;
 
 /// Properties a created Email may carry; anything else is refused by
 /// name (a client must not believe a property was kept when it was not).
@@ -39,11 +38,7 @@ const ACCEPTED: [&str; 18] = [
     "bodyValues",
 ];
 
-fn invalid(property: &str, description: impl Into<String>) -> Value {
-    let mut e = set_error("invalidProperties", description);
-    e["properties"] = json!([property]);
-    e
-}
+use super::invalid_property as invalid;
 
 /// An `EmailAddress[]` property as a header value; `None` when absent.
 fn addresses(o: &Map<String, Value>, key: &str) -> Result<Option<Address<'static>>, Value> {
@@ -134,35 +129,7 @@ pub(super) async fn create_email(session: &Session, v: &Value) -> Result<Value, 
         };
         return Err(invalid(p, why));
     }
-    let folders = match o.get("mailboxIds") {
-        Some(Value::Object(m)) if !m.is_empty() => m
-            .iter()
-            .map(|(k, v)| match (folder_of(k), v) {
-                (Some(f), Value::Bool(true)) => Ok(f),
-                _ => Err(invalid("mailboxIds", "mailboxIds maps mailbox ids to true")),
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        _ => return Err(invalid("mailboxIds", "at least one mailbox is required")),
-    };
-    let mut options = AppendOptions::default();
-    if let Some(k) = o.get("keywords").filter(|k| !k.is_null()) {
-        let k = k
-            .as_object()
-            .ok_or_else(|| invalid("keywords", "keywords is an object"))?;
-        for (name, on) in k {
-            if on != &Value::Bool(true) {
-                return Err(invalid("keywords", "keywords map to true"));
-            }
-            options.keywords.push(
-                keyword_arg(&json!(name.to_ascii_lowercase()))
-                    .map_err(|_| invalid("keywords", format!("{name} is not a keyword")))?,
-            );
-        }
-    }
-    if let Some(t) = o.get("receivedAt").filter(|t| !t.is_null()) {
-        options.received_at =
-            Some(date_arg(t, "receivedAt").map_err(|_| invalid("receivedAt", "not a UTCDate"))?);
-    }
+    let (folders, options) = super::placement(o)?;
 
     let mut m = MessageBuilder::new();
     for (key, header) in [

@@ -7,17 +7,10 @@ use cofre_storage::mailbox::Folder;
 use cofre_storage::{FolderId, FolderName};
 use serde_json::{Map, Value, json};
 
-use super::{
-    MAX_OBJECTS_IN_SET, MethodError, MethodResult, folder_of, folders, set_error, state,
-    string_list,
-};
+use super::{MethodError, MethodResult, folder_of, folders, set_error, state};
 use crate::auth::Session;
 
-fn invalid(property: &str, description: impl Into<String>) -> Value {
-    let mut e = set_error("invalidProperties", description);
-    e["properties"] = json!([property]);
-    e
-}
+use super::invalid_property as invalid;
 
 /// What a create or update asks for.
 #[derive(Default)]
@@ -222,28 +215,8 @@ pub(super) async fn mailbox_set(
     account: &str,
     args: &Map<String, Value>,
 ) -> MethodResult {
-    let old = state(session).await?;
-    if let Some(want) = args.get("ifInState").and_then(Value::as_str)
-        && want != old
-    {
-        return Err(MethodError::new(
-            "stateMismatch",
-            format!("the state is {old}"),
-        ));
-    }
-    let object = |k: &str| -> Result<Map<String, Value>, MethodError> {
-        match args.get(k) {
-            None | Some(Value::Null) => Ok(Map::new()),
-            Some(Value::Object(m)) => Ok(m.clone()),
-            Some(_) => Err(MethodError::invalid(format!("{k} is an object"))),
-        }
-    };
-    let creates = object("create")?;
-    let updates = object("update")?;
-    let destroys = string_list(args, "destroy")?.unwrap_or_default();
-    if creates.len() + updates.len() + destroys.len() > MAX_OBJECTS_IN_SET {
-        return Err(MethodError::new("requestTooLarge", "too many objects"));
-    }
+    let old = super::old_state(session, args).await?;
+    let (creates, updates, destroys) = super::set_args(args)?;
     let remove_emails = match args.get("onDestroyRemoveEmails") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,

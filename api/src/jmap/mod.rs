@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use cofre_storage::link::Op;
 use cofre_storage::link::Reply;
 use cofre_storage::mailbox::{
-    Addr, EmailSummary, Filter, Folder, MimePart, Query, Sort, SortKey, TextField,
+    Addr, AppendOptions, EmailSummary, Filter, Folder, MimePart, Query, Sort, SortKey, TextField,
 };
 use cofre_storage::{EmailId, FolderId, Keyword, ThreadId};
 use serde_json::{Map, Value, json};
@@ -1446,6 +1446,98 @@ fn header_props(props: &[String]) -> Result<Vec<headers::HeaderProp>, MethodErro
     Ok(out)
 }
 
+/// An `invalidProperties` SetError naming the property.
+fn invalid_property(property: &str, description: impl Into<String>) -> Value {
+    let mut e = set_error("invalidProperties", description);
+    e["properties"] = json!([property]);
+    e
+}
+
+/// `ifInState` checked against the state now (read before any change);
+/// that state, the response's `oldState`.
+async fn old_state(session: &Session, args: &Map<String, Value>) -> Result<String, MethodError> {
+    let old = state(session).await?;
+    match args.get("ifInState").and_then(Value::as_str) {
+        Some(want) if want != old => Err(MethodError::new(
+            "stateMismatch",
+            format!("the state is {old}"),
+        )),
+        _ => Ok(old),
+    }
+}
+
+/// The `create`, `update` and `destroy` arguments of a `/set`, within
+/// `maxObjectsInSet`.
+type SetArgs = (Map<String, Value>, Map<String, Value>, Vec<String>);
+
+fn set_args(args: &Map<String, Value>) -> Result<SetArgs, MethodError> {
+    let object = |k: &str| -> Result<Map<String, Value>, MethodError> {
+        match args.get(k) {
+            None | Some(Value::Null) => Ok(Map::new()),
+            Some(Value::Object(m)) => Ok(m.clone()),
+            Some(_) => Err(MethodError::invalid(format!("{k} is an object"))),
+        }
+    };
+    let create = object("create")?;
+    let update = object("update")?;
+    let destroy = string_list(args, "destroy")?.unwrap_or_default();
+    if create.len() + update.len() + destroy.len() > MAX_OBJECTS_IN_SET {
+        return Err(MethodError::new(
+            "requestTooLarge",
+            format!("at most {MAX_OBJECTS_IN_SET} objects"),
+        ));
+    }
+    Ok((create, update, destroy))
+}
+
+/// Where a new email goes and how: `mailboxIds` (at least one),
+/// `keywords`, `receivedAt` — shared by `Email/set` create and
+/// `Email/import`.
+fn placement(o: &Map<String, Value>) -> Result<(Vec<FolderId>, AppendOptions), Value> {
+    let folders = match o.get("mailboxIds") {
+        Some(Value::Object(m)) if !m.is_empty() => m
+            .iter()
+            .map(|(k, v)| match (folder_of(k), v) {
+                (Some(f), Value::Bool(true)) => Ok(f),
+                _ => Err(invalid_property(
+                    "mailboxIds",
+                    "mailboxIds maps mailbox ids to true",
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => {
+            return Err(invalid_property(
+                "mailboxIds",
+                "at least one mailbox is required",
+            ));
+        }
+    };
+    let mut options = AppendOptions::default();
+    match o.get("keywords") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                if v != &Value::Bool(true) {
+                    return Err(invalid_property("keywords", "keywords map to true"));
+                }
+                options.keywords.push(
+                    keyword_arg(&json!(k.to_ascii_lowercase())).map_err(|_| {
+                        invalid_property("keywords", format!("{k} is not a keyword"))
+                    })?,
+                );
+            }
+        }
+        Some(_) => return Err(invalid_property("keywords", "keywords is an object")),
+    }
+    if let Some(t) = o.get("receivedAt").filter(|t| !t.is_null()) {
+        options.received_at = Some(
+            date_arg(t, "receivedAt")
+                .map_err(|_| invalid_property("receivedAt", "not a UTCDate"))?,
+        );
+    }
+    Ok((folders, options))
+}
+
 /// A SetError (RFC 8620 §5.3).
 fn set_error(kind: &str, description: impl Into<String>) -> Value {
     json!({"type": kind, "description": description.into()})
@@ -1473,11 +1565,7 @@ fn email_patch(patch: &Map<String, Value>) -> Result<EmailPatch, Value> {
         mailboxes_set: Vec::new(),
         replace_mailboxes: None,
     };
-    let bad = |prop: &str, why: &str| {
-        let mut e = set_error("invalidProperties", why);
-        e["properties"] = json!([prop]);
-        e
-    };
+    let bad = invalid_property;
     for (k, v) in patch {
         if k == "keywords" {
             let map = v.as_object().ok_or_else(|| bad(k, "keywords is a map"))?;
@@ -1637,31 +1725,8 @@ async fn summaries(
 /// `Email/set` (RFC 8621 §4.6): creation (`compose`), keyword and mailbox
 /// updates, and destruction.
 async fn email_set(session: &Session, account: &str, args: &Map<String, Value>) -> MethodResult {
-    let old = state(session).await?;
-    if let Some(want) = args.get("ifInState").and_then(Value::as_str)
-        && want != old
-    {
-        return Err(MethodError::new(
-            "stateMismatch",
-            format!("the state is {old}"),
-        ));
-    }
-    let object = |k: &str| -> Result<Map<String, Value>, MethodError> {
-        match args.get(k) {
-            None | Some(Value::Null) => Ok(Map::new()),
-            Some(Value::Object(m)) => Ok(m.clone()),
-            Some(_) => Err(MethodError::invalid(format!("{k} is an object"))),
-        }
-    };
-    let create = object("create")?;
-    let update = object("update")?;
-    let destroy = string_list(args, "destroy")?.unwrap_or_default();
-    if create.len() + update.len() + destroy.len() > MAX_OBJECTS_IN_SET {
-        return Err(MethodError::new(
-            "requestTooLarge",
-            format!("at most {MAX_OBJECTS_IN_SET} objects"),
-        ));
-    }
+    let old = old_state(session, args).await?;
+    let (create, update, destroy) = set_args(args)?;
     let (mut created, mut not_created) = (Map::new(), Map::new());
     for (k, v) in &create {
         match compose::create_email(session, v).await {
