@@ -177,6 +177,18 @@ pub fn run(messages: usize) -> Result<()> {
         }
         println!("| of which Email/get of 50 alone, median of 200 | {} | - |", ms(median(t)));
 
+        let boxes = json!([["Mailbox/get", {"accountId": account, "ids": null}, "m"]]);
+        let mut t = Vec::new();
+        for _ in 0..30 {
+            let s = Instant::now();
+            jmap(&mut conn, &auth, boxes.clone()).await?;
+            t.push(s.elapsed());
+        }
+        println!(
+            "| Mailbox/get of every mailbox with email and thread counts, median of 30 | {} | - |",
+            ms(median(t))
+        );
+
         let mut t = Vec::new();
         let mut hits = 0;
         for k in 0..30 {

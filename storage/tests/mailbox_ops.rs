@@ -586,3 +586,49 @@ fn uploads_are_kept_and_read_back() {
     assert_eq!(mb.upload(id).unwrap(), b"bytes for later");
     assert!(matches!(mb.upload(id + 1), Err(Error::NotFound(_))));
 }
+
+/// Thread counts per folder: a thread counts once however many of its
+/// emails a folder holds, and is unread while one of them lacks `$seen`.
+#[test]
+fn thread_counts_per_folder() {
+    let (_d, mut mb) = common::mailbox();
+    let inbox = mb.folder_by_role(Role::Inbox).unwrap().id;
+    let archive = mb.folder_by_role(Role::Archive).unwrap().id;
+    let opts = AppendOptions::default();
+    let first = mb
+        .append(inbox, &common::msg("a@b.c", "d@e.f", "plans", "x"), &opts)
+        .unwrap();
+    let reply = b"From: d@e.f\r\nSubject: Re: plans\r\nMessage-ID: <r@test>\r\n\
+                  In-Reply-To: <plans@test>\r\n\r\nyes\r\n";
+    mb.append(inbox, reply, &common::with_keywords(&["$seen"]))
+        .unwrap();
+    mb.append(
+        archive,
+        &common::msg("a@b.c", "d@e.f", "old", "x"),
+        &common::with_keywords(&["$seen"]),
+    )
+    .unwrap();
+    let counts = mb.thread_counts().unwrap();
+    let of = |f| {
+        counts
+            .iter()
+            .find(|(g, ..)| *g == f)
+            .map(|(_, t, u)| (*t, *u))
+    };
+    assert_eq!(
+        of(inbox),
+        Some((1, 1)),
+        "one thread, unread by its first email"
+    );
+    assert_eq!(of(archive), Some((1, 0)));
+    mb.set_keywords(&[first.email_id], &[Keyword::seen()], &[])
+        .unwrap();
+    let counts = mb.thread_counts().unwrap();
+    assert_eq!(
+        counts
+            .iter()
+            .find(|(g, ..)| *g == inbox)
+            .map(|(_, t, u)| (*t, *u)),
+        Some((1, 0))
+    );
+}

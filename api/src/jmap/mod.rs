@@ -778,6 +778,17 @@ async fn mailbox_get(session: &Session, account: &str, args: &Map<String, Value>
         .flatten()
         .filter(|id| !all.iter().any(|f| prefixed('m', id) == Some(f.id.0)))
         .collect();
+    let counts = if props.iter().any(|p| p.ends_with("Threads")) {
+        thread_counts(session).await?
+    } else {
+        Vec::new()
+    };
+    let threads = |f: FolderId| {
+        counts
+            .iter()
+            .find(|(g, ..)| *g == f)
+            .map_or((0, 0), |(_, t, u)| (*t, *u))
+    };
     let mut list = Vec::new();
     for f in wanted {
         let mut m = Map::new();
@@ -792,15 +803,8 @@ async fn mailbox_get(session: &Session, account: &str, args: &Map<String, Value>
                 "sortOrder" => json!(sort_order(f)),
                 "totalEmails" => json!(f.total),
                 "unreadEmails" => json!(f.unseen),
-                "totalThreads" => json!(thread_count(session, f.id, Filter::All).await?),
-                "unreadThreads" => json!(
-                    thread_count(
-                        session,
-                        f.id,
-                        Filter::Not(Box::new(Filter::Keyword(Keyword::seen())))
-                    )
-                    .await?
-                ),
+                "totalThreads" => json!(threads(f.id).0),
+                "unreadThreads" => json!(threads(f.id).1),
                 "myRights" => rights(f),
                 "isSubscribed" => json!(f.subscribed),
                 _ => continue,
@@ -991,20 +995,13 @@ async fn mailbox_query(
 }
 
 /// Threads with at least one email in `folder` matching `filter`.
-async fn thread_count(
-    session: &Session,
-    folder: FolderId,
-    filter: Filter,
-) -> Result<usize, MethodError> {
-    let q = Query {
-        folder: Some(folder),
-        filter,
-        sort: Vec::new(),
-        collapse_threads: true,
-        position: 0,
-        limit: None,
-    };
-    Ok(search(session, q).await?.len())
+/// Each folder's (threads, unread threads).
+async fn thread_counts(session: &Session) -> Result<Vec<(FolderId, u64, u64)>, MethodError> {
+    match session.request(|s| Op::ThreadCounts { session: s }).await {
+        Ok(Reply::ThreadCounts(c)) => Ok(c),
+        Ok(_) => Err(MethodError::server("unexpected reply")),
+        Err(p) => Err(link_error(p)),
+    }
 }
 
 fn date_arg(v: &Value, what: &str) -> Result<i64, MethodError> {

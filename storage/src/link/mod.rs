@@ -338,6 +338,11 @@ pub enum Op {
         /// The MODSEQ.
         since: ModSeq,
     },
+    /// Each folder's thread and unread-thread counts.
+    ThreadCounts {
+        /// The session.
+        session: SessionId,
+    },
     /// Keep bytes for later use (a JMAP blob upload); answered with
     /// `Uploaded`.
     Upload {
@@ -396,6 +401,7 @@ impl Op {
             Op::Usage { .. } => "usage",
             Op::Changes { .. } => "changes",
             Op::FolderChanges { .. } => "folder_changes",
+            Op::ThreadCounts { .. } => "thread_counts",
             Op::Upload { .. } => "upload",
             Op::ReadUpload { .. } => "read_upload",
         }
@@ -466,6 +472,8 @@ pub enum Reply {
     FolderChanges(FolderChanges),
     /// An upload's id.
     Uploaded(i64),
+    /// (folder, threads, unread threads) for each folder with mail.
+    ThreadCounts(Vec<(FolderId, u64, u64)>),
 }
 
 /// Unsolicited news from the primary, for IDLE, JMAP push and web clients.
@@ -764,6 +772,9 @@ pub fn mailbox_job(op: Op) -> Result<MailboxJob, Op> {
         }),
         Op::Changes { session, since } => job(session, false, move |mb| {
             Ok(Reply::Changes(mb.changes_since(since)?))
+        }),
+        Op::ThreadCounts { session } => job(session, false, |mb| {
+            Ok(Reply::ThreadCounts(mb.thread_counts()?))
         }),
         Op::Upload { session, data } => job(session, true, move |mb| {
             Ok(Reply::Uploaded(mb.put_upload(&data)?))

@@ -97,7 +97,10 @@ impl Mailbox {
         let mut folders: BTreeMap<i64, Ops> = BTreeMap::new();
         let mut threads: BTreeMap<i64, Ops> = BTreeMap::new();
         let mut stmt = self.conn.prepare_cached(
-            "SELECT kind, object_id, folder_id, op FROM changes WHERE modseq > ?1 ORDER BY id",
+            // The MODSEQ index finds the few recent rows; left to itself
+            // the planner may walk the whole log in id order instead.
+            "SELECT kind, object_id, folder_id, op FROM changes INDEXED BY changes_modseq
+             WHERE modseq > ?1 ORDER BY id",
         )?;
         let mut rows = stmt.query([since as i64])?;
         while let Some(r) = rows.next()? {

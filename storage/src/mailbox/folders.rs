@@ -225,6 +225,28 @@ impl Mailbox {
         })
     }
 
+    /// Per folder: its threads (those with an email in it) and its unread
+    /// threads (with an email in it that lacks `$seen`), in one pass over
+    /// the memberships.
+    pub fn thread_counts(&self) -> Result<Vec<(FolderId, u64, u64)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT m.folder_id, COUNT(DISTINCT e.thread_id),
+                    COUNT(DISTINCT CASE WHEN k.email_id IS NULL THEN e.thread_id END)
+             FROM mailbox_messages m
+             JOIN emails e ON e.id = m.email_id
+             LEFT JOIN keywords k ON k.email_id = m.email_id AND k.keyword = '$seen'
+             GROUP BY m.folder_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                FolderId(r.get(0)?),
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, i64>(2)? as u64,
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Subscribes to, or unsubscribes from, a folder.
     pub fn set_subscribed(&mut self, id: FolderId, subscribed: bool) -> Result<()> {
         self.write(|tx, modseq| {
