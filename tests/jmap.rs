@@ -20,6 +20,8 @@ struct Server {
     bo: String,
     /// The IMAP listener, when asked for (`--imap`).
     imap: Option<String>,
+    /// The MX listener, when asked for (`--smtp`).
+    smtp: Option<String>,
 }
 
 fn serve() -> Server {
@@ -52,6 +54,11 @@ fn serve_with(extra: &[&str], env: &[(&str, &str)]) -> Server {
             .and_then(|r| r.split_whitespace().next())
             .map(str::to_string)
     });
+    let smtp = p.seen.iter().find_map(|l| {
+        l.strip_prefix("smtp listening on ")
+            .and_then(|r| r.split_whitespace().next())
+            .map(str::to_string)
+    });
     Server {
         _proc: p,
         addr,
@@ -60,6 +67,7 @@ fn serve_with(extra: &[&str], env: &[(&str, &str)]) -> Server {
         ana_password,
         bo,
         imap,
+        smtp,
     }
 }
 
@@ -1568,6 +1576,93 @@ fn websocket_carries_requests_and_push() {
     let states = change["changed"][&account].as_object().unwrap();
     assert_eq!(states.keys().collect::<Vec<_>>(), ["Email"]);
     assert_ne!(states["Email"], before.as_str());
+}
+
+/// RFC 8621 §8: the VacationResponse singleton read and updated, and the
+/// MX of the same `cofre serve` answering mail with it.
+#[test]
+fn vacation_response_is_set_and_answers_mail() {
+    use std::io::{BufRead, BufReader, Write};
+    const VACATION: &str = "urn:ietf:params:jmap:vacationresponse";
+    let admin = "admin token for the vacation test";
+    // An MX, and a closed DNS port: replies wait in the outbound queue.
+    let s = serve_with(
+        &["--smtp", "127.0.0.1:0", "--dns", "127.0.0.1:1"],
+        &[("COFRE_ADMIN_TOKEN", admin)],
+    );
+    let account = session(&s, &s.ana)["primaryAccounts"][VACATION]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let get = |calls: Value| api(&s, &s.ana, &[CORE, VACATION], calls)["methodResponses"].clone();
+    let r = get(json!([["VacationResponse/get", {"accountId": account, "ids": null}, "g"]]));
+    assert_eq!(r[0][1]["list"][0]["id"], "singleton");
+    assert_eq!(r[0][1]["list"][0]["isEnabled"], false);
+    let before = r[0][1]["state"].as_str().unwrap().to_string();
+    let r = get(json!([
+        ["VacationResponse/set", {"accountId": account, "update": {"singleton": {
+            "isEnabled": true, "fromDate": "2020-01-01T00:00:00Z", "toDate": null,
+            "subject": "Out of office", "textBody": "Back soon."}}}, "s"],
+        ["VacationResponse/set", {"accountId": account, "create": {"x": {}}, "destroy": ["singleton"],
+            "update": {"other": {}}}, "bad"],
+        ["VacationResponse/set", {"accountId": account, "update": {"singleton": {"color": "red"}}}, "prop"],
+        ["VacationResponse/set", {"accountId": account, "ifInState": before, "update": {"singleton": {}}}, "stale"],
+        ["VacationResponse/get", {"accountId": account, "ids": ["singleton", "nope"]}, "g"]
+    ]));
+    assert_eq!(r[0][1]["updated"], json!({"singleton": null}));
+    assert_ne!(r[0][1]["newState"], before.as_str());
+    assert_eq!(r[1][1]["notCreated"]["x"]["type"], "singleton");
+    assert_eq!(r[1][1]["notDestroyed"]["singleton"]["type"], "singleton");
+    assert_eq!(r[1][1]["notUpdated"]["other"]["type"], "notFound");
+    assert_eq!(
+        r[2][1]["notUpdated"]["singleton"]["properties"],
+        json!(["color"])
+    );
+    assert_eq!(r[3][1]["type"], "stateMismatch");
+    let v = &r[4][1]["list"][0];
+    assert_eq!(v["isEnabled"], true);
+    assert_eq!(v["fromDate"], "2020-01-01T00:00:00Z");
+    assert_eq!(v["subject"], "Out of office");
+    assert_eq!(r[4][1]["notFound"], json!(["nope"]));
+
+    // Mail from another server: the MX queues the reply to its sender.
+    let smtp = s.smtp.as_deref().unwrap();
+    let mut c = BufReader::new(std::net::TcpStream::connect(smtp).unwrap());
+    let mut line = String::new();
+    let mut say = |cmd: &str, c: &mut BufReader<std::net::TcpStream>| {
+        if !cmd.is_empty() {
+            c.get_mut().write_all(cmd.as_bytes()).unwrap();
+        }
+        loop {
+            line.clear();
+            c.read_line(&mut line).unwrap();
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return line.clone();
+            }
+        }
+    };
+    say("", &mut c);
+    say("EHLO else.example\r\n", &mut c);
+    assert!(say("MAIL FROM:<carla@else.example>\r\n", &mut c).starts_with("250"));
+    assert!(say("RCPT TO:<ana@example.com>\r\n", &mut c).starts_with("250"));
+    assert!(say("DATA\r\n", &mut c).starts_with("354"));
+    let r = say(
+        "From: carla@else.example\r\nTo: ana@example.com\r\nSubject: hi\r\n\r\nhello\r\n.\r\n",
+        &mut c,
+    );
+    assert!(r.starts_with("250"), "{r}");
+    let q = http_with(
+        &s.addr,
+        "GET",
+        "/v1/admin/outbound",
+        &[("Authorization", &format!("Bearer {admin}"))],
+        b"",
+    );
+    let q = String::from_utf8_lossy(&q.body).to_string();
+    assert!(
+        q.contains("carla@else.example"),
+        "the reply waits for carla: {q}"
+    );
 }
 
 #[test]

@@ -20,6 +20,7 @@ pub mod parse;
 pub mod server;
 pub mod session;
 pub mod srs;
+pub mod vacation;
 pub mod webhook;
 
 pub use server::{ServerConfig, serve};

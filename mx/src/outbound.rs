@@ -150,6 +150,14 @@ impl Sender {
         Ok(())
     }
 
+    /// Whether `alias` answers `sender` with its vacation reply now (at
+    /// most once per [`crate::vacation::EVERY_SECS`]); a yes is recorded.
+    pub fn vacation_due(&self, alias: &str, sender: &str) -> Result<bool, String> {
+        lock(&self.queue)
+            .vacation_due(alias, sender, now(), crate::vacation::EVERY_SECS)
+            .map_err(|e| e.to_string())
+    }
+
     /// The DKIM key of `domain`, if one was made (`cofre domain dkim`).
     pub fn dkim_key(&self, domain: &str) -> Result<Option<DkimKey>, String> {
         lock(&self.queue)

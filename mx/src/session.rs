@@ -786,6 +786,9 @@ impl Session {
         for (alias, r) in rules {
             self.post_webhooks(fwd, alias, &r.webhooks, stamped, raw, from)
                 .await?;
+            if let Some(v) = &r.vacation {
+                self.vacation_reply(fwd, alias, v, raw, from).await;
+            }
             let targets = r.forwards.clone();
             if targets.is_empty() {
                 continue;
@@ -830,6 +833,46 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Queues the alias's vacation reply to `from`, when it is active and
+    /// the message is one to answer. Best effort: the mail itself is
+    /// delivered either way, so a failure here is logged, not returned.
+    async fn vacation_reply(
+        &self,
+        fwd: &Forwarding,
+        alias: &AliasAddress,
+        v: &cofre_storage::admin::Vacation,
+        raw: &[u8],
+        from: &str,
+    ) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if !v.active(now) || !crate::vacation::answers(alias.as_str(), from, raw) {
+            return;
+        }
+        match fwd.outbound.vacation_due(alias.as_str(), from) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "vacation reply bookkeeping failed");
+                return;
+            }
+        }
+        let reply = crate::vacation::reply(alias.as_str(), from, v, raw, &rfc5322_now());
+        // Signed like any mail of the alias's domain.
+        let reply = match fwd.outbound.dkim_key(alias.domain()) {
+            Ok(Some(key)) => match crate::auth::dkim_sign(&key, &reply) {
+                Ok(h) => [h.as_bytes(), &reply].concat(),
+                Err(_) => reply,
+            },
+            _ => reply,
+        };
+        // A null envelope sender: nothing answers an automatic reply.
+        if let Err(e) = fwd.outbound.enqueue("", &[from.to_string()], &reply).await {
+            tracing::warn!(error = %e, "queueing a vacation reply failed");
+        }
     }
 
     /// Queues one post per webhook of `alias` (none: nothing to do).

@@ -11,7 +11,7 @@ use crate::primary::Primary;
 use crate::types::AliasAddress;
 
 /// An administrative operation.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum AdminOp {
     /// Hosted domains.
     Domains,
@@ -62,6 +62,15 @@ pub enum AdminOp {
         /// Where to POST.
         url: String,
     },
+    /// An alias's vacation response.
+    Vacation(AliasAddress),
+    /// Replace an alias's vacation response.
+    SetVacation {
+        /// The alias.
+        address: AliasAddress,
+        /// The new response.
+        vacation: Vacation,
+    },
     /// What the MX does with an alias's mail: whether it keeps a copy,
     /// its forwards and its webhooks (with secrets), in one answer.
     Rules(AliasAddress),
@@ -103,6 +112,37 @@ pub struct DeliveryRules {
     pub forwards: Vec<String>,
     /// Webhooks, with their secrets.
     pub webhooks: Vec<crate::webhook::WebhookTarget>,
+    /// The vacation response, when one is enabled (the MX checks its
+    /// dates).
+    pub vacation: Option<Vacation>,
+}
+
+/// An automatic reply to arriving mail while the alias is away (JMAP
+/// VacationResponse, RFC 8621 §8). Kept in the directory, where the MX
+/// reads it without the alias's key: its text goes to anyone who writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vacation {
+    /// Whether replies are sent.
+    pub enabled: bool,
+    /// Replies start here (Unix seconds), if set.
+    pub from_date: Option<i64>,
+    /// Replies stop here (Unix seconds), if set.
+    pub to_date: Option<i64>,
+    /// The reply's subject (else "Auto: " and the original's).
+    pub subject: Option<String>,
+    /// The reply's plain text.
+    pub text_body: Option<String>,
+    /// The reply's HTML.
+    pub html_body: Option<String>,
+}
+
+impl Vacation {
+    /// Whether it answers mail arriving at `now` (Unix seconds).
+    pub fn active(&self, now: i64) -> bool {
+        self.enabled
+            && self.from_date.is_none_or(|f| now >= f)
+            && self.to_date.is_none_or(|t| now < t)
+    }
 }
 
 impl DeliveryRules {
@@ -143,6 +183,8 @@ pub enum AdminReply {
     Rules(DeliveryRules),
     /// Whether an alias keeps a copy in its mailbox.
     KeepCopy(bool),
+    /// An alias's vacation response.
+    Vacation(Vacation),
 }
 
 fn domain_name(name: &str) -> Result<String> {
@@ -259,7 +301,17 @@ impl Primary {
                             secret: w.secret,
                         })
                         .collect(),
+                    vacation: Some(dir.vacation(alias.id)?).filter(|v| v.enabled),
                 })
+            }
+            AdminOp::Vacation(address) => {
+                let alias = store.alias(&address)?;
+                AdminReply::Vacation(store.directory().vacation(alias.id)?)
+            }
+            AdminOp::SetVacation { address, vacation } => {
+                let alias = store.alias(&address)?;
+                store.directory().set_vacation(alias.id, &vacation)?;
+                AdminReply::Vacation(vacation)
             }
             AdminOp::SetKeepCopy { address, keep } => {
                 let alias = store.alias(&address)?;

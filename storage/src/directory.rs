@@ -67,6 +67,17 @@ CREATE TABLE revoked_tokens (
     r#"
 ALTER TABLE aliases ADD COLUMN keep_copy INTEGER NOT NULL DEFAULT 1;
 "#,
+    r#"
+CREATE TABLE vacations (
+    alias_id  INTEGER PRIMARY KEY REFERENCES aliases (id) ON DELETE CASCADE,
+    enabled   INTEGER NOT NULL,
+    from_date INTEGER,
+    to_date   INTEGER,
+    subject   TEXT,
+    text_body TEXT,
+    html_body TEXT
+);
+"#,
 ];
 
 /// One alias as the directory stores it.
@@ -407,6 +418,48 @@ impl Directory {
         self.conn.execute(
             "UPDATE aliases SET keep_copy = ?2 WHERE id = ?1",
             params![alias_id, keep],
+        )?;
+        Ok(())
+    }
+
+    /// An alias's vacation response (disabled and empty if never set).
+    pub fn vacation(&self, alias_id: i64) -> Result<crate::admin::Vacation> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT enabled, from_date, to_date, subject, text_body, html_body
+                 FROM vacations WHERE alias_id = ?1",
+                [alias_id],
+                |r| {
+                    Ok(crate::admin::Vacation {
+                        enabled: r.get(0)?,
+                        from_date: r.get(1)?,
+                        to_date: r.get(2)?,
+                        subject: r.get(3)?,
+                        text_body: r.get(4)?,
+                        html_body: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?
+            .unwrap_or_default())
+    }
+
+    /// Replaces an alias's vacation response.
+    pub fn set_vacation(&mut self, alias_id: i64, v: &crate::admin::Vacation) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO vacations
+                 (alias_id, enabled, from_date, to_date, subject, text_body, html_body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                alias_id,
+                v.enabled,
+                v.from_date,
+                v.to_date,
+                v.subject,
+                v.text_body,
+                v.html_body
+            ],
         )?;
         Ok(())
     }

@@ -143,6 +143,12 @@ impl Outbound {
                  last_error TEXT
              );
              CREATE INDEX IF NOT EXISTS items_due ON items (next_at);
+             CREATE TABLE IF NOT EXISTS vacation_replies (
+                 alias   TEXT NOT NULL,
+                 sender  TEXT NOT NULL,
+                 sent_at INTEGER NOT NULL,
+                 PRIMARY KEY (alias, sender)
+             ) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS dkim_keys (
                  domain      TEXT PRIMARY KEY,
                  selector    TEXT NOT NULL,
@@ -153,6 +159,36 @@ impl Outbound {
         )?;
         conn.execute_batch(crate::webhook::SCHEMA)?;
         Ok(Outbound { conn })
+    }
+
+    /// Whether `alias` may send its vacation reply to `sender` now: not
+    /// when it did within `every` seconds (RFC 3834 §2). A yes is
+    /// recorded, so the next answer is no until `every` has passed.
+    pub fn vacation_due(
+        &mut self,
+        alias: &str,
+        sender: &str,
+        now: i64,
+        every: i64,
+    ) -> Result<bool> {
+        let sender = sender.to_ascii_lowercase();
+        let tx = self.conn.transaction()?;
+        let last: Option<i64> = tx
+            .query_row(
+                "SELECT sent_at FROM vacation_replies WHERE alias = ?1 AND sender = ?2",
+                rusqlite::params![alias, sender],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if last.is_some_and(|t| now - t < every) {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO vacation_replies (alias, sender, sent_at) VALUES (?1, ?2, ?3)",
+            rusqlite::params![alias, sender, now],
+        )?;
+        tx.commit()?;
+        Ok(true)
     }
 
     /// Queues a message for its recipients, one item per domain, in one

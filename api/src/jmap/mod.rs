@@ -30,6 +30,8 @@ mod query_changes;
 mod quota;
 pub use quota::QUOTA;
 mod snippet;
+mod vacation;
+pub use vacation::VACATION;
 mod websocket;
 pub use websocket::{WEBSOCKET, websocket};
 mod submission;
@@ -135,6 +137,7 @@ pub async fn session_resource(session: Session, parts: axum::http::request::Part
             MAIL: {},
             SUBMISSION: {},
             QUOTA: {},
+            VACATION: {},
             WEBSOCKET: {
                 "url": format!("{}/jmap/ws", base.replacen("http", "ws", 1)),
                 "supportsPush": true,
@@ -160,10 +163,11 @@ pub async fn session_resource(session: Session, parts: axum::http::request::Part
                         "submissionExtensions": {},
                     },
                     QUOTA: {},
+                    VACATION: {},
                 },
             },
         },
-        "primaryAccounts": { CORE: account.clone(), MAIL: account.clone(), SUBMISSION: account.clone(), QUOTA: account },
+        "primaryAccounts": { CORE: account.clone(), MAIL: account.clone(), SUBMISSION: account.clone(), QUOTA: account.clone(), VACATION: account },
         "username": address,
         "apiUrl": format!("{base}/jmap/api"),
         "downloadUrl": format!("{base}/jmap/download/{{accountId}}/{{blobId}}/{{name}}?accept={{type}}"),
@@ -278,7 +282,7 @@ pub(crate) async fn run(
     let (using, calls, created_ids) =
         parse_request(request).map_err(|d| RequestError::new("notRequest", d))?;
     for capability in &using {
-        if ![CORE, MAIL, SUBMISSION, QUOTA].contains(&capability.as_str()) {
+        if ![CORE, MAIL, SUBMISSION, QUOTA, VACATION].contains(&capability.as_str()) {
             return Err(RequestError::new(
                 "unknownCapability",
                 format!("unknown capability {capability}"),
@@ -307,6 +311,8 @@ pub(crate) async fn run(
             SUBMISSION
         } else if name.starts_with("Quota/") {
             QUOTA
+        } else if name.starts_with("VacationResponse/") {
+            VACATION
         } else {
             MAIL
         };
@@ -482,7 +488,7 @@ async fn call(
     name: &str,
     args: Map<String, Value>,
 ) -> MethodResult {
-    const METHODS: [&str; 21] = [
+    const METHODS: [&str; 23] = [
         "Mailbox/get",
         "Mailbox/set",
         "Mailbox/query",
@@ -498,6 +504,8 @@ async fn call(
         "Email/import",
         "Email/parse",
         "SearchSnippet/get",
+        "VacationResponse/get",
+        "VacationResponse/set",
         "Quota/get",
         "Quota/changes",
         "Quota/query",
@@ -527,6 +535,8 @@ async fn call(
         "Email/import" => blob::email_import(session, account, &args).await,
         "Email/parse" => blob::email_parse(session, account, &args).await,
         "SearchSnippet/get" => snippet::snippet_get(session, account, &args).await,
+        "VacationResponse/get" => vacation::get(session, account, &args).await,
+        "VacationResponse/set" => vacation::set(session, account, &args).await,
         "Quota/get" => quota::quota_get(session, account, &args).await,
         "Quota/changes" => quota::quota_changes(session, account, &args).await,
         "Quota/query" => quota::quota_query(session, account, &args).await,
