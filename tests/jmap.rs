@@ -1665,6 +1665,92 @@ fn vacation_response_is_set_and_answers_mail() {
     );
 }
 
+/// RFC 8621 §4.10's example, replayed: a collapsed, counted inbox page,
+/// then each thread, then every email of those threads — four calls in
+/// one request, chained by result references (`/list/*/emailIds`
+/// flattening arrays of arrays, RFC 8620 §3.7).
+#[test]
+fn rfc8621_email_query_example_chain() {
+    let s = serve();
+    let account = session(&s, &s.ana)["primaryAccounts"][MAIL]
+        .as_str()
+        .unwrap()
+        .to_string();
+    import(
+        &s,
+        &s.ana,
+        "Subject: Dinner\r\nMessage-ID: <d1@x>\r\nFrom: Joe <joe@example.com>\r\n\r\nWhere?\r\n",
+    );
+    import(
+        &s,
+        &s.ana,
+        "Subject: Re: Dinner\r\nMessage-ID: <d2@x>\r\nIn-Reply-To: <d1@x>\r\n\r\nHere.\r\n",
+    );
+    import(
+        &s,
+        &s.ana,
+        "Subject: Meeting\r\nMessage-ID: <m1@x>\r\n\r\nAt ten.\r\n",
+    );
+    let r = api(
+        &s,
+        &s.ana,
+        &[CORE, MAIL],
+        json!([["Mailbox/query", {"accountId": account, "filter": {"role": "inbox"}}, "m"]]),
+    );
+    let inbox = r["methodResponses"][0][1]["ids"][0].clone();
+    let r = api(
+        &s,
+        &s.ana,
+        &[CORE, MAIL],
+        json!([
+            ["Email/query", {"accountId": account, "filter": {"inMailbox": inbox},
+                "sort": [{"property": "receivedAt", "isAscending": false}],
+                "collapseThreads": true, "position": 0, "limit": 10, "calculateTotal": true}, "t0"],
+            ["Email/get", {"accountId": account,
+                "#ids": {"resultOf": "t0", "name": "Email/query", "path": "/ids"},
+                "properties": ["threadId"]}, "t1"],
+            ["Thread/get", {"accountId": account,
+                "#ids": {"resultOf": "t1", "name": "Email/get", "path": "/list/*/threadId"}}, "t2"],
+            ["Email/get", {"accountId": account,
+                "#ids": {"resultOf": "t2", "name": "Thread/get", "path": "/list/*/emailIds"},
+                "properties": ["threadId", "mailboxIds", "keywords", "hasAttachment", "from",
+                               "subject", "receivedAt", "size", "preview"]}, "t3"]
+        ]),
+    )["methodResponses"]
+        .clone();
+    let names: Vec<&str> = r
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c[0].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["Email/query", "Email/get", "Thread/get", "Email/get"],
+        "{r}"
+    );
+    assert_eq!(r[0][1]["total"], 2, "two threads");
+    assert_eq!(r[0][1]["ids"].as_array().unwrap().len(), 2);
+    assert_eq!(r[2][1]["list"].as_array().unwrap().len(), 2);
+    let all = r[3][1]["list"].as_array().unwrap();
+    assert_eq!(all.len(), 3, "every email of both threads");
+    let dinner = all.iter().find(|e| e["subject"] == "Dinner").unwrap();
+    assert_eq!(
+        dinner["from"],
+        json!([{"name": "Joe", "email": "joe@example.com"}])
+    );
+    assert_eq!(dinner["preview"], "Where?");
+    assert_eq!(dinner["hasAttachment"], false);
+    assert_eq!(dinner["mailboxIds"], json!({inbox.as_str().unwrap(): true}));
+    assert_eq!(
+        all.iter()
+            .filter(|e| e["threadId"] == dinner["threadId"])
+            .count(),
+        2,
+        "the reply is in Dinner's thread"
+    );
+}
+
 #[test]
 fn email_set_changes_keywords_and_mailboxes_and_destroys() {
     let s = serve();
