@@ -366,8 +366,8 @@ pub(super) async fn email_import(
         "accountId": account,
         "oldState": old,
         "newState": new,
-        "created": if created.is_empty() { Value::Null } else { Value::Object(created) },
-        "notCreated": if not_created.is_empty() { Value::Null } else { Value::Object(not_created) },
+        "created": super::or_null(created),
+        "notCreated": super::or_null(not_created),
     }))
 }
 

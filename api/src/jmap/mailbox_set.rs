@@ -265,22 +265,15 @@ pub(super) async fn mailbox_set(
             }
         }
     }
-    let or_null = |m: Map<String, Value>| {
-        if m.is_empty() {
-            Value::Null
-        } else {
-            Value::Object(m)
-        }
-    };
     Ok(json!({
         "accountId": account,
         "oldState": old,
         "newState": state(session).await?,
-        "created": or_null(created),
-        "notCreated": or_null(not_created),
-        "updated": or_null(updated),
-        "notUpdated": or_null(not_updated),
+        "created": super::or_null(created),
+        "notCreated": super::or_null(not_created),
+        "updated": super::or_null(updated),
+        "notUpdated": super::or_null(not_updated),
         "destroyed": if destroyed.is_empty() { Value::Null } else { Value::Array(destroyed) },
-        "notDestroyed": or_null(not_destroyed),
+        "notDestroyed": super::or_null(not_destroyed),
     }))
 }

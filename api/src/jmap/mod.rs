@@ -1545,6 +1545,15 @@ fn placement(o: &Map<String, Value>) -> Result<(Vec<FolderId>, AppendOptions), V
     Ok((folders, options))
 }
 
+/// A `/set` response's map of ids: `null` when empty (RFC 8620 §5.3).
+fn or_null(m: Map<String, Value>) -> Value {
+    if m.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(m)
+    }
+}
+
 /// A SetError (RFC 8620 §5.3).
 fn set_error(kind: &str, description: impl Into<String>) -> Value {
     json!({"type": kind, "description": description.into()})
@@ -1810,23 +1819,16 @@ async fn email_set(session: &Session, account: &str, args: &Map<String, Value>) 
             }
         }
     }
-    let none_if_empty = |m: Map<String, Value>| {
-        if m.is_empty() {
-            Value::Null
-        } else {
-            Value::Object(m)
-        }
-    };
     Ok(json!({
         "accountId": account,
         "oldState": old,
         "newState": state(session).await?,
-        "created": none_if_empty(created),
-        "updated": none_if_empty(updated),
+        "created": or_null(created),
+        "updated": or_null(updated),
         "destroyed": if destroyed.is_empty() { Value::Null } else { Value::Array(destroyed) },
-        "notCreated": none_if_empty(not_created),
-        "notUpdated": none_if_empty(not_updated),
-        "notDestroyed": none_if_empty(not_destroyed),
+        "notCreated": or_null(not_created),
+        "notUpdated": or_null(not_updated),
+        "notDestroyed": or_null(not_destroyed),
     }))
 }
 

@@ -260,18 +260,14 @@ pub(super) async fn submission_set(
             .into_iter()
             .map(|i| (i, set_error("notFound", "submissions are final once sent")))
             .collect();
-        if m.is_empty() {
-            Value::Null
-        } else {
-            Value::Object(m)
-        }
+        super::or_null(m)
     };
     Ok(json!({
         "accountId": account,
         "oldState": IDENTITY_STATE,
         "newState": IDENTITY_STATE,
-        "created": if made.is_empty() { Value::Null } else { Value::Object(made) },
-        "notCreated": if not_created.is_empty() { Value::Null } else { Value::Object(not_created) },
+        "created": super::or_null(made),
+        "notCreated": super::or_null(not_created),
         "updated": null,
         "notUpdated": refuse("update"),
         "destroyed": null,

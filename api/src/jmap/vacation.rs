@@ -67,11 +67,7 @@ pub(super) async fn get(
 
 /// Applies a patch to the response; the SetError when it is not one.
 fn patch(v: &mut Vacation, p: &Map<String, Value>) -> Result<(), Value> {
-    let bad = |k: &str, d: &str| {
-        let mut e = set_error("invalidProperties", d);
-        e["properties"] = json!([k]);
-        e
-    };
+    let bad = |k: &str, d: &str| super::invalid_property(k, d);
     let text = |k: &str, x: &Value| -> Result<Option<String>, Value> {
         match x {
             Value::Null => Ok(None),
@@ -160,17 +156,10 @@ pub(super) async fn set(
         )
         .await?;
     }
-    let or_null = |m: Map<String, Value>| {
-        if m.is_empty() {
-            Value::Null
-        } else {
-            Value::Object(m)
-        }
-    };
     Ok(json!({
         "accountId": account, "oldState": old, "newState": state_of(&v),
-        "created": null, "notCreated": or_null(not_created),
-        "updated": or_null(updated), "notUpdated": or_null(not_updated),
-        "destroyed": null, "notDestroyed": or_null(not_destroyed),
+        "created": null, "notCreated": super::or_null(not_created),
+        "updated": super::or_null(updated), "notUpdated": super::or_null(not_updated),
+        "destroyed": null, "notDestroyed": super::or_null(not_destroyed),
     }))
 }
