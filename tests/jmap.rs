@@ -1751,6 +1751,45 @@ fn rfc8621_email_query_example_chain() {
     );
 }
 
+/// RFC 8621 §2.3: sortAsTree puts parents before their children and
+/// keeps siblings in the sort's order; filterAsTree drops a match whose
+/// parent did not match. Email/copy has no other account to copy from.
+#[test]
+fn mailbox_query_as_a_tree_and_no_copy_between_accounts() {
+    let s = serve();
+    let account = session(&s, &s.ana)["primaryAccounts"][MAIL]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let get = |calls: Value| api(&s, &s.ana, &[CORE, MAIL], calls)["methodResponses"].clone();
+    let r = get(json!([["Mailbox/set", {"accountId": account, "create": {
+        "a": {"name": "Alpha"},
+        "ab": {"name": "Beta", "parentId": "#a"},
+        "aa": {"name": "Zed", "parentId": "#a"},
+        "b": {"name": "Bravo"},
+        "bb": {"name": "Beta2", "parentId": "#b"}
+    }}, "c"]]));
+    let id = |k: &str| r[0][1]["created"][k]["id"].as_str().unwrap().to_string();
+    let (a, ab, aa, b, bb) = (id("a"), id("ab"), id("aa"), id("b"), id("bb"));
+    let r2 = get(json!([
+        ["Mailbox/query", {"accountId": account, "filter": {"hasAnyRole": false},
+            "sort": [{"property": "name", "isAscending": false}], "sortAsTree": true}, "t"],
+        ["Mailbox/query", {"accountId": account, "filter": {"name": "b", "hasAnyRole": false},
+            "sort": [{"property": "name"}], "filterAsTree": true}, "f"],
+        ["Mailbox/query", {"accountId": account, "filter": {"name": "b", "hasAnyRole": false},
+            "sort": [{"property": "name"}]}, "flat"],
+        ["Email/copy", {"accountId": account, "fromAccountId": "elsewhere", "create": {}}, "x"],
+        ["Email/copy", {"accountId": account, "fromAccountId": account, "create": {}}, "y"]
+    ]));
+    assert_eq!(r2[0][1]["ids"], json!([b, bb, a, aa, ab]), "{}", r2[0][1]);
+    // "b" matches Bravo, Beta (under Alpha, which does not match) and
+    // Beta2 (under Bravo, which does).
+    assert_eq!(r2[1][1]["ids"], json!([bb, b]));
+    assert_eq!(r2[2][1]["ids"], json!([ab, bb, b]));
+    assert_eq!(r2[3][1]["type"], "fromAccountNotFound");
+    assert_eq!(r2[4][1]["type"], "invalidArguments");
+}
+
 #[test]
 fn email_set_changes_keywords_and_mailboxes_and_destroys() {
     let s = serve();

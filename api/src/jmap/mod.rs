@@ -488,7 +488,7 @@ async fn call(
     name: &str,
     args: Map<String, Value>,
 ) -> MethodResult {
-    const METHODS: [&str; 23] = [
+    const METHODS: [&str; 24] = [
         "Mailbox/get",
         "Mailbox/set",
         "Mailbox/query",
@@ -503,6 +503,7 @@ async fn call(
         "Email/set",
         "Email/import",
         "Email/parse",
+        "Email/copy",
         "SearchSnippet/get",
         "VacationResponse/get",
         "VacationResponse/set",
@@ -534,6 +535,15 @@ async fn call(
         "Email/set" => email_set(session, account, &args).await,
         "Email/import" => blob::email_import(session, account, &args).await,
         "Email/parse" => blob::email_parse(session, account, &args).await,
+        // Copies go between two accounts (RFC 8620 §5.4), and a session
+        // has one: there is no other account to copy from.
+        "Email/copy" => match args.get("fromAccountId").and_then(Value::as_str) {
+            Some(from) if from == account => Err(MethodError::invalid(
+                "fromAccountId must differ from accountId (use Email/set to file an email in more mailboxes)",
+            )),
+            Some(_) => Err(MethodError::new("fromAccountNotFound", "no such account")),
+            None => Err(MethodError::invalid("fromAccountId is required")),
+        },
         "SearchSnippet/get" => snippet::snippet_get(session, account, &args).await,
         "VacationResponse/get" => vacation::get(session, account, &args).await,
         "VacationResponse/set" => vacation::set(session, account, &args).await,
@@ -918,11 +928,8 @@ async fn mailbox_query(
 ) -> MethodResult {
     let st = state(session).await?;
     let all = folders(session).await?;
-    for tree in ["sortAsTree", "filterAsTree"] {
-        if matches!(args.get(tree), Some(Value::Bool(true))) {
-            return Err(MethodError::invalid(format!("{tree} is not served yet")));
-        }
-    }
+    let flag = |k: &str| matches!(args.get(k), Some(Value::Bool(true)));
+    let (sort_as_tree, filter_as_tree) = (flag("sortAsTree"), flag("filterAsTree"));
     let filter = match args.get("filter") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) if !m.contains_key("operator") => m.clone(),
@@ -984,6 +991,42 @@ async fn mailbox_query(
                 }
             }
         }
+    }
+    // The parent of a folder by its path, when that folder exists.
+    let parent_name = |f: &Folder| f.name.rsplit_once('/').map(|(p, _)| p.to_string());
+    if filter_as_tree {
+        // Only folders whose every ancestor also matched (RFC 8621 §2.3).
+        let kept: std::collections::HashSet<&str> = hits.iter().map(|f| f.name.as_str()).collect();
+        let exists: std::collections::HashSet<&str> = all.iter().map(|f| f.name.as_str()).collect();
+        hits.retain(|f| {
+            let mut name = f.name.as_str();
+            while let Some((up, _)) = name.rsplit_once('/') {
+                if exists.contains(up) && !kept.contains(up) {
+                    return false;
+                }
+                name = up;
+            }
+            true
+        });
+    }
+    if sort_as_tree {
+        // Parents before their children, siblings in the sort's order; a
+        // folder whose parent is not in the results is a root.
+        let names: std::collections::HashSet<String> =
+            hits.iter().map(|f| f.name.clone()).collect();
+        let is_root = |f: &Folder| parent_name(f).is_none_or(|p| !names.contains(&p));
+        let mut tree: Vec<&Folder> = Vec::with_capacity(hits.len());
+        let mut stack: Vec<&Folder> = hits.iter().rev().copied().filter(|f| is_root(f)).collect();
+        while let Some(f) = stack.pop() {
+            tree.push(f);
+            let children = hits
+                .iter()
+                .rev()
+                .copied()
+                .filter(|c| parent_name(c).as_deref() == Some(f.name.as_str()));
+            stack.extend(children);
+        }
+        hits = tree;
     }
     let position = args.get("position").and_then(Value::as_u64).unwrap_or(0) as usize;
     let start = position.min(hits.len());
