@@ -124,6 +124,14 @@ fn session(s: &Server, auth: &str) -> Value {
     r.json()
 }
 
+/// Ana's mail account id, from the session resource.
+fn account(s: &Server) -> String {
+    session(s, &s.ana)["primaryAccounts"][MAIL]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 fn import(s: &Server, auth: &str, raw: &str) {
     let folders = http_with(
         &s.addr,
@@ -283,10 +291,7 @@ fn mail_is_read_with_queries_and_result_references() {
         );
     }
     import(&s, &s.bo, "Subject: bo's own\r\n\r\nprivate\r\n");
-    let account = session(&s, &s.ana)["primaryAccounts"][MAIL]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let account = account(&s);
 
     let v = api(
         &s,
@@ -430,10 +435,7 @@ fn mail_is_read_with_queries_and_result_references() {
 #[test]
 fn changes_follow_the_mailbox_log_and_unknown_states_cannot_be_calculated() {
     let s = serve();
-    let account = session(&s, &s.ana)["primaryAccounts"][MAIL]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let account = account(&s);
     let get = |calls: Value| api(&s, &s.ana, &[CORE, MAIL], calls)["methodResponses"].clone();
     let r = get(json!([["Email/get", {"accountId": account, "ids": []}, "0"]]));
     let start = r[0][1]["state"].as_str().unwrap().to_string();
@@ -522,10 +524,7 @@ fn changes_follow_the_mailbox_log_and_unknown_states_cannot_be_calculated() {
 #[test]
 fn threads_gather_replies_and_their_changes_are_logged() {
     let s = serve();
-    let account = session(&s, &s.ana)["primaryAccounts"][MAIL]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let account = account(&s);
     let get = |calls: Value| api(&s, &s.ana, &[CORE, MAIL], calls)["methodResponses"].clone();
     import(
         &s,
@@ -597,10 +596,7 @@ fn threads_gather_replies_and_their_changes_are_logged() {
 #[test]
 fn blobs_upload_import_download_and_parse() {
     let s = serve();
-    let account = session(&s, &s.ana)["primaryAccounts"][MAIL]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let account = account(&s);
     let get = |calls: Value| api(&s, &s.ana, &[CORE, MAIL], calls)["methodResponses"].clone();
     let inner = "From: Carla <carla@example.net>\r\nTo: ana@example.com\r\nSubject: the original\r\n\
                  Message-ID: <orig@x>\r\n\r\nForwarded words.\r\n";
@@ -730,10 +726,7 @@ fn blobs_upload_import_download_and_parse() {
 #[test]
 fn email_set_creates_a_draft_from_properties() {
     let s = serve();
-    let account = session(&s, &s.ana)["primaryAccounts"][MAIL]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let account = account(&s);
     let get = |calls: Value| api(&s, &s.ana, &[CORE, MAIL], calls)["methodResponses"].clone();
     let r =
         get(json!([["Mailbox/query", {"accountId": account, "filter": {"role": "drafts"}}, "m"]]));
@@ -977,10 +970,7 @@ fn email_submission_sends_a_draft_and_files_it() {
 #[test]
 fn event_source_pushes_state_changes() {
     let s = serve();
-    let account = session(&s, &s.ana)["primaryAccounts"][MAIL]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let account = account(&s);
     let get = |calls: Value| api(&s, &s.ana, &[CORE, MAIL], calls)["methodResponses"].clone();
     let before = get(json!([["Email/get", {"accountId": account, "ids": []}, "0"]]))[0][1]["state"]
         .as_str()
@@ -1046,10 +1036,7 @@ fn event_source_pushes_state_changes() {
 #[test]
 fn mailbox_set_creates_renames_and_destroys() {
     let s = serve();
-    let account = session(&s, &s.ana)["primaryAccounts"][MAIL]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let account = account(&s);
     let get = |calls: Value| api(&s, &s.ana, &[CORE, MAIL], calls)["methodResponses"].clone();
     let r = get(json!([
         ["Mailbox/set", {"accountId": account, "create": {
@@ -1192,10 +1179,7 @@ impl Imap {
 #[test]
 fn query_changes_stay_exact_across_imap_and_jmap_edits() {
     let s = serve_with(&["--imap", "127.0.0.1:0"], &[]);
-    let account = session(&s, &s.ana)["primaryAccounts"][MAIL]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let account = account(&s);
     let get = |calls: Value| api(&s, &s.ana, &[CORE, MAIL], calls)["methodResponses"].clone();
     for i in 1..=6 {
         import(
@@ -1333,10 +1317,7 @@ fn query_changes_stay_exact_across_imap_and_jmap_edits() {
 #[test]
 fn header_properties_in_every_form() {
     let s = serve();
-    let account = session(&s, &s.ana)["primaryAccounts"][MAIL]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let account = account(&s);
     import(
         &s,
         &s.ana,
@@ -1415,10 +1396,7 @@ fn header_properties_in_every_form() {
 #[test]
 fn search_snippets_mark_the_query_words() {
     let s = serve();
-    let account = session(&s, &s.ana)["primaryAccounts"][MAIL]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let account = account(&s);
     import(
         &s,
         &s.ana,
@@ -1672,10 +1650,7 @@ fn vacation_response_is_set_and_answers_mail() {
 #[test]
 fn rfc8621_email_query_example_chain() {
     let s = serve();
-    let account = session(&s, &s.ana)["primaryAccounts"][MAIL]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let account = account(&s);
     import(
         &s,
         &s.ana,
@@ -1757,10 +1732,7 @@ fn rfc8621_email_query_example_chain() {
 #[test]
 fn mailbox_query_as_a_tree_and_no_copy_between_accounts() {
     let s = serve();
-    let account = session(&s, &s.ana)["primaryAccounts"][MAIL]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let account = account(&s);
     let get = |calls: Value| api(&s, &s.ana, &[CORE, MAIL], calls)["methodResponses"].clone();
     let r = get(json!([["Mailbox/set", {"accountId": account, "create": {
         "a": {"name": "Alpha"},
@@ -1793,10 +1765,7 @@ fn mailbox_query_as_a_tree_and_no_copy_between_accounts() {
 #[test]
 fn email_set_changes_keywords_and_mailboxes_and_destroys() {
     let s = serve();
-    let account = session(&s, &s.ana)["primaryAccounts"][MAIL]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let account = account(&s);
     let call = |calls: Value| api(&s, &s.ana, &[CORE, MAIL], calls)["methodResponses"].clone();
     for n in 1..=3 {
         import(&s, &s.ana, &format!("Subject: m{n}\r\n\r\nbody {n}\r\n"));
@@ -1889,10 +1858,7 @@ fn email_set_changes_keywords_and_mailboxes_and_destroys() {
 #[test]
 fn bodies_follow_rfc8621_parse_structure() {
     let s = serve();
-    let account = session(&s, &s.ana)["primaryAccounts"][MAIL]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let account = account(&s);
     import(
         &s,
         &s.ana,

@@ -80,6 +80,21 @@ fn failed(p: crate::Problem) -> Value {
     }
 }
 
+/// Every folder, as it is now (each change of a `/set` reads them again:
+/// the ones before it may have moved or made some).
+async fn all_folders(session: &Session) -> Result<Vec<Folder>, Value> {
+    folders(session)
+        .await
+        .map_err(|e| set_error("serverFail", e.description.unwrap_or_default()))
+}
+
+/// The folder `id` among `all`.
+fn find(all: &[Folder], id: FolderId) -> Result<&Folder, Value> {
+    all.iter()
+        .find(|f| f.id == id)
+        .ok_or_else(|| set_error("notFound", "no such mailbox"))
+}
+
 async fn subscribe(session: &Session, folder: FolderId, subscribed: bool) -> Result<(), Value> {
     session
         .request(|s| Op::Subscribe {
@@ -99,9 +114,7 @@ async fn create(
 ) -> Result<Value, Value> {
     let w = wanted(o, created)?;
     let name = w.name.ok_or_else(|| invalid("name", "name is required"))?;
-    let all = folders(session)
-        .await
-        .map_err(|e| set_error("serverFail", e.description.unwrap_or_default()))?;
+    let all = all_folders(session).await?;
     let full = path(&name, w.parent.flatten(), &all)?;
     let folder = match session
         .request(|s| Op::CreateFolder {
@@ -135,13 +148,8 @@ async fn update(
     created: &Map<String, Value>,
 ) -> Result<(), Value> {
     let w = wanted(o, created)?;
-    let all = folders(session)
-        .await
-        .map_err(|e| set_error("serverFail", e.description.unwrap_or_default()))?;
-    let f = all
-        .iter()
-        .find(|f| f.id == id)
-        .ok_or_else(|| set_error("notFound", "no such mailbox"))?;
+    let all = all_folders(session).await?;
+    let f = find(&all, id)?;
     if w.name.is_some() || w.parent.is_some() {
         if f.role.is_some() {
             return Err(set_error(
@@ -176,13 +184,8 @@ async fn update(
 }
 
 async fn destroy(session: &Session, id: FolderId, remove_emails: bool) -> Result<(), Value> {
-    let all = folders(session)
-        .await
-        .map_err(|e| set_error("serverFail", e.description.unwrap_or_default()))?;
-    let f = all
-        .iter()
-        .find(|f| f.id == id)
-        .ok_or_else(|| set_error("notFound", "no such mailbox"))?;
+    let all = all_folders(session).await?;
+    let f = find(&all, id)?;
     if f.role.is_some() {
         return Err(set_error(
             "forbidden",

@@ -2,11 +2,9 @@
 //! around the first match of a query's words, HTML-escaped, each match in
 //! `<mark>`.
 
-use cofre_storage::EmailId;
-use cofre_storage::link::{Op, Reply};
 use serde_json::{Map, Value, json};
 
-use super::{MAX_OBJECTS_IN_GET, MethodError, MethodResult, filter_of, link_error, prefixed};
+use super::{MAX_OBJECTS_IN_GET, MethodError, MethodResult, filter_of, prefixed};
 use crate::auth::Session;
 
 /// Most characters of a preview snippet (RFC 8621: at most 255).
@@ -133,15 +131,9 @@ pub(super) async fn snippet_get(
             not_found.push(id);
             continue;
         };
-        let email = EmailId(n);
-        let raw = match session.request(|s| Op::Raw { session: s, email }).await {
-            Ok(Reply::Raw(r)) => r,
-            Ok(_) => return Err(MethodError::server("unexpected reply")),
-            Err(p) if p.status() == axum::http::StatusCode::NOT_FOUND => {
-                not_found.push(id);
-                continue;
-            }
-            Err(p) => return Err(link_error(p)),
+        let Some(raw) = super::blob::blob_bytes(session, &format!("b{n}")).await? else {
+            not_found.push(id);
+            continue;
         };
         let message = mail_parser::MessageParser::default().parse(&raw);
         let subject = message.as_ref().and_then(|m| m.subject()).unwrap_or("");
