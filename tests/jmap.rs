@@ -1942,3 +1942,279 @@ fn bodies_follow_rfc8621_parse_structure() {
     assert!(h["textBody"][0].get("charset").is_none());
     assert_eq!(r[3][1]["type"], "invalidArguments");
 }
+
+/// RFC 8621 §6–7: identities are created, updated and destroyed (the
+/// alias's own one only updated; none sends as another address), their
+/// changes are told; submissions are kept, fetched, queried and changed
+/// as the RFC allows — sent mail cannot be unsent, and destroying a
+/// submission can destroy its email through onSuccessDestroyEmail.
+#[test]
+fn identities_and_submissions_are_kept() {
+    const SUBMISSION: &str = "urn:ietf:params:jmap:submission";
+    let s = serve_with(
+        &["--submission", "127.0.0.1:0", "--dns", "127.0.0.1:1"],
+        &[],
+    );
+    let account = account(&s);
+    let call =
+        |calls: Value| api(&s, &s.ana, &[CORE, MAIL, SUBMISSION], calls)["methodResponses"].clone();
+    let r = call(json!([["Identity/get", {"accountId": account}, "0"]]));
+    let own = r[0][1]["list"][0].clone();
+    assert_eq!(r[0][1]["list"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(own["mayDelete"], false);
+    let s0 = r[0][1]["state"].as_str().unwrap().to_string();
+
+    let r = call(
+        json!([["Identity/set", {"accountId": account, "ifInState": s0,
+        "create": {
+            "work": {"name": "Ana at work", "email": "ANA@example.com",
+                     "textSignature": "-- \nAna", "replyTo": [{"name": null, "email": "desk@example.com"}]},
+            "theirs": {"email": "bo@example.com"},
+            "bad": {"email": "ana@example.com", "bcc": "not a list"}
+        },
+        "update": {own["id"].as_str().unwrap(): {"name": "Ana"}, "i77": {"name": "x"}},
+        "destroy": [own["id"]]
+    }, "1"]]),
+    );
+    let set = &r[0][1];
+    let work = set["created"]["work"]["id"].as_str().unwrap().to_string();
+    assert_eq!(set["created"]["work"]["mayDelete"], true, "{set}");
+    assert_eq!(
+        set["created"]["work"]["htmlSignature"], "",
+        "defaults are told"
+    );
+    assert_eq!(set["notCreated"]["theirs"]["type"], "forbiddenFrom");
+    assert_eq!(set["notCreated"]["bad"]["properties"], json!(["bcc"]));
+    assert_eq!(set["updated"], json!({own["id"].as_str().unwrap(): null}));
+    assert_eq!(set["notUpdated"]["i77"]["type"], "notFound");
+    assert_eq!(
+        set["notDestroyed"][own["id"].as_str().unwrap()]["type"],
+        "forbidden"
+    );
+    let s1 = set["newState"].as_str().unwrap().to_string();
+    assert_ne!(s1, s0);
+
+    let r = call(json!([
+        ["Identity/changes", {"accountId": account, "sinceState": s0}, "c"],
+        ["Identity/get", {"accountId": account, "ids": [work, own["id"]]}, "g"],
+        ["Identity/set", {"accountId": account, "ifInState": s0, "destroy": [work]}, "late"]
+    ]));
+    assert_eq!(r[0][1]["created"], json!([work]), "{r}");
+    assert_eq!(r[0][1]["updated"], json!([own["id"]]));
+    assert_eq!(
+        r[1][1]["list"][0]["replyTo"],
+        json!([{"name": null, "email": "desk@example.com"}])
+    );
+    assert_eq!(r[1][1]["list"][1]["name"], "Ana");
+    assert_eq!(r[2][1]["type"], "stateMismatch");
+
+    // Send from the new identity; the submission is kept.
+    let r = call(json!([
+        ["Mailbox/query", {"accountId": account, "filter": {"role": "drafts"}}, "d"],
+        ["EmailSubmission/get", {"accountId": account, "ids": []}, "before"]
+    ]));
+    let drafts = r[0][1]["ids"][0].as_str().unwrap().to_string();
+    let sub0 = r[1][1]["state"].as_str().unwrap().to_string();
+    let r = call(json!([
+        ["Email/set", {"accountId": account, "create": {"m": {
+            "mailboxIds": {&drafts: true}, "from": [{"email": "ana@example.com"}],
+            "to": [{"email": "bo@example.com"}], "subject": "kept",
+            "textBody": [{"partId": "1"}], "bodyValues": {"1": {"value": "hi\n"}}}}}, "e"],
+        ["EmailSubmission/set", {"accountId": account,
+            "create": {"k": {"identityId": work, "emailId": "#m"}}}, "s"]
+    ]));
+    let email = r[0][1]["created"]["m"]["id"].clone();
+    let made = &r[1][1]["created"]["k"];
+    let sub = made["id"].as_str().unwrap().to_string();
+    assert_eq!(made["identityId"], work.as_str(), "{r}");
+    assert_eq!(made["threadId"], r[0][1]["created"]["m"]["threadId"]);
+
+    let r = call(json!([
+        ["EmailSubmission/get", {"accountId": account, "ids": [sub, "s999"]}, "g"],
+        ["EmailSubmission/changes", {"accountId": account, "sinceState": sub0}, "c"],
+        ["EmailSubmission/query", {"accountId": account, "filter": {"identityIds": [work]},
+            "sort": [{"property": "sentAt", "isAscending": false}], "calculateTotal": true}, "q1"],
+        ["EmailSubmission/query", {"accountId": account, "filter": {"operator": "NOT",
+            "conditions": [{"emailIds": [email]}]}}, "q2"],
+        ["EmailSubmission/query", {"accountId": account, "filter": {"after": "2999-01-01T00:00:00Z"}}, "q3"],
+        ["EmailSubmission/query", {"accountId": account, "sort": [{"property": "size"}]}, "q4"],
+        ["EmailSubmission/queryChanges", {"accountId": account, "sinceQueryState": sub0}, "q5"]
+    ]));
+    let got = &r[0][1]["list"][0];
+    assert_eq!(got["emailId"], email, "{r}");
+    assert_eq!(got["undoStatus"], "final");
+    assert_eq!(
+        got["deliveryStatus"]["bo@example.com"]["delivered"],
+        "unknown"
+    );
+    assert!(
+        got["deliveryStatus"]["bo@example.com"]["smtpReply"]
+            .as_str()
+            .unwrap()
+            .starts_with("250")
+    );
+    assert_eq!(r[0][1]["notFound"], json!(["s999"]));
+    assert_eq!(r[1][1]["created"], json!([sub]));
+    assert_eq!(
+        (r[2][1]["ids"].clone(), r[2][1]["total"].clone()),
+        (json!([sub]), json!(1))
+    );
+    assert_eq!(r[3][1]["ids"], json!([]));
+    assert_eq!(r[4][1]["ids"], json!([]));
+    assert_eq!(r[5][1]["type"], "unsupportedSort");
+    assert_eq!(r[6][1]["type"], "cannotCalculateChanges");
+
+    // Sent mail cannot be unsent; forgetting the submission destroys its
+    // email when asked to.
+    let r = call(json!([
+        ["EmailSubmission/set", {"accountId": account,
+            "update": {&sub: {"undoStatus": "canceled"}}}, "u"],
+        ["EmailSubmission/set", {"accountId": account, "destroy": [sub],
+            "onSuccessDestroyEmail": [sub]}, "x"],
+        ["EmailSubmission/changes", {"accountId": account, "sinceState": sub0}, "c"],
+        ["Email/get", {"accountId": account, "ids": [email]}, "e"],
+        ["Identity/set", {"accountId": account, "destroy": [work]}, "i"],
+        ["Identity/changes", {"accountId": account, "sinceState": s1}, "ic"]
+    ]));
+    assert_eq!(r[0][1]["notUpdated"][&sub]["type"], "cannotUnsend", "{r}");
+    assert_eq!(r[1][1]["destroyed"], json!([sub]));
+    assert_eq!(
+        (r[2][0].clone(), r[2][1]["destroyed"].clone()),
+        (json!("Email/set"), json!([email]))
+    );
+    assert_eq!(
+        r[3][1]["created"],
+        json!([]),
+        "made and forgotten since: not told"
+    );
+    assert_eq!(r[4][1]["notFound"], json!([email]));
+    assert_eq!(r[5][1]["destroyed"], json!([work]));
+    assert_eq!(r[6][1]["destroyed"], json!([work]));
+}
+
+/// RFC 8621 §4.6: an Email created from a whole `bodyStructure` — a
+/// mixed multipart holding text and HTML alternatives from `bodyValues`,
+/// an inline image with a cid and a named attachment from uploads — reads
+/// back as that tree; a structure given beside the body lists, or a part
+/// with no content, is refused by name.
+#[test]
+fn email_set_creates_from_a_body_structure() {
+    let s = serve();
+    let account = account(&s);
+    let get = |calls: Value| api(&s, &s.ana, &[CORE, MAIL], calls)["methodResponses"].clone();
+    let r =
+        get(json!([["Mailbox/query", {"accountId": account, "filter": {"role": "drafts"}}, "m"]]));
+    let drafts = r[0][1]["ids"][0].as_str().unwrap().to_string();
+    let upload = |bytes: &[u8], media: &str| {
+        let r = http_with(
+            &s.addr,
+            "POST",
+            &format!("/jmap/upload/{account}/"),
+            &[("Authorization", &s.ana), ("Content-Type", media)],
+            bytes,
+        );
+        r.json()["blobId"].as_str().unwrap().to_string()
+    };
+    let png = b"\x89PNG\r\n\x1a\n fake image \x00\xff";
+    let csv = b"a,b\r\n1,2\r\n";
+    let (img, sheet) = (upload(png, "image/png"), upload(csv, "text/csv"));
+    let structure = json!({"type": "multipart/mixed", "subParts": [
+        {"type": "multipart/related", "subParts": [
+            {"type": "multipart/alternative", "subParts": [
+                {"partId": "t", "type": "text/plain"},
+                {"partId": "h", "type": "text/html", "language": ["pt"]}
+            ]},
+            {"blobId": img, "type": "image/png", "disposition": "inline", "cid": "logo@x"}
+        ]},
+        {"blobId": sheet, "type": "text/csv", "charset": "us-ascii", "name": "numbers.csv",
+         "headers": [{"name": "X-Origin", "value": "ledger"}]}
+    ]});
+    let r = get(json!([["Email/set", {"accountId": account, "create": {
+        "tree": {"mailboxIds": {&drafts: true}, "from": [{"email": "ana@example.com"}],
+                 "subject": "structured", "bodyStructure": structure,
+                 "bodyValues": {"t": {"value": "Plain words.\n"},
+                                "h": {"value": "<p>Rich <img src=\"cid:logo@x\"></p>"}}},
+        "twice": {"mailboxIds": {&drafts: true}, "bodyStructure": {"partId": "t"},
+                  "textBody": [{"partId": "t"}], "bodyValues": {"t": {"value": "x"}}},
+        "empty": {"mailboxIds": {&drafts: true}, "bodyStructure": {"type": "multipart/mixed"}},
+        "odd": {"mailboxIds": {&drafts: true}, "bodyStructure": {"partId": "t", "size": 3},
+                "bodyValues": {"t": {"value": "x"}}}
+    }}, "c"]]));
+    let set = &r[0][1];
+    assert_eq!(
+        set["notCreated"]["twice"]["properties"],
+        json!(["textBody"]),
+        "{set}"
+    );
+    assert_eq!(
+        set["notCreated"]["empty"]["properties"],
+        json!(["bodyStructure"])
+    );
+    assert_eq!(
+        set["notCreated"]["odd"]["properties"],
+        json!(["bodyStructure"])
+    );
+    let id = set["created"]["tree"]["id"].clone();
+    let r = get(json!([["Email/get", {"accountId": account, "ids": [id],
+        "properties": ["bodyStructure", "textBody", "htmlBody", "attachments", "bodyValues"],
+        "bodyProperties": ["partId", "blobId", "type", "disposition", "cid", "name", "language", "headers"],
+        "fetchAllBodyValues": true}, "g"]]));
+    let e = &r[0][1]["list"][0];
+    let b = &e["bodyStructure"];
+    assert_eq!(b["type"], "multipart/mixed", "{e}");
+    let related = &b["subParts"][0];
+    assert_eq!(related["type"], "multipart/related");
+    let alt = &related["subParts"][0];
+    assert_eq!(
+        (
+            alt["subParts"][0]["type"].clone(),
+            alt["subParts"][1]["type"].clone()
+        ),
+        (json!("text/plain"), json!("text/html"))
+    );
+    assert_eq!(alt["subParts"][1]["language"], json!(["pt"]));
+    let image = &related["subParts"][1];
+    assert_eq!(
+        (image["disposition"].clone(), image["cid"].clone()),
+        (json!("inline"), json!("logo@x"))
+    );
+    let attached = &b["subParts"][1];
+    assert_eq!(attached["name"], "numbers.csv");
+    assert!(
+        attached["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["name"] == "X-Origin" && h["value"].as_str().unwrap().trim() == "ledger"),
+        "{attached}"
+    );
+    let value = |list: &str| {
+        let part = e[list][0]["partId"].as_str().unwrap();
+        e["bodyValues"][part]["value"]
+            .as_str()
+            .unwrap()
+            .replace("\r\n", "\n")
+    };
+    assert_eq!(value("textBody"), "Plain words.\n");
+    assert!(value("htmlBody").contains("cid:logo@x"));
+    let names: Vec<&str> = e["attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["image/png", "text/csv"]);
+    for (part, bytes) in [(image, &png[..]), (attached, &csv[..])] {
+        let r = http_with(
+            &s.addr,
+            "GET",
+            &format!(
+                "/jmap/download/{account}/{}/f",
+                part["blobId"].as_str().unwrap()
+            ),
+            &[("Authorization", &s.ana)],
+            b"",
+        );
+        assert_eq!(r.body, bytes, "a part comes back byte for byte");
+    }
+}

@@ -4,7 +4,7 @@
 
 mod common;
 
-use cofre_storage::mailbox::{AppendOptions, Filter, Query};
+use cofre_storage::mailbox::{AppendOptions, Filter, Query, RecordKind, RecordWrite};
 use cofre_storage::{Error, FolderName, Keyword, Mailbox, Role, Uid};
 
 fn name(s: &str) -> FolderName {
@@ -585,6 +585,82 @@ fn uploads_are_kept_and_read_back() {
     let id = mb.put_upload(b"bytes for later").unwrap();
     assert_eq!(mb.upload(id).unwrap(), b"bytes for later");
     assert!(matches!(mb.upload(id + 1), Err(Error::NotFound(_))));
+}
+
+/// Records: created with the next id, replaced, destroyed into a
+/// tombstone; each change carries a MODSEQ above the state before it, and
+/// a batch with a bad write changes nothing.
+#[test]
+fn records_keep_their_history() {
+    let (_d, mut mb) = common::mailbox();
+    let empty = mb.records(RecordKind::Identity).unwrap();
+    assert_eq!((empty.records.len(), empty.state), (0, 0));
+
+    let ids = mb
+        .write_records(
+            RecordKind::Identity,
+            &[
+                RecordWrite::Create(b"one".to_vec()),
+                RecordWrite::Create(b"two".to_vec()),
+                RecordWrite::Put(0, b"default".to_vec()),
+            ],
+        )
+        .unwrap();
+    assert_eq!(ids, [1, 2]);
+    let before = mb.records(RecordKind::Identity).unwrap();
+    let live: Vec<_> = before
+        .records
+        .iter()
+        .map(|r| (r.id, r.data.clone()))
+        .collect();
+    assert_eq!(
+        live,
+        [
+            (0, Some(b"default".to_vec())),
+            (1, Some(b"one".to_vec())),
+            (2, Some(b"two".to_vec()))
+        ]
+    );
+    // Kinds are apart.
+    assert!(
+        mb.records(RecordKind::Submission)
+            .unwrap()
+            .records
+            .is_empty()
+    );
+
+    mb.write_records(
+        RecordKind::Identity,
+        &[
+            RecordWrite::Put(1, b"uno".to_vec()),
+            RecordWrite::Destroy(2),
+        ],
+    )
+    .unwrap();
+    let after = mb.records(RecordKind::Identity).unwrap();
+    assert!(after.state > before.state);
+    let changed: Vec<_> = after
+        .records
+        .iter()
+        .filter(|r| r.modseq > before.state)
+        .map(|r| (r.id, r.data.clone(), r.created <= before.state))
+        .collect();
+    assert_eq!(changed, [(1, Some(b"uno".to_vec()), true), (2, None, true)]);
+
+    // A destroyed record stays destroyed, and a failing batch is undone.
+    let bad = mb.write_records(
+        RecordKind::Identity,
+        &[
+            RecordWrite::Create(b"three".to_vec()),
+            RecordWrite::Destroy(2),
+        ],
+    );
+    assert!(matches!(bad, Err(Error::NotFound(_))));
+    assert!(matches!(
+        mb.write_records(RecordKind::Identity, &[RecordWrite::Put(2, b"x".to_vec())]),
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(mb.records(RecordKind::Identity).unwrap(), after);
 }
 
 /// Thread counts per folder: a thread counts once however many of its

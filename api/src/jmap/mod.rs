@@ -24,10 +24,12 @@ use crate::auth::Session;
 mod blob;
 mod compose;
 mod headers;
+mod identity;
 mod mailbox_set;
 mod push;
 mod query_changes;
 mod quota;
+mod records;
 pub use quota::QUOTA;
 mod snippet;
 mod vacation;
@@ -333,31 +335,28 @@ pub(crate) async fn run(
                 };
                 // The implicit Email/set of onSuccess…Email, answered under
                 // the same call id.
-                if let Ok(v) = &r
-                    && let Some(then) = submission::follow_up(&account, &args, v)
-                {
-                    responses.push(json!([name, v, call_id]));
-                    let r = email_set(session, &account, &then).await;
-                    match r {
-                        Ok(v) => responses.push(json!(["Email/set", v, call_id])),
-                        Err(e) => responses.push(json!(["error", e.to_value(), call_id])),
+                match r {
+                    Ok((v, touched)) => {
+                        let then = submission::follow_up(&account, &args, &v, &touched);
+                        record_created(&mut created, &v);
+                        responses.push(json!([name, v, call_id]));
+                        if let Some(then) = then {
+                            match email_set(session, &account, &then).await {
+                                Ok(v) => responses.push(json!(["Email/set", v, call_id])),
+                                Err(e) => responses.push(json!(["error", e.to_value(), call_id])),
+                            }
+                        }
+                        continue;
                     }
-                    continue;
+                    Err(e) => Err(e),
                 }
-                r
             }
             Ok(args) => call(session, &account, &name, args).await,
             Err(e) => Err(e),
         };
         match result {
             Ok(v) => {
-                if let Some(Value::Object(made)) = v.get("created") {
-                    for (cid, o) in made {
-                        if let Some(id) = o.get("id") {
-                            created.insert(cid.clone(), id.clone());
-                        }
-                    }
-                }
+                record_created(&mut created, &v);
                 responses.push(json!([name, v, call_id]))
             }
             Err(e) => responses.push(json!(["error", e.to_value(), call_id])),
@@ -368,6 +367,18 @@ pub(crate) async fn run(
         out["createdIds"] = Value::Object(created);
     }
     Ok(out)
+}
+
+/// Notes the ids of what a /set response created, for `#creationId`
+/// references in later calls.
+fn record_created(created: &mut Map<String, Value>, response: &Value) {
+    if let Some(Value::Object(made)) = response.get("created") {
+        for (cid, o) in made {
+            if let Some(id) = o.get("id") {
+                created.insert(cid.clone(), id.clone());
+            }
+        }
+    }
 }
 
 type Call = (String, Map<String, Value>, String);
@@ -488,7 +499,7 @@ async fn call(
     name: &str,
     args: Map<String, Value>,
 ) -> MethodResult {
-    const METHODS: [&str; 24] = [
+    const METHODS: [&str; 29] = [
         "Mailbox/get",
         "Mailbox/set",
         "Mailbox/query",
@@ -512,7 +523,12 @@ async fn call(
         "Quota/query",
         "Identity/get",
         "Identity/changes",
+        "Identity/set",
         "EmailSubmission/set",
+        "EmailSubmission/get",
+        "EmailSubmission/changes",
+        "EmailSubmission/query",
+        "EmailSubmission/queryChanges",
     ];
     if name == "Core/echo" {
         return Ok(Value::Object(args));
@@ -550,8 +566,18 @@ async fn call(
         "Quota/get" => quota::quota_get(session, account, &args).await,
         "Quota/changes" => quota::quota_changes(session, account, &args).await,
         "Quota/query" => quota::quota_query(session, account, &args).await,
-        "Identity/get" => submission::identity_get(session, account, &args),
-        "Identity/changes" => submission::identity_changes(account, &args),
+        "Identity/get" => identity::get(session, account, &args).await,
+        "Identity/changes" => identity::changes(session, account, &args).await,
+        "Identity/set" => identity::set(session, account, &args).await,
+        "EmailSubmission/get" => submission::get(session, account, &args).await,
+        "EmailSubmission/changes" => submission::changes(session, account, &args).await,
+        "EmailSubmission/query" => submission::query(session, account, &args).await,
+        // The query's state is the records' state, but the order of a
+        // query is not logged: clients query again.
+        "EmailSubmission/queryChanges" => Err(MethodError::new(
+            "cannotCalculateChanges",
+            "EmailSubmission queries are not tracked: query again",
+        )),
         "Mailbox/query" => mailbox_query(session, account, &args).await,
         "Mailbox/set" => mailbox_set::mailbox_set(session, account, &args).await,
         "Mailbox/queryChanges" => {
@@ -1028,23 +1054,60 @@ async fn mailbox_query(
         }
         hits = tree;
     }
-    let position = args.get("position").and_then(Value::as_u64).unwrap_or(0) as usize;
-    let start = position.min(hits.len());
-    let end = match args.get("limit").and_then(Value::as_u64) {
-        Some(l) => (start + l as usize).min(hits.len()),
-        None => hits.len(),
-    };
+    let total = hits.len();
+    let ids = hits.iter().map(|f| format!("m{}", f.id.0)).collect();
+    let (position, page) = window(ids, args)?;
     let mut out = json!({
         "accountId": account,
         "queryState": st,
         "canCalculateChanges": true,
-        "position": start,
-        "ids": hits[start..end].iter().map(|f| format!("m{}", f.id.0)).collect::<Vec<_>>(),
+        "position": position,
+        "ids": page,
     });
     if matches!(args.get("calculateTotal"), Some(Value::Bool(true))) {
-        out["total"] = json!(hits.len());
+        out["total"] = json!(total);
     }
     Ok(out)
+}
+
+/// The page of a whole query's `ids` that `position` or `anchor` and
+/// `anchorOffset`, and `limit` ask for (RFC 8620 §5.5): the index of its
+/// first id and the ids.
+fn window(
+    ids: Vec<String>,
+    args: &Map<String, Value>,
+) -> Result<(usize, Vec<String>), MethodError> {
+    let int = |k: &str| -> Result<Option<i64>, MethodError> {
+        match args.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| MethodError::invalid(format!("{k} is an integer"))),
+        }
+    };
+    let n = ids.len() as i64;
+    let start = match args.get("anchor") {
+        None | Some(Value::Null) => {
+            let p = int("position")?.unwrap_or(0);
+            // A negative position counts from the end.
+            if p < 0 { (n + p).max(0) } else { p.min(n) }
+        }
+        Some(Value::String(a)) => {
+            let at = ids.iter().position(|i| i == a).ok_or_else(|| {
+                MethodError::new("anchorNotFound", "the anchor is not in the results")
+            })?;
+            (at as i64 + int("anchorOffset")?.unwrap_or(0)).clamp(0, n)
+        }
+        Some(_) => return Err(MethodError::invalid("anchor is an id")),
+    };
+    let end = match int("limit")? {
+        Some(l) if l < 0 => return Err(MethodError::invalid("limit is not negative")),
+        Some(l) => (start + l).min(n),
+        None => n,
+    };
+    let page = ids[start as usize..end as usize].to_vec();
+    Ok((start as usize, page))
 }
 
 /// Threads with at least one email in `folder` matching `filter`.

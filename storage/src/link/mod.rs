@@ -25,13 +25,13 @@ use std::sync::Arc;
 
 use crate::mailbox::{
     AppendOptions, Appended, Changes, EmailSummary, Folder, FolderChanges, Mailbox, Query,
-    SearchHit,
+    RecordKind, RecordWrite, Records, SearchHit,
 };
 use crate::primary::{Changed, Delivery, Primary, SessionId, TokenGrant};
 use crate::types::{AliasAddress, EmailId, FolderId, FolderName, Keyword, ModSeq, Uid};
 
 /// The protocol version; a peer with another version is refused.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Size limits on what a peer may send.
 #[derive(Debug, Clone, Copy)]
@@ -358,6 +358,23 @@ pub enum Op {
         /// The upload.
         id: i64,
     },
+    /// The records of a kind (answered with `Records`).
+    Records {
+        /// The session.
+        session: SessionId,
+        /// Which records.
+        kind: RecordKind,
+    },
+    /// Changes records of a kind, all or none (answered with `Ids`: the
+    /// created records' ids).
+    WriteRecords {
+        /// The session.
+        session: SessionId,
+        /// Which records.
+        kind: RecordKind,
+        /// The changes, in order.
+        writes: Vec<RecordWrite>,
+    },
     /// One folder's changes since a MODSEQ.
     FolderChanges {
         /// The session.
@@ -404,6 +421,8 @@ impl Op {
             Op::ThreadCounts { .. } => "thread_counts",
             Op::Upload { .. } => "upload",
             Op::ReadUpload { .. } => "read_upload",
+            Op::Records { .. } => "records",
+            Op::WriteRecords { .. } => "write_records",
         }
     }
 }
@@ -474,6 +493,10 @@ pub enum Reply {
     Uploaded(i64),
     /// (folder, threads, unread threads) for each folder with mail.
     ThreadCounts(Vec<(FolderId, u64, u64)>),
+    /// Records of a kind.
+    Records(Records),
+    /// Ids of what was created.
+    Ids(Vec<i64>),
 }
 
 /// Unsolicited news from the primary, for IDLE, JMAP push and web clients.
@@ -782,6 +805,16 @@ pub fn mailbox_job(op: Op) -> Result<MailboxJob, Op> {
         Op::ReadUpload { session, id } => {
             job(session, false, move |mb| Ok(Reply::Raw(mb.upload(id)?)))
         }
+        Op::Records { session, kind } => job(session, false, move |mb| {
+            Ok(Reply::Records(mb.records(kind)?))
+        }),
+        Op::WriteRecords {
+            session,
+            kind,
+            writes,
+        } => job(session, true, move |mb| {
+            Ok(Reply::Ids(mb.write_records(kind, &writes)?))
+        }),
         Op::FolderChanges {
             session,
             folder,

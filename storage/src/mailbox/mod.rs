@@ -11,6 +11,7 @@ mod folders;
 mod keywords;
 pub mod parse;
 mod read;
+mod records;
 pub mod schema;
 pub mod search;
 mod uploads;
@@ -30,6 +31,7 @@ pub use changes::{Changes, FolderChanges};
 pub use folders::Folder;
 pub use parse::Addr;
 pub use read::{EmailSummary, MimePart, part_decoded_of, structure_of};
+pub use records::{Record, RecordKind, RecordWrite, Records, SUBMISSION_TTL_SECS};
 pub use search::{Filter, Query, SearchHit, Sort, SortKey, TextField};
 pub use uploads::{UPLOAD_TTL_SECS, UPLOADS_MAX_BYTES};
 

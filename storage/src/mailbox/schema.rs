@@ -9,7 +9,7 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 /// Every migration, oldest first. Version N means the first N were applied.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The schema version this build writes.
 pub const CURRENT: i64 = MIGRATIONS.len() as i64;
@@ -255,6 +255,21 @@ CREATE TABLE uploads (
     created_at INTEGER NOT NULL,
     data       BLOB NOT NULL
 );
+"#;
+
+/// Version 6: records, the account's objects that are not mail (sending
+/// identities, sent submissions), as opaque bytes with the MODSEQs of
+/// their creation and last change; destroyed ones keep a row without data.
+const V6: &str = r#"
+CREATE TABLE records (
+    kind       TEXT NOT NULL,
+    id         INTEGER NOT NULL,
+    data       BLOB,
+    created    INTEGER NOT NULL,
+    modseq     INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (kind, id)
+) WITHOUT ROWID;
 "#;
 
 /// Brings a database to [`CURRENT`], refusing one from a newer build.
