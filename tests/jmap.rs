@@ -1211,6 +1211,7 @@ fn query_changes_stay_exact_across_imap_and_jmap_edits() {
         )
     };
     let mut kept: Vec<(Vec<Value>, String)> = queries.iter().map(query).collect();
+    let first_state = kept[0].1.clone();
     let all = |st: &str| {
         let r = get(json!([["Email/query", {"accountId": account}, "q"]]));
         (r[0][1]["ids"].as_array().unwrap().clone(), st.to_string())
@@ -1300,7 +1301,9 @@ fn query_changes_stay_exact_across_imap_and_jmap_edits() {
         ["Email/queryChanges", {"accountId": account, "sinceQueryState": "999999"}, "f"],
         ["Email/queryChanges", {"accountId": account, "sinceQueryState": "junk"}, "j"],
         ["Email/queryChanges", {"accountId": account, "sinceQueryState": kept[0].1, "maxChanges": 1}, "m"],
-        ["Mailbox/queryChanges", {"accountId": account, "sinceQueryState": "999999"}, "mf"]
+        ["Mailbox/queryChanges", {"accountId": account, "sinceQueryState": "999999"}, "mf"],
+        ["Email/queryChanges", {"accountId": account, "sinceQueryState": first_state, "maxChanges": 1}, "old"],
+        ["Email/queryChanges", {"accountId": account, "sinceQueryState": first_state, "maxChanges": 1000}, "all"]
     ]));
     assert_eq!(r[0][1]["type"], "cannotCalculateChanges");
     assert_eq!(r[1][1]["type"], "cannotCalculateChanges");
@@ -1310,6 +1313,13 @@ fn query_changes_stay_exact_across_imap_and_jmap_edits() {
         "no change since: nothing to report"
     );
     assert_eq!(r[3][1]["type"], "cannotCalculateChanges");
+    // Seven edits since the first state: more than one change to tell.
+    assert_eq!(r[4][1]["type"], "tooManyChanges", "{}", r[4][1]);
+    assert!(
+        r[5][1]["added"].as_array().unwrap().len() > 1,
+        "{}",
+        r[5][1]
+    );
 }
 
 /// RFC 8621 §4.1.2–3: header fields in each parsed form, the last
@@ -2217,4 +2227,239 @@ fn email_set_creates_from_a_body_structure() {
         );
         assert_eq!(r.body, bytes, "a part comes back byte for byte");
     }
+}
+
+/// RFC 8621's per-method examples, replayed with this account's ids: §2.6
+/// (Mailbox/get, then Mailbox/changes feeding a Mailbox/get through
+/// `#ids` and `#properties`), §3.1 (Thread/get), §4.2 (Email/get with a
+/// parsed header, HTML bodies and truncated body values), §4.8
+/// (Email/import), §4.9 (Email/parse), §5.1 (SearchSnippet/get after an
+/// Email/query), §6 (Identity/get) and §7.5 (a draft created and
+/// submitted, moved by onSuccessUpdateEmail, then a cancel refused).
+#[test]
+fn rfc8621_per_method_examples() {
+    const SUBMISSION: &str = "urn:ietf:params:jmap:submission";
+    let s = serve_with(
+        &["--submission", "127.0.0.1:0", "--dns", "127.0.0.1:1"],
+        &[],
+    );
+    let account = account(&s);
+    let call =
+        |calls: Value| api(&s, &s.ana, &[CORE, MAIL, SUBMISSION], calls)["methodResponses"].clone();
+
+    // §2.6: every mailbox with every property, then what changed.
+    let r = call(json!([["Mailbox/get", {"accountId": account, "ids": null}, "0"]]));
+    let list = r[0][1]["list"].as_array().unwrap().clone();
+    let state = r[0][1]["state"].as_str().unwrap().to_string();
+    let inbox = list.iter().find(|m| m["role"] == "inbox").unwrap().clone();
+    for key in [
+        "id",
+        "name",
+        "parentId",
+        "role",
+        "sortOrder",
+        "totalEmails",
+        "unreadEmails",
+        "totalThreads",
+        "unreadThreads",
+        "myRights",
+        "isSubscribed",
+    ] {
+        assert!(inbox.get(key).is_some(), "{key} missing from {inbox}");
+    }
+    assert_eq!(inbox["myRights"]["mayReadItems"], true);
+    let roles: Vec<&str> = list.iter().filter_map(|m| m["role"].as_str()).collect();
+    for role in ["inbox", "drafts", "sent", "trash", "archive", "junk"] {
+        assert!(roles.contains(&role), "{role} in {roles:?}");
+    }
+    import(
+        &s,
+        &s.ana,
+        "Subject: Party\r\nMessage-ID: <p1@x>\r\nFrom: Joe <joe@example.com>\r\n\
+        List-Post: <mailto:partytime@lists.example.com>\r\nContent-Type: text/html\r\n\r\n\
+        <p>Come to the party, it will be great fun and there will be cake for everyone who \
+        turns up before nine in the evening, so do not be late.</p>\r\n",
+    );
+    let inbox_id = inbox["id"].as_str().unwrap();
+    let r = call(json!([
+        ["Mailbox/changes", {"accountId": account, "sinceState": state}, "0"],
+        ["Mailbox/get", {"accountId": account,
+            "#ids": {"resultOf": "0", "name": "Mailbox/changes", "path": "/updated"},
+            "#properties": {"resultOf": "0", "name": "Mailbox/changes", "path": "/updatedProperties"}}, "1"]
+    ]));
+    assert_eq!(r[0][1]["updated"], json!([inbox_id]), "{r}");
+    assert_eq!(r[1][1]["list"][0]["id"], inbox_id);
+    assert_eq!(r[1][1]["list"][0]["totalEmails"], 1);
+    assert_eq!(r[1][1]["list"][0]["unreadEmails"], 1);
+
+    // §4.2: Email/get of chosen properties, body values cut at 256 bytes.
+    let r = call(json!([
+        ["Email/query", {"accountId": account, "filter": {"inMailbox": inbox_id}}, "q"],
+        ["Email/get", {"accountId": account,
+            "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"},
+            "properties": ["threadId", "mailboxIds", "from", "subject", "receivedAt",
+                           "header:List-POST:asURLs", "htmlBody", "bodyValues"],
+            "bodyProperties": ["partId", "blobId", "size", "type"],
+            "fetchHTMLBodyValues": true, "maxBodyValueBytes": 64}, "#1"]
+    ]));
+    let e = &r[1][1]["list"][0];
+    assert_eq!(
+        e["header:List-POST:asURLs"],
+        json!(["mailto:partytime@lists.example.com"]),
+        "{e}"
+    );
+    assert_eq!(
+        e["from"],
+        json!([{"name": "Joe", "email": "joe@example.com"}])
+    );
+    let html = &e["htmlBody"][0];
+    assert_eq!(html["type"], "text/html");
+    let mut keys: Vec<&String> = html.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["blobId", "partId", "size", "type"]);
+    let value = &e["bodyValues"][html["partId"].as_str().unwrap()];
+    assert_eq!(value["isTruncated"], true);
+    assert!(value["value"].as_str().unwrap().len() <= 64);
+    let (email, thread) = (e["id"].clone(), e["threadId"].clone());
+
+    // §3.1: a thread and one that does not exist.
+    let r = call(json!([["Thread/get", {"accountId": account, "ids": [thread, "t999999"]}, "#1"]]));
+    assert_eq!(
+        r[0][1]["list"],
+        json!([{"id": thread, "emailIds": [email]}]),
+        "{r}"
+    );
+    assert_eq!(r[0][1]["notFound"], json!(["t999999"]));
+
+    // §4.8 and §4.9: an upload imported with keywords and a date, and
+    // blobs parsed — one an email, one not, one missing.
+    let upload = |bytes: &[u8]| {
+        http_with(
+            &s.addr,
+            "POST",
+            &format!("/jmap/upload/{account}/"),
+            &[
+                ("Authorization", &s.ana),
+                ("Content-Type", "message/rfc822"),
+            ],
+            bytes,
+        )
+        .json()["blobId"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let b1 = upload(b"From: joe@example.com\r\nSubject: imported\r\n\r\nhello\r\n");
+    let junk = upload(b"\x00\x01 not a message at all");
+    let r = call(json!([
+        ["Email/import", {"accountId": account, "emails": {"msg1": {"blobId": b1,
+            "mailboxIds": {inbox_id: true}, "keywords": {"$seen": true, "$draft": true},
+            "receivedAt": "2014-10-07T08:00:00Z"}}}, "0"],
+        ["Email/get", {"accountId": account, "ids": ["#msg1"], "properties": ["keywords", "receivedAt", "subject"]}, "1"],
+        ["Email/parse", {"accountId": account, "blobIds": [b1, junk, "u99999999"],
+            "properties": ["subject", "from"]}, "2"]
+    ]));
+    let made = &r[0][1]["created"]["msg1"];
+    for key in ["id", "blobId", "threadId", "size"] {
+        assert!(made.get(key).is_some(), "{key} missing from {made}");
+    }
+    assert_eq!(
+        r[1][1]["list"][0]["receivedAt"], "2014-10-07T08:00:00Z",
+        "{r}"
+    );
+    assert_eq!(
+        r[1][1]["list"][0]["keywords"],
+        json!({"$seen": true, "$draft": true})
+    );
+    assert_eq!(r[2][1]["parsed"][&b1]["subject"], "imported");
+    assert_eq!(r[2][1]["notFound"], json!(["u99999999"]));
+    let junk_parsed = r[2][1]["notParsable"]
+        .as_array()
+        .is_some_and(|a| a.contains(&json!(junk)))
+        || r[2][1]["parsed"].get(&junk).is_some();
+    assert!(junk_parsed, "every blob is answered for: {}", r[2][1]);
+
+    // §5.1: snippets for the results of a query, by back-reference.
+    let r = call(json!([
+        ["Email/query", {"accountId": account, "filter": {"text": "cake"},
+            "sort": [{"property": "receivedAt", "isAscending": false}], "limit": 5}, "a"],
+        ["SearchSnippet/get", {"accountId": account, "filter": {"text": "cake"},
+            "#emailIds": {"resultOf": "a", "name": "Email/query", "path": "/ids"}}, "b"]
+    ]));
+    let snip = &r[1][1]["list"][0];
+    assert_eq!(snip["emailId"], email, "{r}");
+    assert!(
+        snip["preview"]
+            .as_str()
+            .unwrap()
+            .contains("<mark>cake</mark>"),
+        "{snip}"
+    );
+    assert!(r[1][1]["notFound"].as_array().is_none_or(|a| a.is_empty()));
+
+    // §6: the identities, with every property.
+    let r = call(json!([["Identity/get", {"accountId": account}, "0"]]));
+    let me = &r[0][1]["list"][0];
+    for key in [
+        "id",
+        "name",
+        "email",
+        "replyTo",
+        "bcc",
+        "textSignature",
+        "htmlSignature",
+        "mayDelete",
+    ] {
+        assert!(me.get(key).is_some(), "{key} missing from {me}");
+    }
+
+    // §7.5: create a draft and send it, moving it from Drafts to Sent on
+    // success; then try to cancel.
+    let folder = |role: &str| {
+        list.iter().find(|m| m["role"] == role).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (drafts, sent) = (folder("drafts"), folder("sent"));
+    let r = call(json!([
+        ["Email/set", {"accountId": account, "create": {"k1490": {
+            "mailboxIds": {&drafts: true}, "keywords": {"$seen": true, "$draft": true},
+            "from": [{"name": "Ana", "email": "ana@example.com"}],
+            "to": [{"name": "Bo", "email": "bo@example.com"}],
+            "subject": "World domination",
+            "textBody": [{"partId": "1", "type": "text/plain"}],
+            "bodyValues": {"1": {"value": "I have the most brilliant plan."}}}}}, "0"],
+        ["EmailSubmission/set", {"accountId": account, "create": {"k1491": {
+            "identityId": me["id"], "emailId": "#k1490",
+            "envelope": {"mailFrom": {"email": "ana@example.com", "parameters": null},
+                         "rcptTo": [{"email": "bo@example.com", "parameters": null}]}}},
+            "onSuccessUpdateEmail": {"#k1491": {
+                format!("mailboxIds/{drafts}"): null, format!("mailboxIds/{sent}"): true,
+                "keywords/$draft": null}}}, "1"]
+    ]));
+    let names: Vec<&str> = r
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c[0].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["Email/set", "EmailSubmission/set", "Email/set"],
+        "{r}"
+    );
+    let draft = r[0][1]["created"]["k1490"]["id"].clone();
+    let sub = r[1][1]["created"]["k1491"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(r[2][1]["updated"], json!({draft.as_str().unwrap(): null}));
+    let r = call(json!([
+        ["EmailSubmission/set", {"accountId": account, "update": {&sub: {"undoStatus": "canceled"}}}, "0"],
+        ["Email/get", {"accountId": account, "ids": [draft], "properties": ["mailboxIds", "keywords"]}, "1"]
+    ]));
+    assert_eq!(r[0][1]["notUpdated"][&sub]["type"], "cannotUnsend", "{r}");
+    assert_eq!(r[1][1]["list"][0]["mailboxIds"], json!({sent: true}));
+    assert_eq!(r[1][1]["list"][0]["keywords"], json!({"$seen": true}));
 }

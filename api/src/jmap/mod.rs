@@ -326,6 +326,7 @@ pub(crate) async fn run(
                 ))
             }
             Ok(args) if name == "EmailSubmission/set" => {
+                let args = with_created_ids(args, &created);
                 let r = match check_account(&args, &account) {
                     Ok(()) => {
                         submission::submission_set(session, &account, &args, &created, app.submit())
@@ -351,7 +352,7 @@ pub(crate) async fn run(
                     Err(e) => Err(e),
                 }
             }
-            Ok(args) => call(session, &account, &name, args).await,
+            Ok(args) => call(session, &account, &name, with_created_ids(args, &created)).await,
             Err(e) => Err(e),
         };
         match result {
@@ -367,6 +368,39 @@ pub(crate) async fn run(
         out["createdIds"] = Value::Object(created);
     }
     Ok(out)
+}
+
+/// Replaces `#creationId` references among the ids a call names — `ids`,
+/// `emailIds`, `blobIds`, `destroy` and the keys of `update` — with the
+/// ids created earlier in the request (RFC 8620 §5.3); an unknown
+/// reference stays as it is, and is answered as not found.
+fn with_created_ids(
+    mut args: Map<String, Value>,
+    created: &Map<String, Value>,
+) -> Map<String, Value> {
+    let resolve = |id: &str| -> Option<Value> { created.get(id.strip_prefix('#')?).cloned() };
+    for key in ["ids", "emailIds", "blobIds", "destroy"] {
+        if let Some(Value::Array(list)) = args.get_mut(key) {
+            for v in list.iter_mut() {
+                if let Some(id) = v.as_str().and_then(resolve) {
+                    *v = id;
+                }
+            }
+        }
+    }
+    if let Some(Value::Object(update)) = args.get_mut("update") {
+        let patched: Map<String, Value> = std::mem::take(update)
+            .into_iter()
+            .map(
+                |(k, v)| match resolve(&k).as_ref().and_then(Value::as_str) {
+                    Some(id) => (id.to_string(), v),
+                    None => (k, v),
+                },
+            )
+            .collect();
+        *update = patched;
+    }
+    args
 }
 
 /// Notes the ids of what a /set response created, for `#creationId`
