@@ -663,6 +663,112 @@ fn records_keep_their_history() {
     assert_eq!(mb.records(RecordKind::Identity).unwrap(), after);
 }
 
+/// The thread counters stay equal to a count from scratch through a
+/// long run of appends (new threads and replies, seen or not), copies,
+/// moves, expunges, `$seen` set and cleared, destroys and a folder
+/// deleted.
+#[test]
+fn thread_counters_follow_every_change() {
+    let (_d, mut mb) = common::mailbox();
+    let inbox = mb.folder_by_role(Role::Inbox).unwrap().id;
+    let archive = mb.folder_by_role(Role::Archive).unwrap().id;
+    let extra = mb.create_folder(&name("Extra")).unwrap().id;
+    let seen: Keyword = "$seen".try_into().unwrap();
+    let counted = |mb: &Mailbox| {
+        let mut out = Vec::new();
+        for f in mb.folders().unwrap() {
+            let emails: Vec<_> = mb
+                .folder_index(f.id)
+                .unwrap()
+                .iter()
+                .map(|(_, e)| *e)
+                .collect();
+            let mut threads = std::collections::BTreeMap::new();
+            for s in mb.summaries(&emails).unwrap() {
+                let unread = threads.entry(s.thread_id).or_insert(false);
+                *unread |= !s.keywords.contains(&"$seen".try_into().unwrap());
+            }
+            if !threads.is_empty() {
+                let unread = threads.values().filter(|u| **u).count() as u64;
+                out.push((f.id, threads.len() as u64, unread));
+            }
+        }
+        out.sort_by_key(|(f, ..)| f.0);
+        out
+    };
+    let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let mut deleted = false;
+    for step in 0..400 {
+        let folders = if deleted {
+            vec![inbox, archive]
+        } else {
+            vec![inbox, archive, extra]
+        };
+        let f = folders[next(folders.len() as u64) as usize];
+        let index = mb.folder_index(f).unwrap();
+        let pick = |r: u64| index.get(r as usize % index.len().max(1)).copied();
+        match next(9) {
+            0..=2 => {
+                // A new thread, or a reply to one of a few earlier ones.
+                let topic = next(12);
+                let raw = format!(
+                    "From: a@b.c\r\nSubject: t{topic}\r\nMessage-ID: <s{step}@x>\r\n\
+                     References: <s{}@x>\r\n\r\nbody {step}\r\n",
+                    topic
+                );
+                let kw: &[&str] = if next(2) == 0 { &["$seen"] } else { &[] };
+                mb.append(f, raw.as_bytes(), &common::with_keywords(kw))
+                    .unwrap();
+            }
+            3 => {
+                if let Some((uid, _)) = pick(next(100)) {
+                    let to = folders[next(folders.len() as u64) as usize];
+                    mb.copy(f, &[uid], to).unwrap();
+                }
+            }
+            4 => {
+                if let Some((uid, _)) = pick(next(100)) {
+                    let to = folders[next(folders.len() as u64) as usize];
+                    if to != f {
+                        mb.move_messages(f, &[uid], to).unwrap();
+                    }
+                }
+            }
+            5 => {
+                if let Some((uid, _)) = pick(next(100)) {
+                    mb.expunge(f, Some(&[uid])).unwrap();
+                }
+            }
+            6 | 7 => {
+                if let Some((_, e)) = pick(next(100)) {
+                    let (add, remove) = if next(2) == 0 {
+                        (vec![seen.clone()], vec![])
+                    } else {
+                        (vec![], vec![seen.clone()])
+                    };
+                    mb.set_keywords(&[e], &add, &remove).unwrap();
+                }
+            }
+            _ => {
+                if let Some((_, e)) = pick(next(100)) {
+                    mb.destroy_emails(&[e]).unwrap();
+                }
+            }
+        }
+        if step == 300 {
+            mb.delete_folder(extra).unwrap();
+            deleted = true;
+        }
+        assert_eq!(mb.thread_counts().unwrap(), counted(&mb), "step {step}");
+    }
+}
+
 /// Thread counts per folder: a thread counts once however many of its
 /// emails a folder holds, and is unread while one of them lacks `$seen`.
 #[test]

@@ -226,16 +226,12 @@ impl Mailbox {
     }
 
     /// Per folder: its threads (those with an email in it) and its unread
-    /// threads (with an email in it that lacks `$seen`), in one pass over
-    /// the memberships.
+    /// threads (with an email in it that lacks `$seen`), for each folder
+    /// with mail: counters, not a count.
     pub fn thread_counts(&self) -> Result<Vec<(FolderId, u64, u64)>> {
+        // Kept by triggers (schema v7) in every write's transaction.
         let mut stmt = self.conn.prepare_cached(
-            "SELECT m.folder_id, COUNT(DISTINCT e.thread_id),
-                    COUNT(DISTINCT CASE WHEN k.email_id IS NULL THEN e.thread_id END)
-             FROM mailbox_messages m
-             JOIN emails e ON e.id = m.email_id
-             LEFT JOIN keywords k ON k.email_id = m.email_id AND k.keyword = '$seen'
-             GROUP BY m.folder_id",
+            "SELECT id, threads, unread_threads FROM folders WHERE threads > 0 ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((

@@ -9,7 +9,7 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 /// Every migration, oldest first. Version N means the first N were applied.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// The schema version this build writes.
 pub const CURRENT: i64 = MIGRATIONS.len() as i64;
@@ -270,6 +270,87 @@ CREATE TABLE records (
     created_at INTEGER NOT NULL,
     PRIMARY KEY (kind, id)
 ) WITHOUT ROWID;
+"#;
+
+/// Version 7: thread counts kept like the message counts. `folder_threads`
+/// holds, for each folder and thread with mail in it, how many of the
+/// folder's memberships are that thread's and how many of those are
+/// unseen; triggers keep it in step with memberships and `$seen`, and keep
+/// each folder's `threads` and `unread_threads` in step with it (a thread
+/// is unread in a folder while one of its emails there is unseen). An
+/// email's thread never changes once stored, and memberships are removed
+/// before their email, so the triggers see every change. (No UPSERT: the
+/// portable export must open in older SQLCipher tools.)
+const V7: &str = r#"
+CREATE TABLE folder_threads (
+    folder_id INTEGER NOT NULL,
+    thread_id INTEGER NOT NULL,
+    emails    INTEGER NOT NULL,
+    unseen    INTEGER NOT NULL,
+    PRIMARY KEY (folder_id, thread_id)
+) WITHOUT ROWID;
+ALTER TABLE folders ADD COLUMN threads INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE folders ADD COLUMN unread_threads INTEGER NOT NULL DEFAULT 0;
+INSERT INTO folder_threads (folder_id, thread_id, emails, unseen)
+    SELECT m.folder_id, e.thread_id, count(*),
+           sum(NOT EXISTS (SELECT 1 FROM keywords k
+                           WHERE k.email_id = m.email_id AND k.keyword = '$seen'))
+    FROM mailbox_messages m JOIN emails e ON e.id = m.email_id
+    GROUP BY m.folder_id, e.thread_id;
+UPDATE folders SET
+    threads = (SELECT count(*) FROM folder_threads t WHERE t.folder_id = folders.id),
+    unread_threads = (SELECT count(*) FROM folder_threads t
+                      WHERE t.folder_id = folders.id AND t.unseen > 0);
+
+CREATE TRIGGER folder_threads_insert AFTER INSERT ON folder_threads BEGIN
+    UPDATE folders SET threads = threads + 1,
+        unread_threads = unread_threads + (NEW.unseen > 0)
+    WHERE id = NEW.folder_id;
+END;
+CREATE TRIGGER folder_threads_update AFTER UPDATE OF unseen ON folder_threads BEGIN
+    UPDATE folders SET unread_threads = unread_threads + (NEW.unseen > 0) - (OLD.unseen > 0)
+    WHERE id = NEW.folder_id;
+END;
+CREATE TRIGGER folder_threads_delete AFTER DELETE ON folder_threads BEGIN
+    UPDATE folders SET threads = threads - 1,
+        unread_threads = unread_threads - (OLD.unseen > 0)
+    WHERE id = OLD.folder_id;
+END;
+
+CREATE TRIGGER membership_thread_insert AFTER INSERT ON mailbox_messages BEGIN
+    INSERT OR IGNORE INTO folder_threads (folder_id, thread_id, emails, unseen)
+        SELECT NEW.folder_id, thread_id, 0, 0 FROM emails WHERE id = NEW.email_id;
+    UPDATE folder_threads SET emails = emails + 1,
+        unseen = unseen + NOT EXISTS (SELECT 1 FROM keywords
+                                      WHERE email_id = NEW.email_id AND keyword = '$seen')
+    WHERE folder_id = NEW.folder_id
+      AND thread_id = (SELECT thread_id FROM emails WHERE id = NEW.email_id);
+END;
+CREATE TRIGGER membership_thread_delete AFTER DELETE ON mailbox_messages BEGIN
+    UPDATE folder_threads SET emails = emails - 1,
+        unseen = unseen - NOT EXISTS (SELECT 1 FROM keywords
+                                      WHERE email_id = OLD.email_id AND keyword = '$seen')
+    WHERE folder_id = OLD.folder_id
+      AND thread_id = (SELECT thread_id FROM emails WHERE id = OLD.email_id);
+    DELETE FROM folder_threads
+    WHERE folder_id = OLD.folder_id
+      AND thread_id = (SELECT thread_id FROM emails WHERE id = OLD.email_id)
+      AND emails <= 0;
+END;
+CREATE TRIGGER seen_thread_insert AFTER INSERT ON keywords WHEN NEW.keyword = '$seen' BEGIN
+    UPDATE folder_threads SET unseen = unseen -
+        (SELECT count(*) FROM mailbox_messages m
+         WHERE m.email_id = NEW.email_id AND m.folder_id = folder_threads.folder_id)
+    WHERE thread_id = (SELECT thread_id FROM emails WHERE id = NEW.email_id)
+      AND folder_id IN (SELECT folder_id FROM mailbox_messages WHERE email_id = NEW.email_id);
+END;
+CREATE TRIGGER seen_thread_delete AFTER DELETE ON keywords WHEN OLD.keyword = '$seen' BEGIN
+    UPDATE folder_threads SET unseen = unseen +
+        (SELECT count(*) FROM mailbox_messages m
+         WHERE m.email_id = OLD.email_id AND m.folder_id = folder_threads.folder_id)
+    WHERE thread_id = (SELECT thread_id FROM emails WHERE id = OLD.email_id)
+      AND folder_id IN (SELECT folder_id FROM mailbox_messages WHERE email_id = OLD.email_id);
+END;
 "#;
 
 /// Brings a database to [`CURRENT`], refusing one from a newer build.
