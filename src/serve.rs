@@ -42,9 +42,6 @@ pub enum Role {
     Gateway,
 }
 
-/// Services that later versions serve; their addresses are checked now.
-const NOT_YET: [&str; 2] = ["pop3", "pop3s"];
-
 /// Resolves the configuration (every error at once), starts logging, and
 /// runs the role until Ctrl-C or SIGTERM.
 pub fn run(role: Role, args: &ServerArgs, data_flag: Option<&Path>) -> Result<()> {
@@ -208,7 +205,16 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
         wanted.push(("link", a));
     }
     if role != Role::Primary {
-        for service in ["http", "imap", "imaps", "smtp", "submission", "submissions"] {
+        for service in [
+            "http",
+            "imap",
+            "imaps",
+            "pop3",
+            "pop3s",
+            "smtp",
+            "submission",
+            "submissions",
+        ] {
             if let Some(a) = s.addr(service) {
                 wanted.push((service, a));
             }
@@ -220,7 +226,7 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
         let Ok(a) = l.local_addr() else { return false };
         match *service {
             "link" => s.link_tls.applies(&a),
-            "imap" | "imaps" | "smtp" | "submission" | "submissions" => true,
+            "imap" | "imaps" | "pop3" | "pop3s" | "smtp" | "submission" | "submissions" => true,
             _ => s.http_tls.applies(&a),
         }
     });
@@ -342,6 +348,31 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
                         .context("imap listener")
                 }));
             }
+            "pop3" | "pop3s" => {
+                let router = Arc::clone(router.as_ref().context("no router")?);
+                let implicit = service == "pop3s";
+                let session = Arc::new(cofre_imap::pop3::Config {
+                    // Passwords in the clear only over loopback.
+                    plain_auth: addr.ip().is_loopback(),
+                    stls: !implicit,
+                    failed_login_delay: std::time::Duration::from_secs(1),
+                    limiter: Arc::clone(&limiter),
+                });
+                let config = Arc::new(cofre_imap::pop3::ServerConfig::new(
+                    session,
+                    server_tls.clone(),
+                ));
+                say!(
+                    "{service} listening on {addr} ({})",
+                    if implicit { "TLS" } else { "STLS" }
+                );
+                let stopped = stopped.clone();
+                tasks.push(tokio::spawn(async move {
+                    cofre_imap::pop3::serve(listener, router, config, implicit, stopped)
+                        .await
+                        .context("pop3 listener")
+                }));
+            }
             "smtp" | "submission" | "submissions" => {
                 let router = Arc::clone(router.as_ref().context("no router")?);
                 let implicit = service == "submissions";
@@ -448,19 +479,6 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
                     }));
                 }
             }
-        }
-    }
-    if role != Role::Primary {
-        let waiting: Vec<&str> = NOT_YET
-            .iter()
-            .copied()
-            .filter(|n| s.addr(n).is_some())
-            .collect();
-        if !waiting.is_empty() {
-            tracing::info!(
-                services = waiting.join(","),
-                "these listeners are configured but not part of this version"
-            );
         }
     }
     say!("ready (Ctrl-C to stop)");

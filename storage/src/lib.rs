@@ -24,6 +24,7 @@ pub mod net;
 pub mod outbound;
 pub mod primary;
 pub mod queue;
+pub mod settings;
 pub mod store;
 pub mod throttle;
 pub mod time;

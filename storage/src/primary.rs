@@ -85,6 +85,8 @@ struct Live {
     sessions: usize,
     worker: Option<Worker>,
     last_used: Instant,
+    /// The session holding the POP3 maildrop lock (RFC 1939 §8), if any.
+    maildrop: Option<SessionId>,
 }
 
 /// One live session.
@@ -336,6 +338,7 @@ impl Primary {
                 sessions: 0,
                 worker: None,
                 last_used: Instant::now(),
+                maildrop: None,
             });
             live.sessions += 1;
             id
@@ -358,6 +361,9 @@ impl Primary {
         };
         let last = match reg.live.get_mut(&alias_id) {
             Some(live) => {
+                if live.maildrop == Some(session) {
+                    live.maildrop = None;
+                }
                 live.sessions = live.sessions.saturating_sub(1);
                 live.sessions == 0
             }
@@ -368,6 +374,24 @@ impl Primary {
             // only sealed under the process key, for a quick re-login.
             reg.live.remove(&alias_id);
         }
+    }
+
+    /// Takes the alias's maildrop lock for `session` (a POP3 session holds
+    /// it from login to its end; RFC 1939 §8). `AlreadyExists` while
+    /// another live session holds it; the session's logout releases it.
+    pub fn lock_maildrop(&self, session: SessionId) -> Result<()> {
+        let alias_id = self.alias_of(session)?;
+        let mut reg = self.registry();
+        let holder = reg.live.get(&alias_id).and_then(|l| l.maildrop);
+        if let Some(other) = holder
+            && other != session
+            && reg.sessions.contains_key(&other)
+        {
+            return Err(Error::AlreadyExists("the maildrop is in use".into()));
+        }
+        let live = reg.live.get_mut(&alias_id).ok_or(Error::NoSession)?;
+        live.maildrop = Some(session);
+        Ok(())
     }
 
     /// Stops for good: no new mailbox thread starts, and every running one

@@ -1,5 +1,5 @@
-//! An in-process primary with an IMAP listener on loopback, and a small
-//! line-level IMAP client to drive it.
+//! An in-process primary with IMAP and POP3 listeners on loopback, and a
+//! small line-level IMAP client to drive it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -15,6 +15,8 @@ use tokio::net::TcpStream;
 /// A running server.
 pub struct Server {
     pub addr: std::net::SocketAddr,
+    /// The POP3 listener beside it.
+    pub pop3: std::net::SocketAddr,
     pub primary: Arc<Primary>,
     pub router: Arc<Router>,
     pub users: Vec<(String, String)>,
@@ -63,10 +65,29 @@ pub async fn server_with(adjust: impl FnOnce(&mut ServerConfig)) -> Server {
         Arc::clone(&router),
         Arc::new(config),
         false,
+        stopped.clone(),
+    ));
+    let pop3_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let pop3 = pop3_listener.local_addr().unwrap();
+    let pop3_config = cofre_imap::pop3::ServerConfig::new(
+        Arc::new(cofre_imap::pop3::Config {
+            plain_auth: true,
+            stls: false,
+            failed_login_delay: Duration::from_millis(10),
+            limiter: Default::default(),
+        }),
+        None,
+    );
+    tokio::spawn(cofre_imap::pop3::serve(
+        pop3_listener,
+        Arc::clone(&router),
+        Arc::new(pop3_config),
+        false,
         stopped,
     ));
     Server {
         addr,
+        pop3,
         primary,
         router,
         users,

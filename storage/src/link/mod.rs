@@ -358,6 +358,30 @@ pub enum Op {
         /// The upload.
         id: i64,
     },
+    /// The end of a POP3 session, in one transaction: retrieved messages
+    /// get keywords and perhaps move, deleted ones leave the folder
+    /// (answered with `Done`).
+    Pop3Commit {
+        /// The session.
+        session: SessionId,
+        /// The maildrop.
+        folder: FolderId,
+        /// Messages marked deleted.
+        deleted: Vec<Uid>,
+        /// Messages retrieved whole.
+        retrieved: Vec<Uid>,
+        /// Keywords the retrieved messages get.
+        keywords: Vec<Keyword>,
+        /// Where retrieved messages go, if anywhere.
+        move_to: Option<FolderId>,
+    },
+    /// Takes the alias's maildrop lock for a POP3 session (answered with
+    /// `Done`, or `AlreadyExists` while another session holds it); the
+    /// session's logout releases it.
+    LockMaildrop {
+        /// The session.
+        session: SessionId,
+    },
     /// The records of a kind (answered with `Records`).
     Records {
         /// The session.
@@ -421,6 +445,8 @@ impl Op {
             Op::ThreadCounts { .. } => "thread_counts",
             Op::Upload { .. } => "upload",
             Op::ReadUpload { .. } => "read_upload",
+            Op::LockMaildrop { .. } => "lock_maildrop",
+            Op::Pop3Commit { .. } => "pop3_commit",
             Op::Records { .. } => "records",
             Op::WriteRecords { .. } => "write_records",
         }
@@ -805,6 +831,17 @@ pub fn mailbox_job(op: Op) -> Result<MailboxJob, Op> {
         Op::ReadUpload { session, id } => {
             job(session, false, move |mb| Ok(Reply::Raw(mb.upload(id)?)))
         }
+        Op::Pop3Commit {
+            session,
+            folder,
+            deleted,
+            retrieved,
+            keywords,
+            move_to,
+        } => job(session, true, move |mb| {
+            mb.pop3_commit(folder, &deleted, &retrieved, &keywords, move_to)?;
+            Ok(Reply::Done)
+        }),
         Op::Records { session, kind } => job(session, false, move |mb| {
             Ok(Reply::Records(mb.records(kind)?))
         }),
@@ -864,6 +901,10 @@ fn primary_op(primary: &Primary, op: Op) -> Result<Reply, LinkError> {
             primary.logout(session);
             Reply::Done
         }
+        Op::LockMaildrop { session } => {
+            primary.lock_maildrop(session)?;
+            Reply::Done
+        }
         Op::Deliver {
             address,
             raw,
@@ -913,6 +954,10 @@ pub async fn dispatch_async(primary: &Arc<Primary>, op: Op) -> Result<Reply, Lin
         // Forgetting a session only takes a lock: no need for a thread.
         Err(Op::Logout { session }) => {
             primary.logout(session);
+            Ok(Reply::Done)
+        }
+        Err(Op::LockMaildrop { session }) => {
+            primary.lock_maildrop(session)?;
             Ok(Reply::Done)
         }
         Err(op) => {

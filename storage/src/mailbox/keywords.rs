@@ -90,6 +90,54 @@ impl Mailbox {
         })
     }
 
+    /// The end of a POP3 session (RFC 1939's UPDATE state), in one
+    /// transaction: the `retrieved` messages get `keywords` and then, if
+    /// `move_to` is given, go to that folder; the `deleted` ones leave
+    /// `folder` (an email left in no folder is destroyed). Messages gone
+    /// from the folder meanwhile (expunged over IMAP) are passed over.
+    pub fn pop3_commit(
+        &mut self,
+        folder: FolderId,
+        deleted: &[Uid],
+        retrieved: &[Uid],
+        keywords: &[Keyword],
+        move_to: Option<FolderId>,
+    ) -> Result<()> {
+        self.write(|tx, modseq| {
+            folders::by_id(tx, folder)?;
+            let gone: BTreeSet<u32> = deleted.iter().map(|u| u.get()).collect();
+            let mut kept = Vec::new();
+            for &uid in retrieved.iter().filter(|u| !gone.contains(&u.get())) {
+                let email: Option<i64> = tx
+                    .prepare_cached(
+                        "SELECT email_id FROM mailbox_messages WHERE folder_id = ?1 AND uid = ?2",
+                    )?
+                    .query_row(params![folder.0, uid.get()], |r| r.get(0))
+                    .optional()?;
+                let Some(email) = email else { continue };
+                let mut changed = 0;
+                for k in keywords {
+                    changed += tx
+                        .prepare_cached(
+                            "INSERT OR IGNORE INTO keywords (email_id, keyword) VALUES (?1, ?2)",
+                        )?
+                        .execute(params![email, k.as_str()])?;
+                }
+                if changed > 0 {
+                    touch_email(tx, EmailId(email), modseq)?;
+                }
+                kept.push(uid);
+            }
+            if let Some(to) = move_to.filter(|t| *t != folder) {
+                copy_in(tx, folder, &kept, to, modseq)?;
+                let moved: Vec<u32> = kept.iter().map(|u| u.get()).collect();
+                remove_members(tx, folder, &moved, modseq)?;
+            }
+            let gone: Vec<u32> = gone.into_iter().collect();
+            remove_members(tx, folder, &gone, modseq)
+        })
+    }
+
     /// Removes the messages flagged `$deleted` from a folder (all of them, or
     /// only those among `only`); returns the expunged UIDs. An email left in
     /// no folder is destroyed.

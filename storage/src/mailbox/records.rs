@@ -1,5 +1,5 @@
 //! Records: an account's small objects that are not mail — the sending
-//! identities it defines and the submissions it sent. The mailbox keeps
+//! identities it defines, the submissions it sent, its settings. The mailbox keeps
 //! each as opaque bytes (the gateway's JSON) in the encrypted file, with
 //! the MODSEQ of its creation and of its last change; a destroyed record
 //! stays as a tombstone (no data) so a client can learn what went away.
@@ -19,6 +19,8 @@ pub enum RecordKind {
     Identity,
     /// A message sent (JMAP `EmailSubmission`).
     Submission,
+    /// A setting of the account (id 1: POP3's options).
+    Setting,
 }
 
 /// How long a submission's record is kept once sent.
@@ -29,13 +31,14 @@ impl RecordKind {
         match self {
             RecordKind::Identity => "identity",
             RecordKind::Submission => "submission",
+            RecordKind::Setting => "setting",
         }
     }
 
     /// How long a live record of this kind is kept, if not for ever.
     fn ttl(self) -> Option<i64> {
         match self {
-            RecordKind::Identity => None,
+            RecordKind::Identity | RecordKind::Setting => None,
             RecordKind::Submission => Some(SUBMISSION_TTL_SECS),
         }
     }
