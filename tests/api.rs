@@ -1022,3 +1022,47 @@ fn browsers_of_configured_origins_may_call_the_api() {
     let other = preflight("https://evil.example");
     assert_eq!(other.header("access-control-allow-origin"), None);
 }
+
+/// `/v1/settings/pop3`: the defaults, a folder for retrieved mail that
+/// must exist and not be the Inbox, unknown fields refused, and the
+/// setting kept per alias.
+#[test]
+fn pop3_settings_are_read_and_set() {
+    let s = serve("");
+    let ana = basic("ana@example.com", &s.ana);
+    let bo = basic("bo@example.com", &s.bo);
+    let (status, v) = call(&s, "GET", "/v1/settings/pop3", &ana, None);
+    assert_eq!(status, 200);
+    assert_eq!(
+        v,
+        json!({"move_retrieved_to": null, "hide_retrieved": false})
+    );
+    for (body, why) in [
+        (
+            json!({"move_retrieved_to": "Nowhere", "hide_retrieved": false}),
+            "no such folder",
+        ),
+        (
+            json!({"move_retrieved_to": "INBOX", "hide_retrieved": false}),
+            "the Inbox itself",
+        ),
+        (
+            json!({"hide_retrieved": true, "colour": "red"}),
+            "unknown field",
+        ),
+        (json!({"move_retrieved_to": null}), "missing field"),
+    ] {
+        let (status, v) = call(&s, "PUT", "/v1/settings/pop3", &ana, Some(body));
+        assert_eq!(status, 400, "{why}: {v}");
+        assert_eq!(v["status"], 400, "problem+json: {v}");
+    }
+    let want = json!({"move_retrieved_to": "Archive", "hide_retrieved": true});
+    let (status, v) = call(&s, "PUT", "/v1/settings/pop3", &ana, Some(want.clone()));
+    assert_eq!((status, v), (200, want.clone()));
+    assert_eq!(call(&s, "GET", "/v1/settings/pop3", &ana, None).1, want);
+    let (_, theirs) = call(&s, "GET", "/v1/settings/pop3", &bo, None);
+    assert_eq!(
+        theirs["hide_retrieved"], false,
+        "another alias's settings are its own"
+    );
+}

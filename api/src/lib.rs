@@ -13,6 +13,7 @@ mod mail;
 pub mod metrics;
 mod problem;
 mod session;
+mod settings;
 pub mod tls;
 pub mod token;
 mod views;
@@ -138,6 +139,7 @@ impl AppState {
         (name = "folders", description = "Folders and their counters"),
         (name = "messages", description = "Listing, search, reading, import, keywords, moves"),
         (name = "mailbox", description = "Quota and change events"),
+        (name = "settings", description = "The alias's own settings (POP3)"),
         (name = "admin", description = "Domains, aliases, quotas, forwards, webhooks (admin token)"),
     )
 )]
@@ -230,6 +232,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(mail::delete_messages))
         .routes(routes!(mail::get_quota))
         .routes(routes!(mail::watch_events))
+        .routes(routes!(settings::get_pop3, settings::put_pop3))
         .routes(routes!(admin::list_domains, admin::add_domain))
         .routes(routes!(admin::remove_domain))
         .routes(routes!(admin::list_outbound))

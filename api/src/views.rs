@@ -278,3 +278,15 @@ pub struct QuotaView {
 #[derive(Debug, ToSchema)]
 #[schema(value_type = String, format = Binary)]
 pub struct RawMessage(#[allow(dead_code)] Vec<u8>);
+
+/// How POP3 treats the Inbox (the maildrop) for this alias.
+#[derive(Debug, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Pop3SettingsView {
+    /// The folder messages retrieved over POP3 (RETR) are moved to when
+    /// the session ends; null leaves them in the Inbox (the default).
+    pub move_retrieved_to: Option<String>,
+    /// Leave messages retrieved in an earlier POP3 session out of later
+    /// ones (they stay in the Inbox for IMAP and the API).
+    pub hide_retrieved: bool,
+}
