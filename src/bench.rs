@@ -13,7 +13,7 @@ use cofre_storage::{
 /// What to measure, and how big.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// What to measure (storage, link, api, jmap, imap, smtp).
+    /// What to measure (storage, link, api, jmap, imap, pop3, smtp).
     #[arg(value_enum, default_value_t = Suite::Storage)]
     suite: Suite,
     /// 10 KB messages ingested to measure ingest rate.
@@ -37,10 +37,13 @@ pub struct BenchArgs {
     /// IMAP: connections held in IDLE (0 to skip).
     #[arg(long, default_value_t = 10_000)]
     idle_connections: usize,
-    /// IMAP: skip the side-by-side run against Dovecot.
+    /// IMAP and POP3: skip the side-by-side run against Dovecot.
     #[arg(long)]
     no_dovecot: bool,
-    /// IMAP and SMTP: rounds of load per server, alternating.
+    /// POP3: 10 KB messages in the maildrop RETR reads.
+    #[arg(long, default_value_t = 2_000)]
+    pop3_messages: usize,
+    /// IMAP, POP3 and SMTP: rounds of load per server, alternating.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// SMTP: concurrent senders.
@@ -74,6 +77,8 @@ enum Suite {
     /// The IMAP bridge: FETCH over 10,000 messages, a mixed load beside
     /// Dovecot, memory of 10,000 connections in IDLE.
     Imap,
+    /// The POP3 bridge: RETR throughput of 10 KB messages beside Dovecot.
+    Pop3,
     /// The mail exchanger: ingest of 10 KB messages from several senders,
     /// beside Postfix delivering to Dovecot over LMTP.
     Smtp,
@@ -270,6 +275,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
             idle: args.idle_connections,
             dovecot: !args.no_dovecot,
             rounds: args.rounds.max(1),
+        }),
+        Suite::Pop3 => crate::bench_pop3::run(crate::bench_pop3::Pop3Bench {
+            messages: args.pop3_messages,
+            rounds: args.rounds.max(1),
+            dovecot: !args.no_dovecot,
         }),
         Suite::Smtp => crate::bench_smtp::run(crate::bench_smtp::SmtpBench {
             clients: args.senders.max(1),

@@ -1,5 +1,5 @@
 //! Dovecot started for a side-by-side benchmark: Debian's dovecot-imapd
-//! (and dovecot-lmtpd for mail delivery), plain Maildir, no TLS, no
+//! or dovecot-pop3d (and dovecot-lmtpd for mail delivery), plain Maildir, no TLS, no
 //! encryption, in a temporary directory, on free loopback ports; stopped
 //! when dropped.
 
@@ -25,9 +25,19 @@ pub struct Dovecot {
 }
 
 impl Dovecot {
-    /// Starts Dovecot with `users` accounts (`load0` ...), and an LMTP
-    /// listener that takes mail for `loadN@example.com` if `lmtp`.
+    /// Starts Dovecot's IMAP with `users` accounts (`load0` ...), and an
+    /// LMTP listener that takes mail for `loadN@example.com` if `lmtp`.
     pub fn start(users: usize, lmtp: bool) -> Result<Dovecot> {
+        Dovecot::start_serving("imap", users, lmtp)
+    }
+
+    /// Starts Dovecot's POP3 (Debian's dovecot-pop3d) with `users`
+    /// accounts; `addr` is the POP3 listener.
+    pub fn start_pop3(users: usize) -> Result<Dovecot> {
+        Dovecot::start_serving("pop3", users, false)
+    }
+
+    fn start_serving(protocol: &str, users: usize, lmtp: bool) -> Result<Dovecot> {
         let version = Command::new("dovecot")
             .arg("--version")
             .output()
@@ -66,14 +76,14 @@ impl Dovecot {
         let r = root.display();
         let mut conf = format!(
             "base_dir = {r}/run\nstate_dir = {r}/state\nlog_path = {r}/dovecot.log\n\
-             listen = 127.0.0.1\nprotocols = imap{}\nssl = no\n\
+             listen = 127.0.0.1\nprotocols = {protocol}{}\nssl = no\n\
              disable_plaintext_auth = no\nauth_mechanisms = plain login\n\
              auth_username_format = %n\n\
              mail_location = maildir:{r}/mail/%u\nfirst_valid_uid = 1\n\
              passdb {{\n  driver = passwd-file\n  args = {r}/users\n}}\n\
              userdb {{\n  driver = static\n  args = uid={uid} gid={gid} home={r}/mail/%u allow_all_users=yes\n}}\n\
-             service imap-login {{\n  inet_listener imap {{\n    port = {port}\n  }}\n  \
-             inet_listener imaps {{\n    port = 0\n  }}\n}}\n",
+             service {protocol}-login {{\n  inet_listener {protocol} {{\n    port = {port}\n  }}\n  \
+             inet_listener {protocol}s {{\n    port = 0\n  }}\n}}\n",
             if lmtp { " lmtp" } else { "" }
         );
         if lmtp {

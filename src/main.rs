@@ -7,6 +7,7 @@ mod bench_dovecot;
 mod bench_imap;
 mod bench_jmap;
 mod bench_link;
+mod bench_pop3;
 mod bench_postfix;
 mod bench_smtp;
 mod cli;

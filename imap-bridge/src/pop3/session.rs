@@ -108,7 +108,14 @@ pub struct Session {
     /// The name given by USER, waiting for PASS.
     user: Option<String>,
     auth: Option<Auth>,
+    /// Messages read ahead of their RETR, by index (see `raw`).
+    ahead: std::collections::HashMap<usize, Vec<u8>>,
 }
+
+/// How far RETR reads ahead: clients retrieve in order, so the next
+/// messages come in one link call (up to this many, and this many bytes).
+const READ_AHEAD: usize = 16;
+const READ_AHEAD_BYTES: u64 = 1 << 20;
 
 impl Session {
     /// A new connection's session.
@@ -120,6 +127,7 @@ impl Session {
             tls,
             user: None,
             auth: None,
+            ahead: std::collections::HashMap::new(),
         }
     }
 
@@ -526,29 +534,54 @@ impl Session {
         format!("{v}.{}", item.uid)
     }
 
-    async fn raw(&self, item: &Item) -> Res<Vec<u8>> {
+    /// Message `index`'s bytes. For RETR (`ahead`), the next messages not
+    /// marked deleted come in the same link call and wait here for their
+    /// own RETR.
+    async fn raw(&mut self, index: usize, ahead: bool) -> Res<Vec<u8>> {
+        if let Some(r) = self.ahead.remove(&index) {
+            return Ok(r);
+        }
         let a = self
             .auth
             .as_ref()
             .ok_or_else(|| err(None, "log in first"))?;
-        match self
-            .router
-            .request(
-                &a.address,
-                Op::Raw {
-                    session: a.session,
-                    email: item.email,
-                },
-            )
-            .await
-        {
-            Ok(Reply::Raw(r)) => Ok(r),
-            Ok(_) => Err(err(Some("SYS/PERM"), "unexpected reply")),
-            Err(ClientError::Remote(e)) if e.code == ErrorCode::NotFound => {
-                Err(err(None, "the message was removed by another client"))
+        let mut batch = vec![index];
+        let mut bytes = a.items[index].size;
+        if ahead {
+            for (i, item) in a.items.iter().enumerate().skip(index + 1) {
+                if batch.len() >= READ_AHEAD || bytes + item.size > READ_AHEAD_BYTES {
+                    break;
+                }
+                if !item.deleted {
+                    batch.push(i);
+                    bytes += item.size;
+                }
             }
-            Err(e) => Err(link_error(e)),
         }
+        let emails = batch.iter().map(|&i| a.items[i].email).collect();
+        let op = Op::Raws {
+            session: a.session,
+            emails,
+        };
+        let raws = match self.router.request(&a.address, op).await {
+            Ok(Reply::Raws(r)) if r.len() == batch.len() => r,
+            Ok(_) => return Err(err(Some("SYS/PERM"), "unexpected reply")),
+            Err(e) => return Err(link_error(e)),
+        };
+        if ahead {
+            self.ahead.clear();
+        }
+        let mut first = None;
+        for (i, raw) in batch.into_iter().zip(raws) {
+            match (i == index, raw) {
+                (true, r) => first = r,
+                (false, Some(r)) => {
+                    self.ahead.insert(i, r);
+                }
+                (false, None) => {}
+            }
+        }
+        first.ok_or_else(|| err(None, "the message was removed by another client"))
     }
 
     async fn transaction(&mut self, verb: &str, args: &[&str], out: &mut Vec<u8>) -> Res<Next> {
@@ -601,7 +634,7 @@ impl Session {
             "RETR" => {
                 extra(1)?;
                 let (n, item) = self.item(args.first())?;
-                let raw = self.raw(&item).await?;
+                let raw = self.raw(n - 1, true).await?;
                 out.extend_from_slice(format!("+OK {} octets\r\n", item.size).as_bytes());
                 stuff(&raw, None, out);
                 if let Some(a) = self.auth.as_mut() {
@@ -610,13 +643,16 @@ impl Session {
             }
             "TOP" => {
                 extra(2)?;
-                let (_, item) = self.item(args.first())?;
+                let (n, _) = self.item(args.first())?;
                 let lines: usize = args
                     .get(1)
                     .ok_or_else(|| err(None, "TOP needs a message number and a line count"))?
                     .parse()
                     .map_err(|_| err(None, "the line count is a non-negative integer"))?;
-                let raw = self.raw(&item).await?;
+                let raw = match self.ahead.get(&(n - 1)) {
+                    Some(r) => r.clone(),
+                    None => self.raw(n - 1, false).await?,
+                };
                 out.extend_from_slice(b"+OK top of message follows\r\n");
                 stuff(&raw, Some(lines), out);
             }

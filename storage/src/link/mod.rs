@@ -256,6 +256,15 @@ pub enum Op {
         /// The email.
         email: EmailId,
     },
+    /// Several messages' exact bytes, in order (answered with `Raws`; an
+    /// email that no longer exists gets `None`). For readers that go
+    /// through a mailbox in order (POP3), one job instead of many.
+    Raws {
+        /// The session.
+        session: SessionId,
+        /// The emails.
+        emails: Vec<EmailId>,
+    },
     /// Header summaries.
     Summaries {
         /// The session.
@@ -431,6 +440,7 @@ impl Op {
             Op::Subscribe { .. } => "subscribe",
             Op::Append { .. } => "append",
             Op::Raw { .. } => "raw",
+            Op::Raws { .. } => "raws",
             Op::Summaries { .. } => "summaries",
             Op::FolderIndex { .. } => "folder_index",
             Op::Search { .. } => "search",
@@ -487,6 +497,8 @@ pub enum Reply {
     Appended(Appended),
     /// Message bytes.
     Raw(Vec<u8>),
+    /// Several messages' bytes, `None` for those gone.
+    Raws(Vec<Option<Vec<u8>>>),
     /// Summaries.
     Summaries(Vec<EmailSummary>),
     /// A folder's index.
@@ -765,6 +777,17 @@ pub fn mailbox_job(op: Op) -> Result<MailboxJob, Op> {
             Ok(Reply::Appended(mb.append(folder, &raw, &options)?))
         }),
         Op::Raw { session, email } => job(session, false, move |mb| Ok(Reply::Raw(mb.raw(email)?))),
+        Op::Raws { session, emails } => job(session, false, move |mb| {
+            let mut out = Vec::with_capacity(emails.len());
+            for e in emails {
+                out.push(match mb.raw(e) {
+                    Ok(r) => Some(r),
+                    Err(crate::Error::NotFound(_)) => None,
+                    Err(other) => return Err(other),
+                });
+            }
+            Ok(Reply::Raws(out))
+        }),
         Op::Summaries { session, emails } => job(session, false, move |mb| {
             Ok(Reply::Summaries(mb.summaries(&emails)?))
         }),
