@@ -358,3 +358,57 @@ async fn retrieved_mail_is_moved_or_hidden_as_the_alias_chooses() {
     let r = imap.ok("STATUS INBOX (MESSAGES)").await.join("");
     assert!(r.contains("MESSAGES 2"), "{r}");
 }
+
+/// A POP3 login is a live session like any other: mail queued while the
+/// alias was offline is in the maildrop, and mail arriving during the
+/// session is stored at once (for the next session); a silent connection
+/// is closed by the timer, deleting nothing.
+#[tokio::test]
+async fn queued_mail_is_drained_at_login_and_silence_times_out() {
+    use cofre_storage::mailbox::AppendOptions;
+    use cofre_storage::primary::Delivery;
+    let s = common::server_with(|c| c.idle_timeout = Duration::from_millis(700)).await;
+    let ana = AliasAddress::try_from("ana@example.com").unwrap();
+    let queued = s
+        .primary
+        .deliver(
+            &ana,
+            message("queued", "while away"),
+            AppendOptions::default(),
+        )
+        .unwrap();
+    assert!(matches!(queued, Delivery::Queued(_)), "{queued:?}");
+
+    let mut p = Pop::login(&s, 0).await;
+    let (_, body) = p.multi("RETR 1").await;
+    assert_eq!(body, message("queued", "while away"));
+    let live = s
+        .primary
+        .deliver(&ana, message("live", "during"), AppendOptions::default())
+        .unwrap();
+    assert!(matches!(live, Delivery::Stored(_)), "{live:?}");
+    assert!(
+        p.cmd("STAT").await.starts_with("+OK 1 "),
+        "the maildrop is fixed for the session"
+    );
+    assert!(p.cmd("DELE 1").await.starts_with("+OK"));
+    // Silence: the timer closes the connection, and nothing is deleted.
+    let l = p.line().await;
+    assert!(l.starts_with("-ERR"), "{l}");
+    assert!(p.closed().await);
+    let mut again = None;
+    for _ in 0..100 {
+        let (mut q, _) = Pop::connect(&s).await;
+        q.cmd(&format!("USER {}", s.users[0].0)).await;
+        if q.cmd(&format!("PASS {}", s.users[0].1))
+            .await
+            .starts_with("+OK")
+        {
+            again = Some(q);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut q = again.expect("logged in again");
+    assert!(q.cmd("STAT").await.starts_with("+OK 2 "));
+}

@@ -57,6 +57,8 @@ pub async fn server_with(adjust: impl FnOnce(&mut ServerConfig)) -> Server {
     });
     let mut config = ServerConfig::new(session, None);
     adjust(&mut config);
+    // The POP3 listener's timer follows the IMAP idle timeout.
+    let pop3_timeout = config.idle_timeout;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -69,7 +71,7 @@ pub async fn server_with(adjust: impl FnOnce(&mut ServerConfig)) -> Server {
     ));
     let pop3_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let pop3 = pop3_listener.local_addr().unwrap();
-    let pop3_config = cofre_imap::pop3::ServerConfig::new(
+    let mut pop3_config = cofre_imap::pop3::ServerConfig::new(
         Arc::new(cofre_imap::pop3::Config {
             plain_auth: true,
             stls: false,
@@ -78,6 +80,7 @@ pub async fn server_with(adjust: impl FnOnce(&mut ServerConfig)) -> Server {
         }),
         None,
     );
+    pop3_config.timeout = pop3_timeout;
     tokio::spawn(cofre_imap::pop3::serve(
         pop3_listener,
         Arc::clone(&router),
