@@ -58,13 +58,10 @@ fn line() -> impl Strategy<Value = Vec<u8>> {
 fn multi(l: &[u8]) -> bool {
     let s = String::from_utf8_lossy(l).to_ascii_uppercase();
     let mut w = s.split(' ').filter(|x| !x.is_empty());
-    match (w.next(), w.next()) {
-        (Some("CAPA"), _) => true,
-        (Some("LIST" | "UIDL"), None) => true,
-        (Some("RETR" | "TOP"), _) => true,
-        (Some("AUTH"), None) => true,
-        _ => false,
-    }
+    matches!(
+        (w.next(), w.next()),
+        (Some("CAPA" | "RETR" | "TOP"), _) | (Some("LIST" | "UIDL" | "AUTH"), None)
+    )
 }
 
 async fn read_line(r: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
