@@ -3,6 +3,7 @@
 //!
 //! - `parse`: commands from bytes (our own parser; ARCHITECTURE.md says why),
 //! - `session`: the protocol state machine, driven from parsed commands,
+//! - `login`: logging in and SASL PLAIN, shared by IMAP and POP3,
 //! - `render`: FETCH data (ENVELOPE, BODYSTRUCTURE, sections) from bytes,
 //! - `thread`: RFC 5256 threading,
 //! - `server`: sockets, TLS, framing, IDLE, limits; `compress` COMPRESS=DEFLATE,
@@ -10,6 +11,7 @@
 
 pub mod compress;
 pub mod date;
+pub mod login;
 pub mod mutf7;
 pub mod parse;
 pub mod pop3;

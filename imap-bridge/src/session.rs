@@ -25,7 +25,7 @@ use cofre_storage::mailbox::{
 use cofre_storage::primary::SessionId;
 use cofre_storage::throttle::LoginLimiter;
 use cofre_storage::types::{Day, EmailId, FolderId, FolderName, ModSeq, Role, Uid};
-use cofre_storage::{AliasAddress, Keyword, Password};
+use cofre_storage::{AliasAddress, Keyword};
 use tokio::sync::broadcast;
 
 use crate::parse::{

@@ -8,7 +8,7 @@
 use serde_json::{Map, Value, json};
 
 use super::records::{self, Type};
-use super::{MethodError, MethodResult, invalid_property, or_null, set_args, set_error};
+use super::{MethodError, MethodResult, SetResult, invalid_property, set_args, set_error};
 use crate::auth::Session;
 use cofre_storage::mailbox::{RecordKind, RecordWrite};
 
@@ -46,12 +46,7 @@ fn own_default(address: &str) -> Map<String, Value> {
 pub(super) async fn identities(
     session: &Session,
 ) -> Result<(cofre_storage::mailbox::Records, Vec<Map<String, Value>>), MethodError> {
-    let recs = records::load(session, IDENTITY).await?;
-    let mut list: Vec<Map<String, Value>> = recs
-        .records
-        .iter()
-        .filter_map(|r| records::object(IDENTITY, r))
-        .collect();
+    let (recs, mut list) = records::objects(session, IDENTITY).await?;
     if !list.iter().any(|o| o["id"] == IDENTITY.id(OWN)) {
         let mut own = own_default(session.address.as_str());
         own.insert("id".into(), json!(IDENTITY.id(OWN)));
@@ -235,15 +230,14 @@ pub(super) async fn set(
         o.insert("mayDelete".into(), json!(true));
         created.insert(cid, Value::Object(o));
     }
-    Ok(json!({
-        "accountId": account,
-        "oldState": old,
-        "newState": records::state_now(session, IDENTITY).await?,
-        "created": or_null(created),
-        "updated": or_null(updated),
-        "destroyed": if destroyed.is_empty() { Value::Null } else { Value::Array(destroyed) },
-        "notCreated": or_null(not_created),
-        "notUpdated": or_null(not_updated),
-        "notDestroyed": or_null(not_destroyed),
-    }))
+    let new = records::state_now(session, IDENTITY).await?;
+    Ok(SetResult {
+        created,
+        updated,
+        destroyed,
+        not_created,
+        not_updated,
+        not_destroyed,
+    }
+    .response(account, &old, &new))
 }

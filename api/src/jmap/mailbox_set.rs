@@ -268,15 +268,14 @@ pub(super) async fn mailbox_set(
             }
         }
     }
-    Ok(json!({
-        "accountId": account,
-        "oldState": old,
-        "newState": state(session).await?,
-        "created": super::or_null(created),
-        "notCreated": super::or_null(not_created),
-        "updated": super::or_null(updated),
-        "notUpdated": super::or_null(not_updated),
-        "destroyed": if destroyed.is_empty() { Value::Null } else { Value::Array(destroyed) },
-        "notDestroyed": super::or_null(not_destroyed),
-    }))
+    let new = state(session).await?;
+    Ok(super::SetResult {
+        created,
+        updated,
+        destroyed,
+        not_created,
+        not_updated,
+        not_destroyed,
+    }
+    .response(account, &old, &new))
 }

@@ -1694,6 +1694,38 @@ fn or_null(m: Map<String, Value>) -> Value {
     }
 }
 
+/// What a /set did, object by object (RFC 8620 §5.3).
+pub(super) struct SetResult {
+    pub created: Map<String, Value>,
+    pub updated: Map<String, Value>,
+    pub destroyed: Vec<Value>,
+    pub not_created: Map<String, Value>,
+    pub not_updated: Map<String, Value>,
+    pub not_destroyed: Map<String, Value>,
+}
+
+impl SetResult {
+    /// The /set response: empty maps and lists are null.
+    pub fn response(self, account: &str, old: &str, new: &str) -> Value {
+        let destroyed = if self.destroyed.is_empty() {
+            Value::Null
+        } else {
+            Value::Array(self.destroyed)
+        };
+        json!({
+            "accountId": account,
+            "oldState": old,
+            "newState": new,
+            "created": or_null(self.created),
+            "updated": or_null(self.updated),
+            "destroyed": destroyed,
+            "notCreated": or_null(self.not_created),
+            "notUpdated": or_null(self.not_updated),
+            "notDestroyed": or_null(self.not_destroyed),
+        })
+    }
+}
+
 /// A SetError (RFC 8620 §5.3).
 fn set_error(kind: &str, description: impl Into<String>) -> Value {
     json!({"type": kind, "description": description.into()})
@@ -1959,17 +1991,16 @@ async fn email_set(session: &Session, account: &str, args: &Map<String, Value>) 
             }
         }
     }
-    Ok(json!({
-        "accountId": account,
-        "oldState": old,
-        "newState": state(session).await?,
-        "created": or_null(created),
-        "updated": or_null(updated),
-        "destroyed": if destroyed.is_empty() { Value::Null } else { Value::Array(destroyed) },
-        "notCreated": or_null(not_created),
-        "notUpdated": or_null(not_updated),
-        "notDestroyed": or_null(not_destroyed),
-    }))
+    let new = state(session).await?;
+    Ok(SetResult {
+        created,
+        updated,
+        destroyed,
+        not_created,
+        not_updated,
+        not_destroyed,
+    }
+    .response(account, &old, &new))
 }
 
 /// Email/get's arguments about bodies (RFC 8621 §4.2).

@@ -67,6 +67,16 @@ pub(super) async fn write(
     }
 }
 
+/// The records of a kind and their live objects, in record order.
+pub(super) async fn objects(
+    session: &Session,
+    t: Type,
+) -> Result<(Records, Vec<Map<String, Value>>), MethodError> {
+    let recs = load(session, t).await?;
+    let list = recs.records.iter().filter_map(|r| object(t, r)).collect();
+    Ok((recs, list))
+}
+
 /// The current state after a write (the kind's highest MODSEQ).
 pub(super) async fn state_now(session: &Session, t: Type) -> Result<String, MethodError> {
     Ok(load(session, t).await?.state.to_string())

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::records::{self, Type};
 use super::{
-    MethodError, MethodResult, blob::blob_bytes, invalid_property, or_null, prefixed, set_args,
+    MethodError, MethodResult, SetResult, blob::blob_bytes, invalid_property, prefixed, set_args,
     set_error,
 };
 use crate::auth::Session;
@@ -37,26 +37,13 @@ pub(super) const SUBMISSION_TYPE: Type = Type {
     ],
 };
 
-/// The submissions kept (sent in the last 30 days), by JMAP id.
-async fn submissions(
-    session: &Session,
-) -> Result<(cofre_storage::mailbox::Records, Vec<Map<String, Value>>), MethodError> {
-    let recs = records::load(session, SUBMISSION_TYPE).await?;
-    let list = recs
-        .records
-        .iter()
-        .filter_map(|r| records::object(SUBMISSION_TYPE, r))
-        .collect();
-    Ok((recs, list))
-}
-
 /// `EmailSubmission/get`.
 pub(super) async fn get(
     session: &Session,
     account: &str,
     args: &Map<String, Value>,
 ) -> MethodResult {
-    let (recs, list) = submissions(session).await?;
+    let (recs, list) = records::objects(session, SUBMISSION_TYPE).await?;
     records::get(
         SUBMISSION_TYPE,
         account,
@@ -139,7 +126,7 @@ pub(super) async fn query(
     account: &str,
     args: &Map<String, Value>,
 ) -> MethodResult {
-    let (recs, list) = submissions(session).await?;
+    let (recs, list) = records::objects(session, SUBMISSION_TYPE).await?;
     let mut hits: Vec<&Map<String, Value>> = Vec::new();
     for o in &list {
         if match args.get("filter") {
@@ -392,7 +379,7 @@ pub(super) async fn submission_set(
     submit: Option<&dyn cofre_storage::outbound::Submit>,
 ) -> Result<(Value, Map<String, Value>), MethodError> {
     let (create, update, destroy) = set_args(args)?;
-    let (recs, list) = submissions(session).await?;
+    let (recs, list) = records::objects(session, SUBMISSION_TYPE).await?;
     let old = records::check_state(args, &recs)?;
     let (_, identities) = super::identity::identities(session).await?;
     let (mut not_created, mut not_updated, mut not_destroyed) =
@@ -473,17 +460,16 @@ pub(super) async fn submission_set(
         .chain(destroyed.iter().filter_map(Value::as_str))
         .filter_map(|id| Some((id.to_string(), exists(id)?.get("emailId")?.clone())))
         .collect();
-    let response = json!({
-        "accountId": account,
-        "oldState": old,
-        "newState": records::state_now(session, SUBMISSION_TYPE).await?,
-        "created": or_null(made),
-        "notCreated": or_null(not_created),
-        "updated": or_null(updated),
-        "notUpdated": or_null(not_updated),
-        "destroyed": if destroyed.is_empty() { Value::Null } else { Value::Array(destroyed) },
-        "notDestroyed": or_null(not_destroyed),
-    });
+    let new = records::state_now(session, SUBMISSION_TYPE).await?;
+    let response = SetResult {
+        created: made,
+        updated,
+        destroyed,
+        not_created,
+        not_updated,
+        not_destroyed,
+    }
+    .response(account, &old, &new);
     Ok((response, touched))
 }
 

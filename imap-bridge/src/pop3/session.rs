@@ -16,7 +16,7 @@ use cofre_storage::primary::SessionId;
 use cofre_storage::settings::{self, Pop3Settings, RETRIEVED_KEYWORD};
 use cofre_storage::throttle::LoginLimiter;
 use cofre_storage::types::{EmailId, FolderId, Role, Uid};
-use cofre_storage::{AliasAddress, Keyword, Password};
+use cofre_storage::{AliasAddress, Keyword};
 
 /// Settings every POP3 session of a listener shares.
 pub struct Config {
@@ -252,7 +252,7 @@ impl Session {
                     .take()
                     .ok_or_else(|| err(None, "USER comes first"))?;
                 // The password is the rest of the line, spaces included.
-                self.login(&user, rest).await?;
+                self.login(&user, rest.as_bytes()).await?;
                 self.logged_in(out);
             }
             "AUTH" => match args {
@@ -319,68 +319,42 @@ impl Session {
 
     /// SASL PLAIN: base64 of `authzid NUL authcid NUL password`.
     async fn sasl_plain(&mut self, b64: &[u8]) -> Res<()> {
-        use base64::Engine;
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(b64.trim_ascii())
-            .map_err(|_| err(None, "the SASL response is not base64"))?;
-        let mut parts = raw.split(|&c| c == 0);
-        let (Some(authz), Some(user), Some(pass), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(err(None, "malformed PLAIN response"));
-        };
-        if !authz.is_empty() && !authz.eq_ignore_ascii_case(user) {
-            return Err(err(Some("AUTH"), "cannot act as another user"));
+        use crate::login::PlainError;
+        match crate::login::plain(b64) {
+            Ok((user, pass)) => self.login(&user, &pass).await,
+            Err(PlainError::NotBase64) => Err(err(None, "the SASL response is not base64")),
+            Err(PlainError::Malformed) => Err(err(None, "malformed PLAIN response")),
+            Err(PlainError::OtherUser) => Err(err(Some("AUTH"), "cannot act as another user")),
         }
-        let user = String::from_utf8_lossy(user).into_owned();
-        let pass = String::from_utf8(pass.to_vec())
-            .map_err(|_| err(Some("AUTH"), "invalid credentials"))?;
-        self.login(&user, &pass).await
     }
 
     /// Logs in, locks the maildrop and reads it.
-    async fn login(&mut self, user: &str, password: &str) -> Res<()> {
-        if let Some(wait) = self.config.limiter.blocked(user, self.peer) {
-            return Err(err(
-                Some("LOGIN-DELAY"),
-                format!(
-                    "too many failed logins; try again in {} seconds",
-                    wait.as_secs().max(1)
-                ),
-            ));
-        }
-        let failed = || {
-            err(
-                Some("AUTH"),
-                "invalid credentials (the user name is the full address)",
-            )
+    async fn login(&mut self, user: &str, password: &[u8]) -> Res<()> {
+        use crate::login::{Attempt, LoginError};
+        let attempt = Attempt {
+            router: &self.router,
+            limiter: &self.config.limiter,
+            peer: self.peer,
+            delay: self.config.failed_login_delay,
         };
-        let Ok(address) = AliasAddress::try_from(user) else {
-            self.config.limiter.failed(user, self.peer);
-            tokio::time::sleep(self.config.failed_login_delay).await;
-            return Err(failed());
-        };
-        let r = self
-            .router
-            .request(
-                &address,
-                Op::Login {
-                    address: address.clone(),
-                    password: Password::new(password.to_string()),
-                },
-            )
-            .await;
-        let session = match r {
-            Ok(Reply::Session(s)) => s,
-            Ok(_) => return Err(err(Some("SYS/PERM"), "unexpected reply")),
-            Err(ClientError::Remote(e))
-                if matches!(e.code, ErrorCode::WrongPassword | ErrorCode::NotFound) =>
-            {
-                self.config.limiter.failed(user, self.peer);
-                tokio::time::sleep(self.config.failed_login_delay).await;
-                return Err(failed());
+        let (address, session) = match attempt.log_in(user, password).await {
+            Ok(s) => s,
+            Err(LoginError::Throttled(wait)) => {
+                return Err(err(
+                    Some("LOGIN-DELAY"),
+                    format!(
+                        "too many failed logins; try again in {} seconds",
+                        wait.as_secs().max(1)
+                    ),
+                ));
             }
-            Err(e) => return Err(link_error(e)),
+            Err(LoginError::Failed) => {
+                return Err(err(
+                    Some("AUTH"),
+                    "invalid credentials (the user name is the full address)",
+                ));
+            }
+            Err(LoginError::Link(e)) => return Err(link_error(e)),
         };
         match self.open(&address, session).await {
             Ok(auth) => {

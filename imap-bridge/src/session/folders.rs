@@ -16,79 +16,48 @@ impl Session {
     }
 
     pub(super) async fn login(&mut self, user: &[u8], password: &[u8]) -> Res<()> {
+        use crate::login::{Attempt, LoginError};
         let user = String::from_utf8_lossy(user).into_owned();
-        if let Some(wait) = self.config.limiter.blocked(&user, self.peer) {
-            return Err(no(
-                Some("UNAVAILABLE"),
-                format!(
-                    "too many failed logins; try again in {} seconds",
-                    wait.as_secs().max(1)
-                ),
-            ));
-        }
-        let failed = || {
-            no(
-                Some("AUTHENTICATIONFAILED"),
-                "invalid credentials (the user name is the full address)",
-            )
+        let attempt = Attempt {
+            router: &self.router,
+            limiter: &self.config.limiter,
+            peer: self.peer,
+            delay: self.config.failed_login_delay,
         };
-        let password = String::from_utf8(password.to_vec()).map_err(|_| failed())?;
-        let address = match AliasAddress::try_from(user.as_str()) {
-            Ok(a) => a,
-            Err(_) => {
-                self.config.limiter.failed(&user, self.peer);
-                tokio::time::sleep(self.config.failed_login_delay).await;
-                return Err(failed());
-            }
-        };
-        let r = self
-            .router
-            .request(
-                &address,
-                Op::Login {
-                    address: address.clone(),
-                    password: Password::new(password),
-                },
-            )
-            .await;
-        match r {
-            Ok(Reply::Session(session)) => {
+        match attempt.log_in(&user, password).await {
+            Ok((address, session)) => {
                 self.auth = Some(Auth { address, session });
                 // Events from before the login are about nothing we show.
                 self.events = self.events.resubscribe();
                 Ok(())
             }
-            Ok(_) => Err(no(Some("SERVERBUG"), "unexpected reply")),
-            Err(ClientError::Remote(e))
-                if matches!(e.code, ErrorCode::WrongPassword | ErrorCode::NotFound) =>
-            {
-                self.config.limiter.failed(&user, self.peer);
-                tokio::time::sleep(self.config.failed_login_delay).await;
-                Err(failed())
-            }
-            Err(e) => Err(link_error(e)),
+            Err(LoginError::Throttled(wait)) => Err(no(
+                Some("UNAVAILABLE"),
+                format!(
+                    "too many failed logins; try again in {} seconds",
+                    wait.as_secs().max(1)
+                ),
+            )),
+            Err(LoginError::Failed) => Err(no(
+                Some("AUTHENTICATIONFAILED"),
+                "invalid credentials (the user name is the full address)",
+            )),
+            Err(LoginError::Link(e)) => Err(link_error(e)),
         }
     }
 
     /// SASL PLAIN: base64 of `authzid NUL authcid NUL password`.
     pub(super) async fn sasl_plain(&mut self, b64: &[u8]) -> Res<()> {
-        use base64::Engine;
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(b64.trim_ascii())
-            .map_err(|_| bad("the SASL response is not base64"))?;
-        let mut parts = raw.split(|&c| c == 0);
-        let (Some(authz), Some(user), Some(pass), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(bad("malformed PLAIN response"));
-        };
-        if !authz.is_empty() && !authz.eq_ignore_ascii_case(user) {
-            return Err(no(
+        use crate::login::PlainError;
+        match crate::login::plain(b64) {
+            Ok((user, pass)) => self.login(user.as_bytes(), &pass).await,
+            Err(PlainError::NotBase64) => Err(bad("the SASL response is not base64")),
+            Err(PlainError::Malformed) => Err(bad("malformed PLAIN response")),
+            Err(PlainError::OtherUser) => Err(no(
                 Some("AUTHORIZATIONFAILED"),
                 "cannot act as another user",
-            ));
+            )),
         }
-        self.login(user, pass).await
     }
 
     /// A wire name in the client's encoding → a storage name, with INBOX
