@@ -31,6 +31,8 @@ impl Proc {
             .env_remove("COFRE_CLUSTER_SECRET")
             .env("COFRE_IMAP", "off")
             .env("COFRE_IMAPS", "off")
+            .env("COFRE_POP3", "off")
+            .env("COFRE_POP3S", "off")
             .env("COFRE_SMTP", "off")
             .env("COFRE_SUBMISSION", "off")
             .env("COFRE_SUBMISSIONS", "off")
