@@ -2463,3 +2463,76 @@ fn rfc8621_per_method_examples() {
     assert_eq!(r[1][1]["list"][0]["mailboxIds"], json!({sent: true}));
     assert_eq!(r[1][1]["list"][0]["keywords"], json!({"$seen": true}));
 }
+
+/// The session's limits are enforced with the RFC's errors — a request
+/// over `maxSizeRequest` is a `limit` request error, more ids than
+/// `maxObjectsInGet` or objects than `maxObjectsInSet` a
+/// `requestTooLarge` method error — and the API's Bearer token opens JMAP
+/// like the password does.
+#[test]
+fn limits_are_enforced_and_bearer_tokens_work() {
+    let s = serve();
+    let account = account(&s);
+    let sess = session(&s, &s.ana);
+    let core = &sess["capabilities"][CORE];
+    let max_size = core["maxSizeRequest"].as_u64().unwrap() as usize;
+    let max_get = core["maxObjectsInGet"].as_u64().unwrap() as usize;
+    let max_set = core["maxObjectsInSet"].as_u64().unwrap() as usize;
+
+    let big = format!(
+        r#"{{"using": ["{CORE}"], "methodCalls": [["Core/echo", {{"pad": "{}"}}, "0"]]}}"#,
+        "x".repeat(max_size)
+    );
+    let (status, ctype, v) = post(&s, &s.ana, big.as_bytes());
+    assert_eq!(status, 400, "{v}");
+    assert!(ctype.starts_with("application/problem+json"), "{ctype}");
+    assert_eq!(v["type"], "urn:ietf:params:jmap:error:limit");
+    assert_eq!(v["limit"], "maxSizeRequest");
+
+    let ids: Vec<String> = (0..=max_get).map(|i| format!("e{i}")).collect();
+    let destroy: Vec<String> = (0..=max_set).map(|i| format!("e{i}")).collect();
+    let r = api(
+        &s,
+        &s.ana,
+        &[CORE, MAIL],
+        json!([
+            ["Email/get", {"accountId": account, "ids": ids}, "g"],
+            ["Email/set", {"accountId": account, "destroy": destroy}, "s"],
+            ["Mailbox/get", {"accountId": account, "ids": ids}, "m"]
+        ]),
+    )["methodResponses"]
+        .clone();
+    for i in 0..3 {
+        assert_eq!(r[i][0], "error", "{r}");
+        assert_eq!(r[i][1]["type"], "requestTooLarge", "{}", r[i]);
+    }
+
+    let r = http_with(
+        &s.addr,
+        "POST",
+        "/v1/session",
+        &[("Content-Type", "application/json")],
+        json!({"address": "ana@example.com", "password": s.ana_password})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 201);
+    let bearer = format!("Bearer {}", r.json()["token"].as_str().unwrap());
+    assert_eq!(session(&s, &bearer)["primaryAccounts"][MAIL], account);
+    let r = api(
+        &s,
+        &bearer,
+        &[CORE, MAIL],
+        json!([["Mailbox/get", {"accountId": account, "ids": null}, "0"]]),
+    );
+    assert!(
+        r["methodResponses"][0][1]["list"].as_array().unwrap().len() >= 6,
+        "{r}"
+    );
+    let (status, _, _) = post(
+        &s,
+        "Bearer not.a.token",
+        br#"{"using": [], "methodCalls": []}"#,
+    );
+    assert_eq!(status, 401);
+}
