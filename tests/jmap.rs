@@ -2536,3 +2536,61 @@ fn limits_are_enforced_and_bearer_tokens_work() {
     );
     assert_eq!(status, 401);
 }
+
+/// Push tells identity changes too: an EventSource listener for
+/// `Identity` alone hears nothing of mail, and a StateChange with the
+/// new Identity state when an identity is created.
+#[test]
+fn push_tells_identity_changes() {
+    const SUBMISSION: &str = "urn:ietf:params:jmap:submission";
+    let s = serve();
+    let account = account(&s);
+    let (addr, auth) = (s.addr.clone(), s.ana.clone());
+    let listener = std::thread::spawn(move || {
+        http_with(
+            &addr,
+            "GET",
+            "/jmap/eventsource?types=Identity&closeafter=state&ping=0",
+            &[("Authorization", &auth)],
+            b"",
+        )
+    });
+    // Mail first (not told to this listener), then identities, until the
+    // listener hears one and closes.
+    let mut n = 0;
+    let mut states = Vec::new();
+    while !listener.is_finished() {
+        n += 1;
+        assert!(n < 100, "no Identity StateChange in 20 s");
+        import(&s, &s.ana, &format!("Subject: mail {n}\r\n\r\nx\r\n"));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let r = api(
+            &s,
+            &s.ana,
+            &[CORE, MAIL, SUBMISSION],
+            json!([["Identity/set", {"accountId": account,
+            "create": {"x": {"email": "ana@example.com", "name": format!("n{n}")}}}, "0"]]),
+        );
+        states.push(
+            r["methodResponses"][0][1]["newState"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let r = listener.join().unwrap();
+    let text = String::from_utf8(r.body).unwrap();
+    let data = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .expect("a data line");
+    let change: Value = serde_json::from_str(data).unwrap();
+    let told = change["changed"][&account].as_object().unwrap();
+    let keys: Vec<&String> = told.keys().collect();
+    assert_eq!(keys, ["Identity"], "{text}");
+    assert!(
+        states.contains(&told["Identity"].as_str().unwrap().to_string()),
+        "{text} {states:?}"
+    );
+}

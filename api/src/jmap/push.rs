@@ -1,5 +1,6 @@
 //! Push over EventSource (RFC 8620 §7.3): a `state` event carrying a
-//! `StateChange` whenever the account's mail changes, optional `ping`
+//! `StateChange` whenever the account's mail, identities or submissions
+//! change, optional `ping`
 //! events, and `closeafter=state` for clients that poll. While the stream
 //! is open the alias counts as online: its mail lands at once.
 
@@ -18,8 +19,64 @@ use super::account_id;
 use crate::auth::Session;
 use crate::{AppState, Problem, ProblemCode};
 
-/// The types whose state is the mailbox's MODSEQ.
-const TYPES: [&str; 3] = ["Mailbox", "Email", "Thread"];
+/// The types push announces: the mail types, whose state is the
+/// mailbox's MODSEQ, and the record-backed ones with states of their own.
+pub(super) const TYPES: [&str; 5] = ["Mailbox", "Email", "Thread", "Identity", "EmailSubmission"];
+
+/// The record-backed types' states, last told.
+pub(super) type Told = std::collections::HashMap<&'static str, String>;
+
+/// The record-backed type of a name, if it is one.
+fn record_type(name: &str) -> Option<(&'static str, super::records::Type)> {
+    match name {
+        "Identity" => Some(("Identity", super::identity::IDENTITY)),
+        "EmailSubmission" => Some(("EmailSubmission", super::submission::SUBMISSION_TYPE)),
+        _ => None,
+    }
+}
+
+/// The states of the record-backed types among `types` now.
+pub(super) async fn record_states(session: &Session, types: &[impl AsRef<str>]) -> Told {
+    let mut told = Told::new();
+    for t in types {
+        if let Some((name, rt)) = record_type(t.as_ref())
+            && let Ok(state) = super::records::state_now(session, rt).await
+        {
+            told.insert(name, state);
+        }
+    }
+    told
+}
+
+/// What a change of the mailbox (now at `modseq`) changed among `types`:
+/// every mail type, and the record-backed types whose state moved since
+/// `told` (which is brought up to date).
+pub(super) async fn changed(
+    session: &Session,
+    types: &[impl AsRef<str>],
+    modseq: &str,
+    told: &mut Told,
+) -> serde_json::Map<String, serde_json::Value> {
+    let now = record_states(session, types).await;
+    let mut out = serde_json::Map::new();
+    for t in types {
+        let t = t.as_ref();
+        match record_type(t) {
+            None => {
+                out.insert(t.to_string(), json!(modseq));
+            }
+            Some((name, _)) => {
+                if let Some(state) = now.get(name)
+                    && told.get(name) != Some(state)
+                {
+                    out.insert(t.to_string(), json!(state));
+                }
+            }
+        }
+    }
+    *told = now;
+    out
+}
 
 /// The EventSource URL's query (RFC 8620 §7.3).
 #[derive(serde::Deserialize)]
@@ -74,6 +131,7 @@ fn stream(
     let events = crate::mail::async_stream(move |tx| async move {
         // The session lives as long as the stream.
         let session = session;
+        let mut told = record_states(&session, &types).await;
         let mut pings = tokio::time::interval(Duration::from_secs(ping.unwrap_or(3600)));
         pings.tick().await;
         loop {
@@ -108,10 +166,10 @@ fn stream(
             if types.is_empty() {
                 continue;
             }
-            let changed: serde_json::Map<String, serde_json::Value> = types
-                .iter()
-                .map(|t| (t.to_string(), json!(modseq)))
-                .collect();
+            let changed = changed(&session, &types, &modseq, &mut told).await;
+            if changed.is_empty() {
+                continue;
+            }
             let data = json!({
                 "@type": "StateChange",
                 "changed": { account.clone(): changed },

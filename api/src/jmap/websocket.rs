@@ -111,6 +111,8 @@ where
     let account = account_id(session.address.as_str());
     // The data types push is on for (None: off).
     let mut push: Option<Vec<String>> = None;
+    // The record-backed types' states last told (see `push::changed`).
+    let mut told = super::push::Told::new();
     enum Next {
         Message(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
         Event(Result<Event, broadcast::error::RecvError>),
@@ -125,7 +127,7 @@ where
         let out = match next {
             Next::Stop => return,
             Next::Message(Some(Ok(Message::Text(text)))) => {
-                Some(answer(&app, &session, text.as_str(), &mut push).await)
+                Some(answer(&app, &session, text.as_str(), &mut push, &mut told).await)
                     .filter(|v| !v.is_null())
             }
             Next::Message(Some(Ok(Message::Binary(_)))) => Some(request_error(
@@ -146,11 +148,14 @@ where
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 };
-                push.as_ref().map(|types| {
-                    let changed: serde_json::Map<String, Value> =
-                        types.iter().map(|t| (t.clone(), json!(modseq))).collect();
-                    json!({"@type": "StateChange", "changed": { account.clone(): changed }, "pushState": modseq})
-                })
+                match push.as_ref() {
+                    Some(types) => {
+                        let changed =
+                            super::push::changed(&session, types, &modseq, &mut told).await;
+                        (!changed.is_empty()).then(|| json!({"@type": "StateChange", "changed": { account.clone(): changed }, "pushState": modseq}))
+                    }
+                    None => None,
+                }
             }
         };
         if let Some(v) = out
@@ -167,6 +172,7 @@ async fn answer(
     session: &Session,
     text: &str,
     push: &mut Option<Vec<String>>,
+    told: &mut super::push::Told,
 ) -> Value {
     let v: Value = match serde_json::from_str(text) {
         Ok(v) => v,
@@ -197,8 +203,8 @@ async fn answer(
             }
         }
         Some("WebSocketPushEnable") => {
-            const TYPES: [&str; 3] = ["Mailbox", "Email", "Thread"];
-            let types = match v.get("dataTypes") {
+            use super::push::TYPES;
+            let types: Vec<String> = match v.get("dataTypes") {
                 None | Some(Value::Null) => TYPES.iter().map(|t| t.to_string()).collect(),
                 Some(Value::Array(a)) => a
                     .iter()
@@ -213,6 +219,7 @@ async fn answer(
                     );
                 }
             };
+            *told = super::push::record_states(session, &types).await;
             *push = Some(types);
             // Nothing to say: the StateChanges are the answer. A client
             // that sent a pushState gets the current state at once.
