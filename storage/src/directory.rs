@@ -78,6 +78,17 @@ CREATE TABLE vacations (
     html_body TEXT
 );
 "#,
+    r#"
+CREATE TABLE backups (
+    id         TEXT PRIMARY KEY,
+    alias_id   INTEGER NOT NULL REFERENCES aliases (id) ON DELETE CASCADE,
+    created_at INTEGER NOT NULL,
+    sha256     TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    marker     TEXT NOT NULL
+);
+CREATE INDEX backups_alias ON backups (alias_id, created_at);
+"#,
 ];
 
 /// One alias as the directory stores it.
@@ -443,6 +454,53 @@ impl Directory {
             )
             .optional()?
             .unwrap_or_default())
+    }
+
+    /// An alias's backups, oldest first.
+    pub fn backups(&self, alias_id: i64) -> Result<Vec<crate::backup::BackupRecord>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, created_at, sha256, size, marker FROM backups
+             WHERE alias_id = ?1 ORDER BY created_at, rowid",
+        )?;
+        let rows = stmt.query_map([alias_id], |r| {
+            Ok(crate::backup::BackupRecord {
+                id: r.get(0)?,
+                created_at: r.get(1)?,
+                sha256: r.get(2)?,
+                size: r.get::<_, i64>(3)? as u64,
+                marker: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Records a backup once its file is in place.
+    pub fn add_backup(&mut self, alias_id: i64, b: &crate::backup::BackupRecord) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO backups (id, alias_id, created_at, sha256, size, marker)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                b.id,
+                alias_id,
+                b.created_at,
+                b.sha256,
+                b.size as i64,
+                b.marker
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets a backup (its file goes first).
+    pub fn remove_backup(&mut self, alias_id: i64, id: &str) -> Result<()> {
+        let n = self.conn.execute(
+            "DELETE FROM backups WHERE alias_id = ?1 AND id = ?2",
+            params![alias_id, id],
+        )?;
+        if n == 0 {
+            return Err(Error::NotFound(format!("backup {id}")));
+        }
+        Ok(())
     }
 
     /// Replaces an alias's vacation response.

@@ -12,6 +12,7 @@
 //! threads of their own.
 
 pub mod admin;
+pub mod backup;
 pub mod db;
 pub mod directory;
 mod error;

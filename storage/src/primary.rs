@@ -376,6 +376,40 @@ impl Primary {
         }
     }
 
+    /// A backup run of the session's mailbox (DESIGN.md, Backups): the
+    /// mailbox's writer checkpoints the WAL, then a connection of the
+    /// backup's own snapshots, verifies, hashes and stores it beside the
+    /// earlier ones (or finds it unchanged). Blocks; readers and writers of
+    /// the mailbox go on meanwhile.
+    pub fn backup(&self, session: SessionId) -> Result<crate::backup::BackupOutcome> {
+        let alias_id = self.alias_of(session)?;
+        let (alias, key) = {
+            let reg = self.registry();
+            let live = reg.live.get(&alias_id).ok_or(Error::NoSession)?;
+            (live.alias.clone(), live.keys.data_key.clone())
+        };
+        let marker = self.call(session, |mb| crate::backup::checkpoint(mb))?;
+        let dir = self.store.backup_dir(&alias);
+        let latest = self.store.directory().backups(alias_id)?.pop();
+        let outcome = crate::backup::run_local(
+            &self.store.mailbox_path(&alias),
+            &key,
+            &dir,
+            &marker,
+            latest.as_ref(),
+        )?;
+        if let crate::backup::BackupOutcome::Stored(r) = &outcome {
+            self.store.directory().add_backup(alias_id, r)?;
+        }
+        Ok(outcome)
+    }
+
+    /// The session's alias's backups, oldest first.
+    pub fn backups(&self, session: SessionId) -> Result<Vec<crate::backup::BackupRecord>> {
+        let alias_id = self.alias_of(session)?;
+        self.store.directory().backups(alias_id)
+    }
+
     /// Takes the alias's maildrop lock for `session` (a POP3 session holds
     /// it from login to its end; RFC 1939 §8). `AlreadyExists` while
     /// another live session holds it; the session's logout releases it.

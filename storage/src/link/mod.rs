@@ -384,6 +384,16 @@ pub enum Op {
         /// Where retrieved messages go, if anywhere.
         move_to: Option<FolderId>,
     },
+    /// A backup run of the session's mailbox (answered with `Backup`).
+    Backup {
+        /// The session.
+        session: SessionId,
+    },
+    /// The session's alias's backups (answered with `Backups`).
+    Backups {
+        /// The session.
+        session: SessionId,
+    },
     /// Takes the alias's maildrop lock for a POP3 session (answered with
     /// `Done`, or `AlreadyExists` while another session holds it); the
     /// session's logout releases it.
@@ -456,6 +466,8 @@ impl Op {
             Op::Upload { .. } => "upload",
             Op::ReadUpload { .. } => "read_upload",
             Op::LockMaildrop { .. } => "lock_maildrop",
+            Op::Backup { .. } => "backup",
+            Op::Backups { .. } => "backups",
             Op::Pop3Commit { .. } => "pop3_commit",
             Op::Records { .. } => "records",
             Op::WriteRecords { .. } => "write_records",
@@ -497,6 +509,10 @@ pub enum Reply {
     Appended(Appended),
     /// Message bytes.
     Raw(Vec<u8>),
+    /// What a backup run did.
+    Backup(crate::backup::BackupOutcome),
+    /// Backups, oldest first.
+    Backups(Vec<crate::backup::BackupRecord>),
     /// Several messages' bytes, `None` for those gone.
     Raws(Vec<Option<Vec<u8>>>),
     /// Summaries.
@@ -928,6 +944,8 @@ fn primary_op(primary: &Primary, op: Op) -> Result<Reply, LinkError> {
             primary.lock_maildrop(session)?;
             Reply::Done
         }
+        Op::Backup { session } => Reply::Backup(primary.backup(session)?),
+        Op::Backups { session } => Reply::Backups(primary.backups(session)?),
         Op::Deliver {
             address,
             raw,
