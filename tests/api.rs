@@ -1066,3 +1066,69 @@ fn pop3_settings_are_read_and_set() {
         "another alias's settings are its own"
     );
 }
+
+/// `/v1/backups`: a backup taken on demand is stored, encrypted, under a
+/// random name; taken again unchanged it is not stored twice; one new
+/// message makes a new version; each alias sees only its own.
+#[test]
+fn backups_are_taken_on_demand_and_listed() {
+    let s = serve("");
+    let ana = basic("ana@example.com", &s.ana);
+    let bo = basic("bo@example.com", &s.bo);
+    import(
+        &s,
+        &ana,
+        inbox(&s, &ana),
+        &message("backed-up-subject", "backed-up body"),
+    );
+    let (status, first) = call(&s, "POST", "/v1/backups", &ana, None);
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["stored"], true);
+    let id = first["backup"]["id"].as_str().unwrap().to_string();
+    let (status, again) = call(&s, "POST", "/v1/backups", &ana, None);
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        (again["stored"].clone(), again["backup"]["id"].clone()),
+        (json!(false), json!(id))
+    );
+    import(&s, &ana, inbox(&s, &ana), &message("second", "more"));
+    let (status, second) = call(&s, "POST", "/v1/backups", &ana, None);
+    assert_eq!((status, second["stored"].clone()), (201, json!(true)));
+    let (_, list) = call(&s, "GET", "/v1/backups", &ana, None);
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id.as_str(), second["backup"]["id"].as_str().unwrap()]);
+    assert_eq!(
+        call(&s, "GET", "/v1/backups", &bo, None).1,
+        json!([]),
+        "Bo has none"
+    );
+
+    // On disk: named by the random id, holding no plaintext.
+    let mut files = Vec::new();
+    for dir in std::fs::read_dir(s._tmp.path().join("data/backups")).unwrap() {
+        for f in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            files.push(f.unwrap().path());
+        }
+    }
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(
+        files
+            .iter()
+            .any(|f| f.file_name().unwrap().to_string_lossy() == format!("{id}.bak"))
+    );
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        assert!(list[0]["size"].as_u64().is_some());
+        for needle in [&b"backed-up"[..], b"ana@example.com", b"carla"] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "plaintext in {f:?}"
+            );
+        }
+    }
+}

@@ -5,6 +5,7 @@
 
 mod admin;
 mod auth;
+mod backups;
 mod body;
 mod filter;
 pub mod jmap;
@@ -140,6 +141,7 @@ impl AppState {
         (name = "messages", description = "Listing, search, reading, import, keywords, moves"),
         (name = "mailbox", description = "Quota and change events"),
         (name = "settings", description = "The alias's own settings (POP3)"),
+        (name = "backups", description = "Backups of the alias's mailbox"),
         (name = "admin", description = "Domains, aliases, quotas, forwards, webhooks (admin token)"),
     )
 )]
@@ -233,6 +235,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(mail::get_quota))
         .routes(routes!(mail::watch_events))
         .routes(routes!(settings::get_pop3, settings::put_pop3))
+        .routes(routes!(backups::list_backups, backups::run_backup))
         .routes(routes!(admin::list_domains, admin::add_domain))
         .routes(routes!(admin::remove_domain))
         .routes(routes!(admin::list_outbound))

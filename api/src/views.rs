@@ -290,3 +290,37 @@ pub struct Pop3SettingsView {
     /// ones (they stay in the Inbox for IMAP and the API).
     pub hide_retrieved: bool,
 }
+
+/// One backup of the alias's mailbox.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackupView {
+    /// Its id (random; never derived from the address).
+    pub id: String,
+    /// When it was taken (RFC 3339).
+    pub created_at: String,
+    /// SHA-256 of the encrypted backup file, hex.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// What a backup run did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackupRunView {
+    /// True when a new version was stored; false when the mailbox had not
+    /// changed since `backup`.
+    pub stored: bool,
+    /// The new version, or the latest one when nothing changed.
+    pub backup: BackupView,
+}
+
+impl From<cofre_storage::backup::BackupRecord> for BackupView {
+    fn from(b: cofre_storage::backup::BackupRecord) -> Self {
+        BackupView {
+            id: b.id,
+            created_at: cofre_storage::time::iso(b.created_at),
+            sha256: b.sha256,
+            size: b.size,
+        }
+    }
+}
