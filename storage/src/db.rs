@@ -2,7 +2,8 @@
 //! that search needs (`regexp`, `contains_ci`, `header_has`).
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use regex::Regex;
 use rusqlite::functions::FunctionFlags;
@@ -42,6 +43,7 @@ pub fn open(path: &Path, key: Option<&SecretKey>, mode: Mode) -> Result<Connecti
         }
         _ => {}
     }
+    sqlcipher_ready()?;
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -60,6 +62,34 @@ pub fn open(path: &Path, key: Option<&SecretKey>, mode: Mode) -> Result<Connecti
     prove_key(&conn, path)?;
     configure(&conn)?;
     Ok(conn)
+}
+
+/// Waits, once per process, until SQLCipher can take a key.
+///
+/// SQLite marks itself initialised and releases its lock before it runs
+/// SQLCipher's one-time setup (crypto provider, private heap), so a key set
+/// on another thread in that window is refused with "An error occurred with
+/// PRAGMA key or rekey". The first open probes an in-memory database until
+/// a key takes, and every other open waits for that probe.
+fn sqlcipher_ready() -> Result<()> {
+    static READY: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    READY
+        .get_or_init(|| {
+            let mut last = String::new();
+            // The setup takes microseconds; a second is generous.
+            for _ in 0..1000 {
+                match Connection::open_in_memory()
+                    .and_then(|c| c.execute_batch("PRAGMA key = 'probe';"))
+                {
+                    Ok(()) => return Ok(()),
+                    Err(e) => last = e.to_string(),
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(last)
+        })
+        .clone()
+        .map_err(|e| Error::Unavailable(format!("SQLCipher did not initialise: {e}")))
 }
 
 /// Reads the schema: the first read is where a wrong key shows.

@@ -155,6 +155,15 @@ pub struct Changed {
     pub modseq: crate::types::ModSeq,
 }
 
+impl Drop for Primary {
+    /// Closes every open mailbox before the primary goes: a mailbox thread
+    /// still inside SQLCipher when the process exits races the crypto
+    /// library's exit handlers.
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
 impl Primary {
     /// A primary over a store.
     pub fn new(store: Arc<Store>, config: PrimaryConfig) -> Primary {
@@ -441,8 +450,11 @@ impl Primary {
                 .map(|w| w.thread)
                 .collect()
         };
-        // The senders are dropped above; each thread drains and ends.
-        for t in threads {
+        // The senders are dropped above; each thread drains and ends. A
+        // thread cannot join itself (the last handle on the primary may be
+        // dropped by a job running on a mailbox thread).
+        let me = std::thread::current().id();
+        for t in threads.into_iter().filter(|t| t.thread().id() != me) {
             let _ = t.join();
         }
     }

@@ -99,6 +99,16 @@ pub async fn server_with(adjust: impl FnOnce(&mut ServerConfig)) -> Server {
     }
 }
 
+impl Drop for Server {
+    /// Stops the listeners and closes every mailbox before the test ends:
+    /// a mailbox thread still inside SQLCipher while the process exits
+    /// races the crypto library's exit handlers.
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        self.primary.shutdown();
+    }
+}
+
 /// Keeps the password type in use for callers that need it.
 pub fn password(s: &str) -> Password {
     Password::new(s.to_string())
