@@ -146,6 +146,28 @@ async fn connection(
     session.close().await;
 }
 
+/// A command that takes this long (answer sent included) is logged.
+const SLOW_COMMAND: std::time::Duration = Duration::from_secs(2);
+
+/// The command's name (and a UID command's second word) for the log:
+/// never its arguments, which may hold a password.
+fn command_name(bytes: &[u8]) -> String {
+    let line = bytes
+        .split(|&c| c == b'\r' || c == b'\n')
+        .next()
+        .unwrap_or(b"");
+    let mut words = line.split(|&c| c == b' ').skip(1);
+    let first = words.next().unwrap_or(b"");
+    let mut name = String::from_utf8_lossy(first).to_ascii_uppercase();
+    if name == "UID"
+        && let Some(second) = words.next()
+    {
+        name.push(' ');
+        name.push_str(&String::from_utf8_lossy(second).to_ascii_uppercase());
+    }
+    name.chars().take(32).collect()
+}
+
 /// Reads one whole command (line plus literals) into a buffer.
 async fn read_command(
     conn: &mut Conn,
@@ -240,9 +262,18 @@ async fn run(
                 continue;
             }
         };
+        let started = std::time::Instant::now();
+        let tag = cmd.tag.clone();
+        let verb = command_name(&bytes);
         let next = session.command(cmd, out).await;
+        let answered = out.len();
         if !conn.send(out).await {
             return;
+        }
+        let took = started.elapsed();
+        if took >= SLOW_COMMAND {
+            // Clients give up on a silent server after some 20 to 60 s.
+            tracing::warn!(%tag, %verb, ms = took.as_millis() as u64, bytes = answered, "slow IMAP command");
         }
         match next {
             Next::Continue => {}
@@ -333,5 +364,13 @@ mod tests {
         assert_eq!(literal_at_end(b"a APPEND x ~{3}"), Some((3, true)));
         assert_eq!(literal_at_end(b"a LOGIN {x}"), None);
         assert_eq!(literal_at_end(b"a NOOP"), None);
+    }
+
+    #[test]
+    fn command_names_leave_arguments_out() {
+        assert_eq!(command_name(b"a1 login ana secret"), "LOGIN");
+        assert_eq!(command_name(b"a2 uid fetch 1:* (FLAGS)"), "UID FETCH");
+        assert_eq!(command_name(b"a3 NOOP"), "NOOP");
+        assert_eq!(command_name(b"a4"), "");
     }
 }

@@ -62,6 +62,9 @@ Pass "{password}"
 SSLType STARTTLS
 CertificateFile {cafile}
 AuthMechs LOGIN
+# The default of 20 s is for a release build on a quiet machine; this is
+# a debug build on a busy one. A server that stops answering still fails.
+Timeout 60
 
 IMAPStore far
 Account cofre
@@ -83,8 +86,10 @@ Sync All
 
 
 def mbsync():
-    r = subprocess.run(["mbsync", "-c", rc, "-a"], capture_output=True, text=True)
-    check(r.returncode == 0, f"mbsync failed: {r.stdout}\n{r.stderr}")
+    # -D: the protocol exchange, whose end is shown if the run fails.
+    r = subprocess.run(["mbsync", "-D", "-c", rc, "-a"], capture_output=True, text=True)
+    tail = "\n".join((r.stdout + r.stderr).splitlines()[-80:])
+    check(r.returncode == 0, f"mbsync failed; the end of its exchange:\n{tail}")
 
 
 def maildir_files():
