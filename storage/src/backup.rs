@@ -42,6 +42,10 @@ pub struct BackupRecord {
     pub size: u64,
     /// The mailbox's change marker when the copy began.
     pub marker: String,
+    /// Kept whatever the retention says: the mailbox as it was before a
+    /// restore, until the restore is confirmed.
+    #[serde(default)]
+    pub held: bool,
 }
 
 /// What a backup run did.
@@ -152,12 +156,28 @@ pub fn run_local(
         sha256,
         size,
         marker: marker.to_string(),
+        held: false,
     };
     std::fs::File::open(&tmp_path)?.sync_all()?;
     std::fs::rename(&tmp_path, path_of(dir, &record.id))?;
     tmp.keep();
     std::fs::File::open(dir)?.sync_all()?;
     Ok(BackupOutcome::Stored(record))
+}
+
+/// Copies `from` to `to` and syncs the copy to disk.
+pub fn copy_synced(from: &Path, to: &Path) -> Result<()> {
+    std::fs::copy(from, to)?;
+    sync_file(to)
+}
+
+/// Syncs a file's contents to disk.
+pub fn sync_file(path: &Path) -> Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)?
+        .sync_all()?;
+    Ok(())
 }
 
 /// Where a backup's file is in a local folder.
@@ -185,5 +205,126 @@ impl Drop for TempFile {
         if let Some(p) = &self.0 {
             let _ = std::fs::remove_file(p);
         }
+    }
+}
+
+/// How many versions a mailbox keeps: the `last` most recent backups,
+/// the newest backup of each of the `daily` most recent days that have
+/// one, and of each of the `weekly` most recent weeks (Monday to Sunday,
+/// UTC). The newest backup and any held one (the mailbox as it was before
+/// a restore that is not yet confirmed) are always kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    /// The most recent versions kept, whatever their day. Default 3.
+    pub last: usize,
+    /// Daily versions kept. Default 7.
+    pub daily: usize,
+    /// Weekly versions kept. Default 4.
+    pub weekly: usize,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            last: 3,
+            daily: 7,
+            weekly: 4,
+        }
+    }
+}
+
+impl Retention {
+    /// The ids of `backups` this retention lets go.
+    pub fn prune(&self, backups: &[BackupRecord]) -> Vec<String> {
+        // Given oldest first; a stable sort keeps the later of two taken
+        // in the same second first.
+        let mut newest_first: Vec<&BackupRecord> = backups.iter().rev().collect();
+        newest_first.sort_by_key(|b| std::cmp::Reverse(b.created_at));
+        let day = |b: &BackupRecord| b.created_at.div_euclid(86_400);
+        // 1970-01-01 was a Thursday: three days on, weeks start on Monday.
+        let week = |b: &BackupRecord| (day(b) + 3).div_euclid(7);
+        let mut keep = std::collections::HashSet::new();
+        for (period, count) in [
+            (&day as &dyn Fn(&BackupRecord) -> i64, self.daily),
+            (&week, self.weekly),
+        ] {
+            let mut seen = Vec::new();
+            for b in &newest_first {
+                let p = period(b);
+                if seen.last() != Some(&p) {
+                    if seen.len() == count {
+                        break;
+                    }
+                    seen.push(p);
+                    keep.insert(b.id.as_str());
+                }
+            }
+        }
+        for b in newest_first.iter().take(self.last.max(1)) {
+            keep.insert(b.id.as_str());
+        }
+        newest_first
+            .iter()
+            .filter(|b| !b.held && !keep.contains(b.id.as_str()))
+            .map(|b| b.id.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(id: &str, created_at: i64) -> BackupRecord {
+        BackupRecord {
+            id: id.into(),
+            created_at,
+            sha256: String::new(),
+            size: 0,
+            marker: String::new(),
+            held: false,
+        }
+    }
+
+    const DAY: i64 = 86_400;
+    // A Monday, 00:00 UTC.
+    const MONDAY: i64 = 1_764_547_200;
+
+    #[test]
+    fn keeps_the_newest_of_each_recent_day_and_week() {
+        // Two a day for 21 days, from a Monday on.
+        let mut all = Vec::new();
+        for d in 0..21 {
+            all.push(at(&format!("{d}-am"), MONDAY + d * DAY + 3_600));
+            all.push(at(&format!("{d}-pm"), MONDAY + d * DAY + 50_000));
+        }
+        let r = Retention {
+            last: 1,
+            daily: 3,
+            weekly: 2,
+        };
+        let gone: std::collections::HashSet<String> = r.prune(&all).into_iter().collect();
+        let kept: Vec<&str> = all
+            .iter()
+            .filter(|b| !gone.contains(&b.id))
+            .map(|b| b.id.as_str())
+            .collect();
+        // Days 18, 19, 20 (newest of each); weeks 3 (day 20) and 2 (day 13).
+        assert_eq!(kept, vec!["13-pm", "18-pm", "19-pm", "20-pm"]);
+    }
+
+    #[test]
+    fn the_newest_and_held_versions_always_stay() {
+        let mut old = at("before-restore", MONDAY - 30 * DAY);
+        old.held = true;
+        let all = vec![old, at("a", MONDAY), at("b", MONDAY + 10)];
+        let none = Retention {
+            last: 0,
+            daily: 0,
+            weekly: 0,
+        };
+        assert_eq!(none.prune(&all), vec!["a".to_string()]);
+        let two = Retention { last: 2, ..none };
+        assert!(two.prune(&all).is_empty());
     }
 }

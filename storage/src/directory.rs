@@ -85,7 +85,8 @@ CREATE TABLE backups (
     created_at INTEGER NOT NULL,
     sha256     TEXT NOT NULL,
     size       INTEGER NOT NULL,
-    marker     TEXT NOT NULL
+    marker     TEXT NOT NULL,
+    held       INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX backups_alias ON backups (alias_id, created_at);
 "#,
@@ -459,7 +460,7 @@ impl Directory {
     /// An alias's backups, oldest first.
     pub fn backups(&self, alias_id: i64) -> Result<Vec<crate::backup::BackupRecord>> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, created_at, sha256, size, marker FROM backups
+            "SELECT id, created_at, sha256, size, marker, held FROM backups
              WHERE alias_id = ?1 ORDER BY created_at, rowid",
         )?;
         let rows = stmt.query_map([alias_id], |r| {
@@ -469,6 +470,7 @@ impl Directory {
                 sha256: r.get(2)?,
                 size: r.get::<_, i64>(3)? as u64,
                 marker: r.get(4)?,
+                held: r.get(5)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -477,15 +479,16 @@ impl Directory {
     /// Records a backup once its file is in place.
     pub fn add_backup(&mut self, alias_id: i64, b: &crate::backup::BackupRecord) -> Result<()> {
         self.conn.execute(
-            "INSERT INTO backups (id, alias_id, created_at, sha256, size, marker)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO backups (id, alias_id, created_at, sha256, size, marker, held)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 b.id,
                 alias_id,
                 b.created_at,
                 b.sha256,
                 b.size as i64,
-                b.marker
+                b.marker,
+                b.held
             ],
         )?;
         Ok(())
@@ -500,6 +503,16 @@ impl Directory {
         if n == 0 {
             return Err(Error::NotFound(format!("backup {id}")));
         }
+        Ok(())
+    }
+
+    /// Holds or releases an alias's backups: `id` alone held, or none
+    /// when `None` (a restore confirmed).
+    pub fn hold_backup(&mut self, alias_id: i64, id: Option<&str>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE backups SET held = (id IS ?2) WHERE alias_id = ?1",
+            params![alias_id, id],
+        )?;
         Ok(())
     }
 

@@ -37,6 +37,9 @@ pub struct PrimaryConfig {
     pub max_open: usize,
     /// Operations that may wait for one mailbox's thread. Default 64.
     pub queue_depth: usize,
+    /// How many backup versions each mailbox keeps.
+    #[serde(default)]
+    pub retention: crate::backup::Retention,
 }
 
 impl Default for PrimaryConfig {
@@ -45,6 +48,7 @@ impl Default for PrimaryConfig {
             idle_timeout: Duration::from_secs(300),
             max_open: 1000,
             queue_depth: 64,
+            retention: crate::backup::Retention::default(),
         }
     }
 }
@@ -71,6 +75,12 @@ pub enum Delivery {
 
 type Job = Box<dyn FnOnce(&mut Mailbox) + Send>;
 
+/// What `Unavailable` says while a restore swaps a mailbox's file.
+const RESTORING: &str = "the mailbox is being restored from a backup; try again in a moment";
+
+/// What `Unavailable` says while another backup task runs on the mailbox.
+const BACKING_UP: &str = "a backup task is running on this mailbox; try again when it ends";
+
 /// What `NotFound` says when an alias has no live session.
 const NOT_LIVE: &str = "live session for this alias";
 
@@ -87,6 +97,8 @@ struct Live {
     last_used: Instant,
     /// The session holding the POP3 maildrop lock (RFC 1939 §8), if any.
     maildrop: Option<SessionId>,
+    /// A restore is swapping the file: the mailbox does not open.
+    restoring: bool,
 }
 
 /// One live session.
@@ -111,6 +123,9 @@ pub struct Primary {
     store: Arc<Store>,
     config: PrimaryConfig,
     registry: Mutex<Registry>,
+    /// Aliases with a backup, restore or deletion of backups under way:
+    /// one at a time per mailbox.
+    backing_up: Mutex<std::collections::HashSet<i64>>,
     events: tokio::sync::broadcast::Sender<Changed>,
     /// Seals the keys an API token carries (derived from the cluster
     /// secret); without it no token is issued or resumed.
@@ -171,6 +186,7 @@ impl Primary {
             store,
             config,
             registry: Mutex::new(Registry::default()),
+            backing_up: Mutex::default(),
             events: tokio::sync::broadcast::channel(4096).0,
             token_key: None,
         }
@@ -348,6 +364,7 @@ impl Primary {
                 worker: None,
                 last_used: Instant::now(),
                 maildrop: None,
+                restoring: false,
             });
             live.sessions += 1;
             id
@@ -388,22 +405,32 @@ impl Primary {
     /// A backup run of the session's mailbox (DESIGN.md, Backups): the
     /// mailbox's writer checkpoints the WAL, then a connection of the
     /// backup's own snapshots, verifies, hashes and stores it beside the
-    /// earlier ones (or finds it unchanged). Blocks; readers and writers of
-    /// the mailbox go on meanwhile.
+    /// earlier ones (or finds it unchanged); then the retention lets old
+    /// versions go. Blocks; readers and writers of the mailbox go on
+    /// meanwhile.
     pub fn backup(&self, session: SessionId) -> Result<crate::backup::BackupOutcome> {
         let alias_id = self.alias_of(session)?;
-        let (alias, key) = {
-            let reg = self.registry();
-            let live = reg.live.get(&alias_id).ok_or(Error::NoSession)?;
-            (live.alias.clone(), live.keys.data_key.clone())
-        };
+        let _task = self.backup_task(alias_id)?;
+        let outcome = self.backup_now(session, alias_id)?;
+        if matches!(outcome, crate::backup::BackupOutcome::Stored(_)) {
+            self.prune_backups(alias_id)?;
+        }
+        Ok(outcome)
+    }
+
+    /// The run itself, under the alias's backup task.
+    fn backup_now(
+        &self,
+        session: SessionId,
+        alias_id: i64,
+    ) -> Result<crate::backup::BackupOutcome> {
+        let (alias, key) = self.live_key(alias_id)?;
         let marker = self.call(session, |mb| crate::backup::checkpoint(mb))?;
-        let dir = self.store.backup_dir(&alias);
         let latest = self.store.directory().backups(alias_id)?.pop();
         let outcome = crate::backup::run_local(
             &self.store.mailbox_path(&alias),
             &key,
-            &dir,
+            &self.store.backup_dir(&alias),
             &marker,
             latest.as_ref(),
         )?;
@@ -413,10 +440,213 @@ impl Primary {
         Ok(outcome)
     }
 
+    /// The live alias's record and data key.
+    fn live_key(&self, alias_id: i64) -> Result<(AliasRecord, SecretKey)> {
+        let reg = self.registry();
+        let live = reg.live.get(&alias_id).ok_or(Error::NoSession)?;
+        Ok((live.alias.clone(), live.keys.data_key.clone()))
+    }
+
+    /// Claims the alias's one backup task (run, restore, delete), or says
+    /// another is running.
+    fn backup_task(&self, alias_id: i64) -> Result<BackupTask<'_>> {
+        let mut running = self.backing_up.lock().unwrap_or_else(|p| p.into_inner());
+        if !running.insert(alias_id) {
+            return Err(Error::Unavailable(BACKING_UP.into()));
+        }
+        Ok(BackupTask {
+            primary: self,
+            alias_id,
+        })
+    }
+
+    /// Lets go the versions the retention does not keep, record first
+    /// (a listed backup always has its file), and any file in the folder
+    /// that no record names (a run or prune cut short).
+    fn prune_backups(&self, alias_id: i64) -> Result<()> {
+        let alias = self.live_key(alias_id)?.0;
+        let dir = self.store.backup_dir(&alias);
+        let all = self.store.directory().backups(alias_id)?;
+        for id in self.config.retention.prune(&all) {
+            self.store.directory().remove_backup(alias_id, &id)?;
+        }
+        let kept: std::collections::HashSet<String> = self
+            .store
+            .directory()
+            .backups(alias_id)?
+            .into_iter()
+            .map(|b| format!("{}.bak", b.id))
+            .collect();
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".bak") && !kept.contains(&name) {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(())
+    }
+
     /// The session's alias's backups, oldest first.
     pub fn backups(&self, session: SessionId) -> Result<Vec<crate::backup::BackupRecord>> {
         let alias_id = self.alias_of(session)?;
         self.store.directory().backups(alias_id)
+    }
+
+    /// One of the session's alias's backups, and where its file is.
+    fn backup_file(
+        &self,
+        alias_id: i64,
+        id: &str,
+    ) -> Result<(crate::backup::BackupRecord, std::path::PathBuf)> {
+        let alias = self.live_key(alias_id)?.0;
+        let record = self
+            .store
+            .directory()
+            .backups(alias_id)?
+            .into_iter()
+            .find(|b| b.id == id)
+            .ok_or_else(|| Error::NotFound(format!("backup {id}")))?;
+        let path = crate::backup::path_of(&self.store.backup_dir(&alias), id);
+        Ok((record, path))
+    }
+
+    /// Up to `len` bytes of a backup's (encrypted) file from `offset`: a
+    /// download, in pieces. Empty past the end.
+    pub fn backup_bytes(
+        &self,
+        session: SessionId,
+        id: &str,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let alias_id = self.alias_of(session)?;
+        let (_, path) = self.backup_file(alias_id, id)?;
+        let mut f = std::fs::File::open(&path)?;
+        f.seek(SeekFrom::Start(offset))?;
+        let mut out = Vec::with_capacity(len.min(1 << 24));
+        f.take(len as u64).read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    /// Deletes one of the session's alias's backups, record then file.
+    pub fn delete_backup(&self, session: SessionId, id: &str) -> Result<()> {
+        let alias_id = self.alias_of(session)?;
+        let _task = self.backup_task(alias_id)?;
+        let (_, path) = self.backup_file(alias_id, id)?;
+        self.store.directory().remove_backup(alias_id, id)?;
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Puts a backup back as the session's mailbox. The backup is checked
+    /// first (its SHA-256, then that it opens with this mailbox's key and
+    /// passes `integrity_check`); the mailbox as it is now is backed up and
+    /// held (kept whatever the retention says) until
+    /// [`confirm_restore`](Self::confirm_restore); the copy is prepared
+    /// beside the live file ([`Mailbox::restored_over`]: new MODSEQs and
+    /// UIDVALIDITYs) and replaces it in one rename while the mailbox is
+    /// closed. Returns the held backup of the replaced mailbox.
+    pub fn restore(&self, session: SessionId, id: &str) -> Result<crate::backup::BackupRecord> {
+        let alias_id = self.alias_of(session)?;
+        let _task = self.backup_task(alias_id)?;
+        let (alias, key) = self.live_key(alias_id)?;
+        let (record, file) = self.backup_file(alias_id, id)?;
+        if crate::backup::sha256_file(&file)? != record.sha256 {
+            return Err(Error::Corrupt(format!(
+                "backup {id} does not match its SHA-256"
+            )));
+        }
+        crate::backup::verify(&file, &key)?;
+        // Closed from here to the swap: nothing written in between can
+        // miss both the held copy and the restored file.
+        self.close_for_restore(alias_id, true);
+        let restored = self.restore_closed(alias_id, &alias, &key, &file);
+        self.close_for_restore(alias_id, false);
+        let (kept, modseq) = restored?;
+        self.announce(alias_id, modseq);
+        Ok(kept)
+    }
+
+    /// The restore's steps while the mailbox is closed: the held backup of
+    /// the mailbox as it is, the staged copy prepared, the swap.
+    fn restore_closed(
+        &self,
+        alias_id: i64,
+        alias: &AliasRecord,
+        key: &SecretKey,
+        file: &std::path::Path,
+    ) -> Result<(crate::backup::BackupRecord, crate::types::ModSeq)> {
+        let live = self.store.mailbox_path(alias);
+        let options = self.store.config().mailbox.clone();
+        let (marker, previous) = {
+            let mb = Mailbox::open(&live, key, options.clone())?;
+            (crate::backup::checkpoint(&mb)?, mb.highest_modseq()?)
+        };
+        let latest = self.store.directory().backups(alias_id)?.pop();
+        let dir = self.store.backup_dir(alias);
+        let kept = match crate::backup::run_local(&live, key, &dir, &marker, latest.as_ref())? {
+            crate::backup::BackupOutcome::Stored(r) => {
+                self.store.directory().add_backup(alias_id, &r)?;
+                r
+            }
+            crate::backup::BackupOutcome::Unchanged(r) => r,
+        };
+        self.store
+            .directory()
+            .hold_backup(alias_id, Some(&kept.id))?;
+        let kept = crate::backup::BackupRecord { held: true, ..kept };
+        let staged = live.with_extension("restoring");
+        let prepared = (|| {
+            crate::backup::copy_synced(file, &staged)?;
+            let mut mb = Mailbox::open(&staged, key, options)?;
+            let modseq = mb.restored_over(previous)?;
+            drop(mb);
+            // Closed cleanly, the staged copy has no WAL beside it.
+            crate::backup::sync_file(&staged)?;
+            Ok(modseq)
+        })();
+        let modseq = match prepared {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = std::fs::remove_file(&staged);
+                return Err(e);
+            }
+        };
+        swap_in(&staged, &live)?;
+        Ok((kept, modseq))
+    }
+
+    /// Closes the alias's mailbox and keeps it closed (`true`), or lets
+    /// it open again (`false`).
+    fn close_for_restore(&self, alias_id: i64, closed: bool) {
+        let thread = {
+            let mut reg = self.registry();
+            let Some(live) = reg.live.get_mut(&alias_id) else {
+                return;
+            };
+            live.restoring = closed;
+            live.worker.take().map(|w| w.thread)
+        };
+        // The dropped sender lets the thread finish what is queued, then
+        // close the file (the last connection: its WAL goes with it).
+        if let Some(t) = thread
+            && t.thread().id() != std::thread::current().id()
+        {
+            let _ = t.join();
+        }
+    }
+
+    /// Ends the hold on the mailbox as it was before a restore: the
+    /// retention treats it like any version again.
+    pub fn confirm_restore(&self, session: SessionId) -> Result<()> {
+        let alias_id = self.alias_of(session)?;
+        let _task = self.backup_task(alias_id)?;
+        self.store.directory().hold_backup(alias_id, None)?;
+        self.prune_backups(alias_id)
     }
 
     /// Takes the alias's maildrop lock for `session` (a POP3 session holds
@@ -681,6 +911,9 @@ impl Primary {
             .live
             .get_mut(&alias_id)
             .ok_or_else(|| Error::NotFound(NOT_LIVE.into()))?;
+        if live.restoring {
+            return Err(Error::Unavailable(RESTORING.into()));
+        }
         live.last_used = Instant::now();
         Ok(live
             .worker
@@ -751,6 +984,9 @@ impl Primary {
             .live
             .get_mut(&alias_id)
             .ok_or_else(|| Error::NotFound(NOT_LIVE.into()))?;
+        if live.restoring {
+            return Err(Error::Unavailable(RESTORING.into()));
+        }
         live.last_used = Instant::now();
         if let Some(w) = &live.worker
             && !w.thread.is_finished()
@@ -788,6 +1024,50 @@ impl Primary {
         }
         Ok(jobs)
     }
+}
+
+/// The alias's claim on its one backup task; released when dropped.
+struct BackupTask<'a> {
+    primary: &'a Primary,
+    alias_id: i64,
+}
+
+impl Drop for BackupTask<'_> {
+    fn drop(&mut self) {
+        let mut running = self
+            .primary
+            .backing_up
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        running.remove(&self.alias_id);
+    }
+}
+
+/// Replaces the closed mailbox file `live` with `staged` in one rename. A
+/// WAL left beside the live file would be read as the new file's: the
+/// mailbox must have closed cleanly (no WAL, or an empty one).
+fn swap_in(staged: &std::path::Path, live: &std::path::Path) -> Result<()> {
+    for suffix in ["-wal", "-shm"] {
+        let mut side = live.as_os_str().to_owned();
+        side.push(suffix);
+        let side = std::path::PathBuf::from(side);
+        match std::fs::metadata(&side) {
+            Ok(m) if suffix == "-wal" && m.len() > 0 => {
+                let _ = std::fs::remove_file(staged);
+                return Err(Error::Unavailable(
+                    "the mailbox is still open elsewhere (a command-line run?); nothing was restored"
+                        .into(),
+                ));
+            }
+            Ok(_) => std::fs::remove_file(&side)?,
+            Err(_) => {}
+        }
+    }
+    std::fs::rename(staged, live)?;
+    if let Some(dir) = live.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Mailboxes whose thread is running.

@@ -1,7 +1,8 @@
 //! Backups on the primary: an encrypted, verified copy stored under a
 //! random name; an unchanged mailbox not stored twice; writers going on
 //! during a backup of a large mailbox, which is a consistent snapshot; a
-//! run killed half-way leaving nothing listed.
+//! run killed half-way leaving nothing listed; retention, deletion,
+//! download and restore.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -15,11 +16,15 @@ use cofre_storage::primary::{Primary, PrimaryConfig, SessionId};
 use cofre_storage::{AliasAddress, Error, Role};
 
 fn primary(dir: &std::path::Path) -> (Primary, SessionId) {
+    primary_with(dir, PrimaryConfig::default())
+}
+
+fn primary_with(dir: &std::path::Path, config: PrimaryConfig) -> (Primary, SessionId) {
     let store = common::store(dir);
     let address = AliasAddress::try_from("ana@example.com").unwrap();
     let (_, pw) = store.create_alias(&address, None).unwrap();
     PASSWORD.with(|p| *p.borrow_mut() = Some(pw.clone()));
-    let p = Primary::new(Arc::new(store), PrimaryConfig::default());
+    let p = Primary::new(Arc::new(store), config);
     let s = p.login(&address, &pw).unwrap();
     (p, s)
 }
@@ -253,4 +258,168 @@ fn a_run_killed_half_way_leaves_nothing_listed() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(files, [format!("{}.bak", b.id)]);
+}
+
+/// The names of the files in the alias's backup folder, sorted.
+fn files_in_backup_dir(p: &Primary) -> Vec<String> {
+    let address = AliasAddress::try_from("ana@example.com").unwrap();
+    let dir = p.store().backup_dir(&p.store().alias(&address).unwrap());
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn stored(p: &Primary, s: SessionId) -> backup::BackupRecord {
+    match p.backup(s).unwrap() {
+        BackupOutcome::Stored(b) => b,
+        other => panic!("expected a new version, got {other:?}"),
+    }
+}
+
+fn emails_now(p: &Primary, s: SessionId) -> usize {
+    p.call(s, |mb| mb.search(&Query::everywhere(Filter::All)))
+        .unwrap()
+        .len()
+}
+
+#[test]
+fn retention_lets_old_versions_go_with_their_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = PrimaryConfig {
+        retention: backup::Retention {
+            last: 2,
+            daily: 1,
+            weekly: 1,
+        },
+        ..PrimaryConfig::default()
+    };
+    let (p, s) = primary_with(tmp.path(), config);
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        append(
+            &p,
+            s,
+            common::msg("x@y.z", "ana@example.com", &format!("m{i}"), "b"),
+        );
+        ids.push(stored(&p, s).id);
+    }
+    let listed: Vec<String> = p.backups(s).unwrap().into_iter().map(|b| b.id).collect();
+    assert_eq!(listed, ids[2..], "the two most recent (all of today's)");
+    let mut want: Vec<String> = ids[2..].iter().map(|id| format!("{id}.bak")).collect();
+    want.sort();
+    assert_eq!(
+        files_in_backup_dir(&p),
+        want,
+        "pruned versions leave no file"
+    );
+}
+
+#[test]
+fn a_backup_is_downloaded_in_pieces_and_deleted_with_its_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (p, s) = primary(tmp.path());
+    append(
+        &p,
+        s,
+        common::msg("x@y.z", "ana@example.com", "one", "body"),
+    );
+    let b = stored(&p, s);
+    let (path, _) = file_and_key(&p, &b.id);
+    let mut got = Vec::new();
+    loop {
+        let piece = p.backup_bytes(s, &b.id, got.len() as u64, 1000).unwrap();
+        if piece.is_empty() {
+            break;
+        }
+        assert!(piece.len() <= 1000);
+        got.extend(piece);
+    }
+    assert_eq!(
+        got,
+        std::fs::read(&path).unwrap(),
+        "the download is the file"
+    );
+    assert!(matches!(
+        p.backup_bytes(s, "0123", 0, 10),
+        Err(Error::NotFound(_))
+    ));
+    p.delete_backup(s, &b.id).unwrap();
+    assert!(p.backups(s).unwrap().is_empty());
+    assert!(!path.exists());
+    assert!(matches!(p.delete_backup(s, &b.id), Err(Error::NotFound(_))));
+}
+
+#[test]
+fn a_restore_puts_a_version_back_and_holds_the_replaced_mailbox_until_confirmed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (p, s) = primary(tmp.path());
+    for i in 0..5 {
+        append(
+            &p,
+            s,
+            common::msg("x@y.z", "ana@example.com", &format!("old {i}"), "b"),
+        );
+    }
+    let five = stored(&p, s);
+    for i in 0..3 {
+        append(
+            &p,
+            s,
+            common::msg("x@y.z", "ana@example.com", &format!("new {i}"), "b"),
+        );
+    }
+    let (validity, modseq) = p
+        .call(s, |mb| {
+            Ok((
+                mb.folder_by_role(Role::Inbox)?.uid_validity,
+                mb.highest_modseq()?,
+            ))
+        })
+        .unwrap();
+    assert_eq!(emails_now(&p, s), 8);
+
+    let held = p.restore(s, &five.id).unwrap();
+    assert!(held.held, "the replaced mailbox is held");
+    assert_eq!(emails_now(&p, s), 5, "the five messages of the version");
+    let (validity2, modseq2, changes) = p
+        .call(s, move |mb| {
+            Ok((
+                mb.folder_by_role(Role::Inbox)?.uid_validity,
+                mb.highest_modseq()?,
+                mb.changes_since(modseq)?,
+            ))
+        })
+        .unwrap();
+    assert!(validity2 > validity, "IMAP clients see a new UIDVALIDITY");
+    assert!(
+        modseq2 > modseq,
+        "MODSEQs go on past the replaced mailbox's"
+    );
+    assert!(
+        changes.log_since > modseq,
+        "changes since a state before the restore cannot be told"
+    );
+    // The mailbox is writable again, and what it was is in the held copy.
+    append(&p, s, common::msg("x@y.z", "ana@example.com", "after", "b"));
+    assert_eq!(emails_now(&p, s), 6);
+    let (held_path, key) = file_and_key(&p, &held.id);
+    assert_eq!(emails_in(&held_path, &key), 8);
+    let listed = p.backups(s).unwrap();
+    assert!(listed.iter().any(|b| b.id == held.id && b.held));
+
+    // Held, it outlives the retention; confirmed, it is a version again.
+    p.confirm_restore(s).unwrap();
+    assert!(p.backups(s).unwrap().iter().all(|b| !b.held));
+
+    // A damaged version is refused before anything changes.
+    let (five_path, _) = file_and_key(&p, &five.id);
+    let mut bytes = std::fs::read(&five_path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&five_path, &bytes).unwrap();
+    assert!(matches!(p.restore(s, &five.id), Err(Error::Corrupt(_))));
+    assert_eq!(emails_now(&p, s), 6, "the live mailbox is untouched");
 }

@@ -706,7 +706,8 @@ async fn changes(
     };
     let since: cofre_storage::ModSeq = since.parse().map_err(|_| cannot())?;
     let c = changes_since(session, since).await?;
-    if since > c.current {
+    // From the future, or from before a restore put the mailbox back.
+    if since > c.current || since < c.log_since {
         return Err(cannot());
     }
     if matches!(kind, Kind::Thread) && since < c.threads_since {

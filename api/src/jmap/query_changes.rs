@@ -98,7 +98,7 @@ pub(super) async fn email_query_changes(
     let query = email_query_of(args)?;
     let s = since_of(args)?;
     let c = changes_since(session, s.since).await?;
-    if s.since > c.current || s.since < c.threads_since {
+    if s.since > c.current || s.since < c.threads_since || s.since < c.log_since {
         return Err(MethodError::new(
             "cannotCalculateChanges",
             "unknown, future or too old query state: query again",

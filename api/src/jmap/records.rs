@@ -177,7 +177,7 @@ pub(super) fn changes(
         .ok_or_else(|| MethodError::invalid("sinceState is required"))?
         .parse()
         .map_err(|_| cannot())?;
-    if since > records.state {
+    if since > records.state || since < records.since {
         return Err(cannot());
     }
     let max = match args.get("maxChanges") {

@@ -39,6 +39,11 @@ pub struct Changes {
     /// Thread changes are logged from this MODSEQ on: asked from an
     /// earlier one, the thread lists above are incomplete.
     pub threads_since: ModSeq,
+    /// The log tells changes from this MODSEQ on (a restore replaced the
+    /// mailbox at it): asked from an earlier one, every list above is
+    /// incomplete.
+    #[serde(default)]
+    pub log_since: ModSeq,
 }
 
 /// What changed in one folder since a MODSEQ (IMAP CONDSTORE/QRESYNC).
@@ -91,6 +96,73 @@ fn classify(
 }
 
 impl Mailbox {
+    /// A MODSEQ kept in `meta`, 0 when unset.
+    fn meta(&self, key: &str) -> Result<ModSeq> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()?
+            .unwrap_or(0) as ModSeq)
+    }
+
+    /// The change log tells changes from this MODSEQ on (0: from the
+    /// start); a restore moves it to the moment the file was put back.
+    pub fn log_since(&self) -> Result<ModSeq> {
+        self.meta("log_since")
+    }
+
+    /// This file has just replaced a newer state of the mailbox (a restore
+    /// from backup) whose highest MODSEQ was `previous`: MODSEQs go on past
+    /// it, so no state a client holds comes round again; the change log
+    /// counts from there (an earlier state cannot be followed, JMAP says
+    /// `cannotCalculateChanges`); and every folder takes a new
+    /// UIDVALIDITY, so IMAP clients forget what they cached. Returns the
+    /// new highest MODSEQ.
+    pub fn restored_over(&mut self, previous: ModSeq) -> Result<ModSeq> {
+        let tx = self.conn.transaction()?;
+        let current: i64 =
+            tx.query_row("SELECT value FROM meta WHERE key = 'modseq'", [], |r| {
+                r.get(0)
+            })?;
+        let modseq = current.max(previous as i64) + 1;
+        tx.execute("UPDATE meta SET value = ?1 WHERE key = 'modseq'", [modseq])?;
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('log_since', ?1)",
+            [modseq],
+        )?;
+        let next: i64 = tx.query_row(
+            "SELECT value FROM meta WHERE key = 'next_uid_validity'",
+            [],
+            |r| r.get(0),
+        )?;
+        let highest: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(uid_validity), 0) FROM folders",
+            [],
+            |r| r.get(0),
+        )?;
+        let first = next.max(highest + 1).max(crate::time::now());
+        let ids: Vec<i64> = {
+            let mut stmt = tx.prepare("SELECT id FROM folders ORDER BY id")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        for (i, id) in ids.iter().enumerate() {
+            let v = (first + i as i64).clamp(1, u32::MAX as i64);
+            tx.execute(
+                "UPDATE folders SET uid_validity = ?1, highest_modseq = ?2 WHERE id = ?3",
+                params![v, modseq, id],
+            )?;
+        }
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'next_uid_validity'",
+            [first + ids.len() as i64],
+        )?;
+        tx.commit()?;
+        Ok(modseq as ModSeq)
+    }
+
     /// Every email and folder changed after `since`.
     pub fn changes_since(&self, since: ModSeq) -> Result<Changes> {
         let mut emails: BTreeMap<i64, Ops> = BTreeMap::new();
@@ -122,18 +194,12 @@ impl Mailbox {
             };
             map.entry(id).or_default().record(&op);
         }
+        let log_since = self.log_since()?;
         let mut out = Changes {
             since,
             current: self.highest_modseq()?,
-            threads_since: self
-                .conn
-                .query_row(
-                    "SELECT value FROM meta WHERE key = 'thread_log_since'",
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )
-                .optional()?
-                .unwrap_or(0) as ModSeq,
+            threads_since: self.meta("thread_log_since")?.max(log_since),
+            log_since,
             ..Changes::default()
         };
         let (mut c, mut u, mut d) = (Vec::new(), Vec::new(), Vec::new());

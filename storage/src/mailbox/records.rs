@@ -76,9 +76,14 @@ pub struct Records {
     /// Every record ever made and not yet forgotten, by id; destroyed
     /// ones have no data.
     pub records: Vec<Record>,
-    /// The highest MODSEQ among them (0 when there are none): changes
-    /// since a state are the records whose `modseq` is above it.
+    /// The highest MODSEQ among them (0 when there are none), or the
+    /// moment a restore put the mailbox back if later: changes since a
+    /// state are the records whose `modseq` is above it.
     pub state: ModSeq,
+    /// Changes are told from this MODSEQ on (see
+    /// [`Mailbox::log_since`]); from an earlier state they cannot be.
+    #[serde(default)]
+    pub since: ModSeq,
 }
 
 impl Mailbox {
@@ -99,8 +104,13 @@ impl Mailbox {
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
+        let since = self.log_since()?;
         let state = records.iter().map(|r| r.modseq).max().unwrap_or(0);
-        Ok(Records { records, state })
+        Ok(Records {
+            records,
+            state: state.max(since),
+            since,
+        })
     }
 
     /// Applies `writes` in one transaction (all or none); the ids of the
