@@ -1131,4 +1131,81 @@ fn backups_are_taken_on_demand_and_listed() {
             );
         }
     }
+
+    // Downloaded: the file as stored, its SHA-256 as the ETag.
+    let r = http_with(
+        &s.addr,
+        "GET",
+        &format!("/v1/backups/{id}"),
+        &[("Authorization", &ana)],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/octet-stream")
+    );
+    let on_disk = files
+        .iter()
+        .find(|f| f.file_name().unwrap().to_string_lossy() == format!("{id}.bak"))
+        .unwrap();
+    assert_eq!(
+        r.body,
+        std::fs::read(on_disk).unwrap(),
+        "the download is the file"
+    );
+    assert_eq!(
+        r.header("etag"),
+        Some(format!("\"{}\"", list[0]["sha256"].as_str().unwrap()))
+    );
+    // Another alias's backup is nobody else's to read, delete or restore.
+    for (method, path) in [
+        ("GET", format!("/v1/backups/{id}")),
+        ("DELETE", format!("/v1/backups/{id}")),
+        ("POST", format!("/v1/backups/{id}/restore")),
+    ] {
+        let (status, v) = call(&s, method, &path, &bo, None);
+        assert_eq!(status, 404, "{method} {path}: {v}");
+        assert_eq!(v["code"], "not_found", "{v}");
+    }
+
+    // Restored: the first version (one message) is the mailbox again; the
+    // mailbox as it was (two) is held until confirmed.
+    let count = |auth: &str| {
+        let inbox = inbox(&s, auth);
+        let (_, page) = call(
+            &s,
+            "GET",
+            &format!("/v1/folders/{inbox}/messages"),
+            auth,
+            None,
+        );
+        page["messages"].as_array().unwrap().len()
+    };
+    assert_eq!(count(&ana), 2);
+    let (status, restored) = call(&s, "POST", &format!("/v1/backups/{id}/restore"), &ana, None);
+    assert_eq!(status, 200, "{restored}");
+    assert_eq!(restored["restored"], json!(id));
+    assert_eq!(restored["replaced"]["held"], true);
+    assert_eq!(count(&ana), 1, "the restored version");
+    let held = restored["replaced"]["id"].as_str().unwrap().to_string();
+    let (_, list) = call(&s, "GET", "/v1/backups", &ana, None);
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["id"] == json!(held) && b["held"] == true),
+        "{list}"
+    );
+    let (status, _) = call(&s, "POST", "/v1/backups/confirm-restore", &ana, None);
+    assert_eq!(status, 204);
+    let (_, list) = call(&s, "GET", "/v1/backups", &ana, None);
+    assert!(list.as_array().unwrap().iter().all(|b| b["held"] == false));
+
+    // Deleted: gone from the list and the disk.
+    let (status, _) = call(&s, "DELETE", &format!("/v1/backups/{id}"), &ana, None);
+    assert_eq!(status, 204);
+    assert!(!on_disk.exists());
+    let (status, v) = call(&s, "GET", &format!("/v1/backups/{id}"), &ana, None);
+    assert_eq!(status, 404, "{v}");
 }

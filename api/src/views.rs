@@ -302,6 +302,19 @@ pub struct BackupView {
     pub sha256: String,
     /// Its size in bytes.
     pub size: u64,
+    /// Kept whatever the retention says: the mailbox as it was before a
+    /// restore that is not confirmed yet.
+    pub held: bool,
+}
+
+/// What a restore did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RestoreView {
+    /// The backup now in place.
+    pub restored: String,
+    /// The backup of the mailbox as it was, held until the restore is
+    /// confirmed.
+    pub replaced: BackupView,
 }
 
 /// What a backup run did.
@@ -321,6 +334,7 @@ impl From<cofre_storage::backup::BackupRecord> for BackupView {
             created_at: cofre_storage::time::iso(b.created_at),
             sha256: b.sha256,
             size: b.size,
+            held: b.held,
         }
     }
 }

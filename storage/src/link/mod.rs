@@ -394,6 +394,39 @@ pub enum Op {
         /// The session.
         session: SessionId,
     },
+    /// Up to `len` bytes of a backup's encrypted file from `offset`
+    /// (answered with `Raw`; empty past the end): a download in pieces.
+    BackupBytes {
+        /// The session.
+        session: SessionId,
+        /// The backup.
+        id: String,
+        /// Where the piece starts.
+        offset: u64,
+        /// Its largest size.
+        len: u32,
+    },
+    /// Deletes one of the session's alias's backups (answered with `Done`).
+    DeleteBackup {
+        /// The session.
+        session: SessionId,
+        /// The backup.
+        id: String,
+    },
+    /// Puts a backup back as the session's mailbox (answered with
+    /// `Backups` holding the held backup of the replaced mailbox).
+    Restore {
+        /// The session.
+        session: SessionId,
+        /// The backup.
+        id: String,
+    },
+    /// Confirms the last restore: the replaced mailbox's backup is no
+    /// longer held (answered with `Done`).
+    ConfirmRestore {
+        /// The session.
+        session: SessionId,
+    },
     /// Takes the alias's maildrop lock for a POP3 session (answered with
     /// `Done`, or `AlreadyExists` while another session holds it); the
     /// session's logout releases it.
@@ -468,6 +501,10 @@ impl Op {
             Op::LockMaildrop { .. } => "lock_maildrop",
             Op::Backup { .. } => "backup",
             Op::Backups { .. } => "backups",
+            Op::BackupBytes { .. } => "backup_bytes",
+            Op::DeleteBackup { .. } => "delete_backup",
+            Op::Restore { .. } => "restore",
+            Op::ConfirmRestore { .. } => "confirm_restore",
             Op::Pop3Commit { .. } => "pop3_commit",
             Op::Records { .. } => "records",
             Op::WriteRecords { .. } => "write_records",
@@ -946,6 +983,21 @@ fn primary_op(primary: &Primary, op: Op) -> Result<Reply, LinkError> {
         }
         Op::Backup { session } => Reply::Backup(primary.backup(session)?),
         Op::Backups { session } => Reply::Backups(primary.backups(session)?),
+        Op::BackupBytes {
+            session,
+            id,
+            offset,
+            len,
+        } => Reply::Raw(primary.backup_bytes(session, &id, offset, len as usize)?),
+        Op::DeleteBackup { session, id } => {
+            primary.delete_backup(session, &id)?;
+            Reply::Done
+        }
+        Op::Restore { session, id } => Reply::Backups(vec![primary.restore(session, &id)?]),
+        Op::ConfirmRestore { session } => {
+            primary.confirm_restore(session)?;
+            Reply::Done
+        }
         Op::Deliver {
             address,
             raw,
