@@ -118,6 +118,21 @@ struct File {
     primary_ca: Option<PathBuf>,
     #[serde(default)]
     smtp: FileSmtp,
+    #[serde(default)]
+    backups: FileBackups,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileBackups {
+    /// The daily schedule (default true).
+    daily: Option<bool>,
+    /// The most recent versions kept (default 3).
+    keep_last: Option<usize>,
+    /// Days of which the newest version is kept (default 7).
+    keep_daily: Option<usize>,
+    /// Weeks of which the newest version is kept (default 4).
+    keep_weekly: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -240,6 +255,8 @@ pub struct Settings {
     pub link_tls: TlsMode,
     /// The primary's settings.
     pub primary: PrimaryConfig,
+    /// Whether the primary backs up mailboxes daily.
+    pub daily_backups: bool,
     /// Largest HTTP request body.
     pub max_body: usize,
     /// How long API tokens live.
@@ -309,6 +326,21 @@ fn tls_mode(what: &str, value: Option<&str>, errors: &mut Vec<String>) -> TlsMod
             TlsMode::Auto
         }
     }
+}
+
+/// The backup retention of a configuration file's `[backups]` section
+/// (the defaults without a file), for commands run beside the server.
+pub fn retention(path: Option<&Path>) -> Result<cofre_storage::backup::Retention, String> {
+    let mut r = cofre_storage::backup::Retention::default();
+    let Some(path) = path else { return Ok(r) };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file = toml::from_str::<File>(&text)
+        .map_err(|e| format!("{}: {}", path.display(), e.to_string().trim_end()))?;
+    let b = file.backups;
+    r.last = b.keep_last.unwrap_or(r.last);
+    r.daily = b.keep_daily.unwrap_or(r.daily);
+    r.weekly = b.keep_weekly.unwrap_or(r.weekly);
+    Ok(r)
 }
 
 /// Resolves flags and environment (`args`), the file they name, and the
@@ -493,6 +525,14 @@ pub fn resolve(args: &ServerArgs, data_flag: Option<&Path>) -> Result<Settings, 
         }
         primary.queue_depth = n.max(1);
     }
+    let b = &file.backups;
+    let defaults = primary.retention;
+    primary.retention = cofre_storage::backup::Retention {
+        last: b.keep_last.unwrap_or(defaults.last),
+        daily: b.keep_daily.unwrap_or(defaults.daily),
+        weekly: b.keep_weekly.unwrap_or(defaults.weekly),
+    };
+    let daily_backups = b.daily.unwrap_or(true);
     let max_body = file.http.max_body_mb.unwrap_or(50).saturating_mul(1 << 20);
     let token_ttl = Duration::from_secs(file.http.token_ttl_secs.unwrap_or(3600));
     if token_ttl.is_zero() {
@@ -586,6 +626,7 @@ pub fn resolve(args: &ServerArgs, data_flag: Option<&Path>) -> Result<Settings, 
         http_tls,
         link_tls,
         primary,
+        daily_backups,
         max_body,
         token_ttl,
         cors_origins,

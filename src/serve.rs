@@ -177,6 +177,32 @@ fn start_outbound(
     Ok(sender)
 }
 
+/// How often the daily backup schedule looks for mailboxes due: often
+/// enough to meet most sessions (the key is only in memory during one).
+const BACKUP_ROUND: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The daily backup schedule: every round, a backup of each mailbox with
+/// a session whose latest backup is a day old (or that has none).
+async fn daily_backups(primary: Arc<Primary>, mut stopped: watch::Receiver<bool>) -> Result<()> {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(BACKUP_ROUND) => {}
+            _ = cofre_storage::net::stopping(&mut stopped) => return Ok(()),
+        }
+        let p = Arc::clone(&primary);
+        let round = tokio::task::spawn_blocking(move || p.backup_due(86_400)).await?;
+        for (address, outcome) in round {
+            match outcome {
+                Ok(cofre_storage::backup::BackupOutcome::Stored(b)) => {
+                    tracing::info!(%address, id = %b.id, size = b.size, "daily backup stored");
+                }
+                Ok(cofre_storage::backup::BackupOutcome::Unchanged(_)) => {}
+                Err(e) => tracing::warn!(%address, error = %e, "daily backup failed"),
+            }
+        }
+    }
+}
+
 /// Binds every address first, so that all failures are reported together.
 async fn bind_all(
     wanted: &[(&'static str, SocketAddr)],
@@ -268,6 +294,13 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
 
     let limiter = Arc::new(cofre_storage::throttle::LoginLimiter::default());
     let mut tasks = Vec::new();
+    if let Some(primary) = &primary
+        && s.daily_backups
+    {
+        let primary = Arc::clone(primary);
+        let stopped = stopped.clone();
+        tasks.push(tokio::spawn(daily_backups(primary, stopped)));
+    }
     // The outbound queue, for submission and forwarding.
     let outbound = match &router {
         Some(router)

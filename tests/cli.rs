@@ -288,3 +288,100 @@ fn dkim_keys_are_made_once_per_domain_shown_as_a_record_and_rotated() {
     let unknown = cofre(&data, None, &["domain", "dkim", "elsewhere.org"]);
     assert!(err(&unknown).contains("not a hosted domain"));
 }
+
+#[test]
+fn backups_are_taken_listed_and_copied_out_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = ok(&cofre(
+        &data,
+        None,
+        &["alias", "create", "hello@example.com"],
+    ));
+    let password = out.lines().last().unwrap().to_string();
+    let eml = tmp.path().join("one.eml");
+    std::fs::write(
+        &eml,
+        "From: a@b.c\r\nSubject: kept-in-backup\r\n\r\nbacked up words\r\n",
+    )
+    .unwrap();
+    let import = [
+        "mailbox",
+        "import",
+        "hello@example.com",
+        eml.to_str().unwrap(),
+    ];
+    ok(&cofre(&data, Some(&password), &import));
+
+    let run = ["backup", "run", "hello@example.com"];
+    assert!(err(&cofre(&data, Some("wrong"), &run)).contains("wrong password"));
+    let out = ok(&cofre(&data, Some(&password), &run));
+    let id = out
+        .strip_prefix("Stored backup ")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_string();
+    let out = ok(&cofre(&data, Some(&password), &run));
+    assert_eq!(
+        out.trim(),
+        format!("Unchanged since backup {id}: nothing stored.")
+    );
+    let list = ok(&cofre(
+        &data,
+        Some(&password),
+        &["backup", "list", "hello@example.com"],
+    ));
+    assert_eq!(list.lines().count(), 1, "{list}");
+    assert!(list.starts_with(&id), "{list}");
+
+    let copy = tmp.path().join("copy.bak");
+    let out = ok(&cofre(
+        &data,
+        Some(&password),
+        &[
+            "backup",
+            "download",
+            "hello@example.com",
+            &id,
+            "--out",
+            copy.to_str().unwrap(),
+        ],
+    ));
+    assert!(out.contains("SHA-256 checked"), "{out}");
+    let bytes = std::fs::read(&copy).unwrap();
+    assert!(
+        !bytes.windows(14).any(|w| w == b"kept-in-backup"),
+        "no plaintext"
+    );
+    let stored = std::fs::read_dir(data.join("backups"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy() == format!("{id}.bak"))
+        .unwrap();
+    assert_eq!(bytes, std::fs::read(stored).unwrap());
+    assert!(
+        err(&cofre(
+            &data,
+            Some(&password),
+            &[
+                "backup",
+                "download",
+                "hello@example.com",
+                "nope",
+                "--out",
+                "x"
+            ],
+        ))
+        .contains("not found")
+    );
+
+    // The alias deleted, no backup of it is left.
+    ok(&cofre(
+        &data,
+        None,
+        &["alias", "delete", "hello@example.com"],
+    ));
+    let left: Vec<_> = std::fs::read_dir(data.join("backups")).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}

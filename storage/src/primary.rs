@@ -409,23 +409,56 @@ impl Primary {
     /// versions go. Blocks; readers and writers of the mailbox go on
     /// meanwhile.
     pub fn backup(&self, session: SessionId) -> Result<crate::backup::BackupOutcome> {
-        let alias_id = self.alias_of(session)?;
+        self.backup_alias(self.alias_of(session)?)
+    }
+
+    /// A backup run of a live alias's mailbox, then the retention.
+    fn backup_alias(&self, alias_id: i64) -> Result<crate::backup::BackupOutcome> {
         let _task = self.backup_task(alias_id)?;
-        let outcome = self.backup_now(session, alias_id)?;
+        let outcome = self.backup_now(alias_id)?;
         if matches!(outcome, crate::backup::BackupOutcome::Stored(_)) {
             self.prune_backups(alias_id)?;
         }
         Ok(outcome)
     }
 
-    /// The run itself, under the alias's backup task.
-    fn backup_now(
+    /// The daily schedule's round: a backup run of every mailbox whose
+    /// alias has a session now (only then is its key in memory) and whose
+    /// latest backup is older than `max_age` seconds, or that has none. An
+    /// unchanged mailbox costs a lookup, no copy. Returns each alias's
+    /// address and outcome.
+    pub fn backup_due(
         &self,
-        session: SessionId,
-        alias_id: i64,
-    ) -> Result<crate::backup::BackupOutcome> {
+        max_age: i64,
+    ) -> Vec<(AliasAddress, Result<crate::backup::BackupOutcome>)> {
+        let live: Vec<(i64, AliasAddress)> = self
+            .registry()
+            .live
+            .iter()
+            .map(|(id, l)| (*id, l.alias.address.clone()))
+            .collect();
+        let now = crate::time::now();
+        let mut out = Vec::new();
+        for (alias_id, address) in live {
+            let latest = match self.store.directory().backups(alias_id) {
+                Ok(mut list) => list.pop(),
+                Err(e) => {
+                    out.push((address, Err(e)));
+                    continue;
+                }
+            };
+            if latest.is_some_and(|b| now - b.created_at < max_age) {
+                continue;
+            }
+            out.push((address, self.backup_alias(alias_id)));
+        }
+        out
+    }
+
+    /// The run itself, under the alias's backup task.
+    fn backup_now(&self, alias_id: i64) -> Result<crate::backup::BackupOutcome> {
         let (alias, key) = self.live_key(alias_id)?;
-        let marker = self.call(session, |mb| crate::backup::checkpoint(mb))?;
+        let marker = self.run_on(alias_id, |mb| crate::backup::checkpoint(mb))?;
         let latest = self.store.directory().backups(alias_id)?.pop();
         let outcome = crate::backup::run_local(
             &self.store.mailbox_path(&alias),

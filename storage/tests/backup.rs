@@ -423,3 +423,22 @@ fn a_restore_puts_a_version_back_and_holds_the_replaced_mailbox_until_confirmed(
     assert!(matches!(p.restore(s, &five.id), Err(Error::Corrupt(_))));
     assert_eq!(emails_now(&p, s), 6, "the live mailbox is untouched");
 }
+
+#[test]
+fn the_daily_round_backs_up_live_mailboxes_whose_latest_is_old() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (p, s) = primary(tmp.path());
+    append(&p, s, common::msg("x@y.z", "ana@example.com", "one", "b"));
+    let round = p.backup_due(86_400);
+    assert_eq!(round.len(), 1);
+    assert_eq!(round[0].0.as_str(), "ana@example.com");
+    assert!(matches!(round[0].1, Ok(BackupOutcome::Stored(_))));
+    assert!(p.backup_due(86_400).is_empty(), "taken today: not due");
+    // Due again (age 0), but unchanged: nothing copied.
+    let round = p.backup_due(0);
+    assert!(matches!(round[0].1, Ok(BackupOutcome::Unchanged(_))));
+    assert_eq!(p.backups(s).unwrap().len(), 1);
+    // No session, no key: nothing to back up.
+    p.logout(s);
+    assert!(p.backup_due(0).is_empty());
+}
