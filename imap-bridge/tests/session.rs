@@ -422,3 +422,60 @@ async fn utf8_accept_and_modified_utf7_name_the_same_mailbox() {
     let r = a.run("SELECT Caf&AOk").await;
     assert!(r[0].contains("BAD"), "not valid modified UTF-7: {r:?}");
 }
+
+/// A restore from backup renews UIDVALIDITY: a client with the folder
+/// selected is told to go (its UIDs mean nothing now), and a new SELECT
+/// shows the restored mail under the new UIDVALIDITY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_sends_selected_clients_away_with_a_new_uidvalidity() {
+    let server = common::server().await;
+    let mut c = Client::login(&server, 0).await;
+    c.append("INBOX", "", &common::message("before", "kept"))
+        .await;
+    let r = c.ok("SELECT INBOX").await;
+    let validity = |lines: &[String]| {
+        lines
+            .iter()
+            .find_map(|l| l.split("[UIDVALIDITY ").nth(1))
+            .and_then(|v| v.split(']').next())
+            .map(str::to_string)
+            .unwrap()
+    };
+    let before = validity(&r);
+    let p = std::sync::Arc::clone(&server.primary);
+    let (user, pw) = server.users[0].clone();
+    let session = tokio::task::spawn_blocking(move || {
+        let address = cofre_storage::AliasAddress::try_from(user.as_str()).unwrap();
+        p.login(&address, &common::password(&pw)).unwrap()
+    })
+    .await
+    .unwrap();
+    let p = std::sync::Arc::clone(&server.primary);
+    let id = tokio::task::spawn_blocking(move || match p.backup(session).unwrap() {
+        cofre_storage::backup::BackupOutcome::Stored(b) => b.id,
+        other => panic!("{other:?}"),
+    })
+    .await
+    .unwrap();
+    c.append(
+        "INBOX",
+        "",
+        &common::message("after", "dropped by the restore"),
+    )
+    .await;
+    let p = std::sync::Arc::clone(&server.primary);
+    tokio::task::spawn_blocking(move || p.restore(session, &id).unwrap())
+        .await
+        .unwrap();
+    let r = c.run("NOOP").await;
+    assert!(
+        r.iter()
+            .any(|l| l.starts_with("* BYE [UNAVAILABLE] the mailbox was restored")),
+        "{r:?}"
+    );
+
+    let mut c = Client::login(&server, 0).await;
+    let r = c.ok("SELECT INBOX").await;
+    assert!(r.iter().any(|l| l.trim_end() == "* 1 EXISTS"), "{r:?}");
+    assert_ne!(validity(&r), before);
+}

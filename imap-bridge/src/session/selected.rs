@@ -245,6 +245,16 @@ impl Session {
         let Some(sel) = self.selected.as_mut() else {
             return;
         };
+        if ch.uid_validity != 0 && ch.uid_validity != sel.uid_validity {
+            // The folder was put back from a backup: the client's UIDs
+            // mean nothing now, and only a new SELECT can say so.
+            out.extend_from_slice(
+                b"* BYE [UNAVAILABLE] the mailbox was restored from a backup; select it again\r\n",
+            );
+            self.selected = None;
+            self.closing = true;
+            return;
+        }
         for u in &ch.vanished {
             if sel.position(u.get()).is_some() {
                 sel.gone.insert(u.get());

@@ -56,6 +56,10 @@ pub struct FolderChanges {
     pub vanished: Vec<Uid>,
     /// The mailbox's highest MODSEQ when this was read: ask from here next.
     pub highest: ModSeq,
+    /// The folder's UIDVALIDITY now: a client holding another must forget
+    /// its UIDs (a restore from backup renews it).
+    #[serde(default)]
+    pub uid_validity: u32,
 }
 
 /// What the log says of one object in the range: whether it began there
@@ -222,8 +226,11 @@ impl Mailbox {
     /// A folder that no longer exists is `NotFound` (a session that had
     /// it selected must be told).
     pub fn folder_changes(&self, folder: FolderId, since: ModSeq) -> Result<FolderChanges> {
-        super::folders::by_id(&self.conn, folder)?;
-        let mut out = FolderChanges::default();
+        let f = super::folders::by_id(&self.conn, folder)?;
+        let mut out = FolderChanges {
+            uid_validity: f.uid_validity,
+            ..FolderChanges::default()
+        };
         let mut stmt = self.conn.prepare_cached(
             "SELECT uid, modseq, email_id FROM mailbox_messages
              WHERE folder_id = ?1 AND modseq > ?2 ORDER BY uid",
