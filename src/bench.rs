@@ -13,7 +13,7 @@ use cofre_storage::{
 /// What to measure, and how big.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// What to measure (storage, link, api, jmap, imap, pop3, smtp).
+    /// What to measure (storage, link, api, jmap, imap, pop3, smtp, backup).
     #[arg(value_enum, default_value_t = Suite::Storage)]
     suite: Suite,
     /// 10 KB messages ingested to measure ingest rate.
@@ -55,6 +55,13 @@ pub struct BenchArgs {
     /// SMTP: skip the side-by-side run against Postfix and Dovecot.
     #[arg(long)]
     no_postfix: bool,
+    /// Backup: the mailbox's size in MB.
+    #[arg(long, default_value_t = 1024)]
+    backup_mb: u64,
+    /// Backup: the folder (and so the disk) the mailbox and its backups
+    /// are written to.
+    #[arg(long, default_value = "target/bench-backup")]
+    backup_dir: std::path::PathBuf,
     /// SMTP: skip the SPF/DKIM/ARC/DMARC checks (on by default, as in
     /// `serve`).
     #[arg(long)]
@@ -82,13 +89,16 @@ enum Suite {
     /// The mail exchanger: ingest of 10 KB messages from several senders,
     /// beside Postfix delivering to Dovecot over LMTP.
     Smtp,
+    /// Backup and restore of a 1 GB mailbox beside a plain file copy, and
+    /// readers' latency during the backup.
+    Backup,
 }
 
 /// A small deterministic generator, so every run measures the same corpus.
 pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -281,6 +291,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             rounds: args.rounds.max(1),
             dovecot: !args.no_dovecot,
         }),
+        Suite::Backup => crate::bench_backup::run(args.backup_mb, &args.backup_dir),
         Suite::Smtp => crate::bench_smtp::run(crate::bench_smtp::SmtpBench {
             clients: args.senders.max(1),
             messages: args.smtp_messages,

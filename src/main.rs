@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_api;
+mod bench_backup;
 mod bench_dovecot;
 mod bench_imap;
 mod bench_jmap;

@@ -91,8 +91,10 @@ pub fn snapshot(mailbox: &Path, key: &SecretKey, out: &Path) -> Result<()> {
 }
 
 /// Step 5: the copy opens with the key and passes `integrity_check`.
+/// Read-only: the copy's bytes stay as they are (its SHA-256 may be taken
+/// meanwhile).
 pub fn verify(copy: &Path, key: &SecretKey) -> Result<()> {
-    let conn = db::open(copy, Some(key), Mode::Existing)?;
+    let conn = db::open_read_only(copy, key)?;
     let result: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
     if result != "ok" {
         return Err(Error::Corrupt(format!("backup copy: {result}")));
@@ -147,8 +149,14 @@ pub fn run_local(
     let tmp = TempFile(Some(dir.join(format!(".tmp-{}", new_id()))));
     let tmp_path = tmp.path().to_path_buf();
     snapshot(mailbox, key, &tmp_path)?;
-    verify(&tmp_path, key)?;
-    let sha256 = sha256_file(&tmp_path)?;
+    // The check and the hash read the copy side by side (two cores).
+    let (verified, sha256) = std::thread::scope(|scope| {
+        let hash = scope.spawn(|| sha256_file(&tmp_path));
+        let verified = verify(&tmp_path, key);
+        (verified, hash.join())
+    });
+    verified?;
+    let sha256 = sha256.map_err(|_| Error::Corrupt("hashing the backup failed".into()))??;
     let size = std::fs::metadata(&tmp_path)?.len();
     let record = BackupRecord {
         id: new_id(),
@@ -163,6 +171,33 @@ pub fn run_local(
     tmp.keep();
     std::fs::File::open(dir)?.sync_all()?;
     Ok(BackupOutcome::Stored(record))
+}
+
+/// A backup copied to `staged` for a restore, and checked: the key opens
+/// the backup (before anything is copied), and the backup hashes to
+/// `sha256` — the SHA-256 of the file that passed `integrity_check` when
+/// it was taken — read side by side with the copy (two cores). Every page
+/// of the copy is authenticated again (SQLCipher's HMAC) as it is read.
+pub fn stage(backup: &Path, key: &SecretKey, sha256: &str, staged: &Path) -> Result<()> {
+    drop(db::open_read_only(backup, key)?);
+    let (copied, hashed) = std::thread::scope(|scope| {
+        let hash = scope.spawn(|| sha256_file(backup));
+        let copied = copy_synced(backup, staged);
+        (copied, hash.join())
+    });
+    let checked = copied.and_then(|()| {
+        let hashed = hashed.map_err(|_| Error::Corrupt("hashing the backup failed".into()))??;
+        if hashed != sha256 {
+            return Err(Error::Corrupt(
+                "the backup does not match its SHA-256".into(),
+            ));
+        }
+        Ok(())
+    });
+    if checked.is_err() {
+        let _ = std::fs::remove_file(staged);
+    }
+    checked
 }
 
 /// Copies `from` to `to` and syncs the copy to disk.

@@ -64,6 +64,24 @@ pub fn open(path: &Path, key: Option<&SecretKey>, mode: Mode) -> Result<Connecti
     Ok(conn)
 }
 
+/// Opens an existing keyed database read-only and proves the key: for
+/// checking a copy (a backup) without changing a byte of it — not even
+/// its journal mode, which a read-write open would switch to WAL.
+pub fn open_read_only(path: &Path, key: &SecretKey) -> Result<Connection> {
+    if !path.exists() {
+        return Err(Error::NotFound(format!("{}", path.display())));
+    }
+    sqlcipher_ready()?;
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.execute_batch("PRAGMA cipher_log_level = NONE;")?;
+    conn.execute_batch(&key.sqlcipher_pragma("main"))?;
+    conn.execute_batch("PRAGMA cipher_hmac_algorithm = HMAC_SHA256;")?;
+    prove_key(&conn, path)?;
+    conn.execute_batch(&format!("PRAGMA cache_size = -{CACHE_KIB};"))?;
+    Ok(conn)
+}
+
 /// Waits, once per process, until SQLCipher can take a key.
 ///
 /// SQLite marks itself initialised and releases its lock before it runs

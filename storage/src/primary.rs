@@ -588,30 +588,31 @@ impl Primary {
         let _task = self.backup_task(alias_id)?;
         let (alias, key) = self.live_key(alias_id)?;
         let (record, file) = self.backup_file(alias_id, id)?;
-        if crate::backup::sha256_file(&file)? != record.sha256 {
-            return Err(Error::Corrupt(format!(
-                "backup {id} does not match its SHA-256"
-            )));
-        }
-        crate::backup::verify(&file, &key)?;
+        // Copied and checked beside the live file while the mailbox is
+        // still open: it closes only for the steps that need it.
+        let staged = self.store.mailbox_path(&alias).with_extension("restoring");
+        crate::backup::stage(&file, &key, &record.sha256, &staged)?;
         // Closed from here to the swap: nothing written in between can
         // miss both the held copy and the restored file.
         self.close_for_restore(alias_id, true);
-        let restored = self.restore_closed(alias_id, &alias, &key, &file);
+        let restored = self.restore_closed(alias_id, &alias, &key, &staged);
         self.close_for_restore(alias_id, false);
+        if restored.is_err() {
+            let _ = std::fs::remove_file(&staged);
+        }
         let (kept, modseq) = restored?;
         self.announce(alias_id, modseq);
         Ok(kept)
     }
 
     /// The restore's steps while the mailbox is closed: the held backup of
-    /// the mailbox as it is, the staged copy prepared, the swap.
+    /// the mailbox as it is, the staged (checked) copy prepared, the swap.
     fn restore_closed(
         &self,
         alias_id: i64,
         alias: &AliasRecord,
         key: &SecretKey,
-        file: &std::path::Path,
+        staged: &std::path::Path,
     ) -> Result<(crate::backup::BackupRecord, crate::types::ModSeq)> {
         let live = self.store.mailbox_path(alias);
         let options = self.store.config().mailbox.clone();
@@ -632,24 +633,12 @@ impl Primary {
             .directory()
             .hold_backup(alias_id, Some(&kept.id))?;
         let kept = crate::backup::BackupRecord { held: true, ..kept };
-        let staged = live.with_extension("restoring");
-        let prepared = (|| {
-            crate::backup::copy_synced(file, &staged)?;
-            let mut mb = Mailbox::open(&staged, key, options)?;
-            let modseq = mb.restored_over(previous)?;
-            drop(mb);
-            // Closed cleanly, the staged copy has no WAL beside it.
-            crate::backup::sync_file(&staged)?;
-            Ok(modseq)
-        })();
-        let modseq = match prepared {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = std::fs::remove_file(&staged);
-                return Err(e);
-            }
-        };
-        swap_in(&staged, &live)?;
+        let mut mb = Mailbox::open(staged, key, options)?;
+        let modseq = mb.restored_over(previous)?;
+        drop(mb);
+        // Closed cleanly, the staged copy has no WAL beside it.
+        crate::backup::sync_file(staged)?;
+        swap_in(staged, &live)?;
         Ok((kept, modseq))
     }
 

@@ -1,0 +1,198 @@
+//! `cofre bench backup`: a backup and a restore of a large mailbox beside a
+//! plain copy of the same file on the same disk, and readers' latency
+//! while the backup runs.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use cofre_storage::backup::BackupOutcome;
+use cofre_storage::mailbox::AppendOptions;
+use cofre_storage::primary::{Primary, PrimaryConfig, SessionId};
+use cofre_storage::{AliasAddress, KdfParams, Role, Store, StoreConfig};
+
+use crate::bench::{Rng, ms};
+
+/// Messages appended per transaction while filling the mailbox.
+const BATCH: usize = 16;
+
+/// Attachment bytes per message (incompressible, as photos and archives are).
+const ATTACHMENT: usize = 256 * 1024;
+
+/// Runs the measurement on a mailbox of about `size_mb` MB, in a folder
+/// under `dir` (the disk measured).
+pub fn run(size_mb: u64, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = tempfile::tempdir_in(dir).context("a scratch folder for the bench")?;
+    let store = Store::open(
+        tmp.path(),
+        StoreConfig {
+            kdf: KdfParams::INSECURE_FOR_TESTS,
+            ..StoreConfig::default()
+        },
+    )?;
+    let address = AliasAddress::try_from("bench@example.com")?;
+    let (alias, password) = store.create_alias(&address, None)?;
+    let path = store.mailbox_path(&alias);
+    let p = Primary::new(Arc::new(store), PrimaryConfig::default());
+    let s = p.login(&address, &password)?;
+
+    let started = Instant::now();
+    let messages = fill(&p, s, &path, size_mb << 20)?;
+    let fill_time = started.elapsed();
+    // The WAL folded in, so the copy below moves the whole mailbox.
+    p.backup(s)?;
+    let first = p.backups(s)?;
+    for b in first {
+        p.delete_backup(s, &b.id)?;
+    }
+    // A change, so the run below copies.
+    p.write(s, |mb| {
+        let inbox = mb.folder_by_role(Role::Inbox)?.id;
+        mb.append(
+            inbox,
+            b"Subject: one more\r\n\r\nchanged\r\n",
+            &AppendOptions::default(),
+        )
+    })?;
+    p.call(s, |mb| cofre_storage::backup::checkpoint(mb))?;
+    let size = std::fs::metadata(&path)?.len();
+
+    // The plain copy, synced, as `cp` then `sync` would do it: the median
+    // of three, the disk's write-back settled first.
+    std::fs::File::open(&path)?.sync_all()?;
+    let copy = tmp.path().join("plain-copy");
+    let mut copies = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        std::fs::copy(&path, &copy)?;
+        std::fs::File::open(&copy)?.sync_all()?;
+        copies.push(t.elapsed());
+        std::fs::remove_file(&copy)?;
+    }
+    copies.sort();
+    let cp = copies[1];
+
+    // The backup, with a reader asking for the inbox's newest page all along.
+    let reading = Arc::new(AtomicBool::new(true));
+    let p = Arc::new(p);
+    let reader = {
+        let (p, reading) = (Arc::clone(&p), Arc::clone(&reading));
+        std::thread::spawn(move || -> Result<Vec<Duration>> {
+            let mut lat = Vec::new();
+            while reading.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                p.call(s, |mb| {
+                    let inbox = mb.folder_by_role(Role::Inbox)?.id;
+                    mb.folder_index(inbox)
+                })?;
+                lat.push(t.elapsed());
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(lat)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    let outcome = p.backup(s)?;
+    let backup = t.elapsed();
+    std::thread::sleep(Duration::from_millis(200));
+    reading.store(false, Ordering::Relaxed);
+    let mut lat = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("reader panicked"))??;
+    let BackupOutcome::Stored(record) = outcome else {
+        bail!("the changed mailbox was not copied");
+    };
+    lat.sort();
+
+    let t = Instant::now();
+    p.restore(s, &record.id)?;
+    let restore = t.elapsed();
+
+    let mb = |bytes: u64, d: Duration| bytes as f64 / (1 << 20) as f64 / d.as_secs_f64();
+    let cp_speed = mb(size, cp);
+    println!(
+        "mailbox: {messages} messages, {:.0} MB file (filled in {:.1} s)",
+        size as f64 / (1 << 20) as f64,
+        fill_time.as_secs_f64()
+    );
+    println!("| measure | result | target |");
+    println!("|---|---|---|");
+    println!(
+        "| plain copy of the file (copy + fsync, median of 3: {:.2} / {:.2} / {:.2} s) | {:.2} s, {cp_speed:.0} MB/s | |",
+        copies[0].as_secs_f64(),
+        copies[1].as_secs_f64(),
+        copies[2].as_secs_f64(),
+        cp.as_secs_f64()
+    );
+    println!(
+        "| backup (checkpoint, VACUUM INTO, integrity_check, SHA-256, fsync) | {:.2} s, {:.0} MB/s = {:.0}% of the copy | ≥ 40% |",
+        backup.as_secs_f64(),
+        mb(size, backup),
+        100.0 * mb(size, backup) / cp_speed
+    );
+    println!(
+        "| restore (key check, copy + fsync beside SHA-256, prepare, rename) | {:.2} s, {:.0} MB/s = {:.0}% of the copy | ≥ 50% |",
+        restore.as_secs_f64(),
+        mb(size, restore),
+        100.0 * mb(size, restore) / cp_speed
+    );
+    let pct = |q: f64| lat[((lat.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "| a reader during the backup ({} reads of the inbox index) | median {}, p99 {}, max {} | |",
+        lat.len(),
+        ms(pct(0.5)),
+        ms(pct(0.99)),
+        ms(lat[lat.len() - 1])
+    );
+    Ok(())
+}
+
+/// Appends messages with incompressible attachments until the mailbox file
+/// reaches `bytes`; returns how many.
+fn fill(p: &Primary, s: SessionId, path: &Path, bytes: u64) -> Result<usize> {
+    let mut rng = Rng(0x000b_acc0_ffee);
+    let mut n = 0;
+    let on_disk = || {
+        let wal = path.with_extension("sqlite-wal");
+        std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+            + std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
+    };
+    while on_disk() < bytes {
+        let batch: Vec<Vec<u8>> = (n..n + BATCH).map(|i| message(&mut rng, i)).collect();
+        n += BATCH;
+        p.write(s, move |mb| {
+            let inbox = mb.folder_by_role(Role::Inbox)?.id;
+            let msgs: Vec<(&[u8], AppendOptions)> = batch
+                .iter()
+                .map(|m| (m.as_slice(), AppendOptions::default()))
+                .collect();
+            mb.append_batch(inbox, &msgs)
+        })?;
+    }
+    Ok(n)
+}
+
+/// A message with a short text part and an incompressible attachment.
+fn message(rng: &mut Rng, i: usize) -> Vec<u8> {
+    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = format!(
+        "From: sender@example.org\r\nTo: bench@example.com\r\nSubject: photo {i}\r\n\
+         Message-ID: <photo-{i}@example.org>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
+         Content-Type: text/plain\r\n\r\nthe photo, number {i}\r\n--b\r\n\
+         Content-Type: image/jpeg\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    )
+    .into_bytes();
+    for _ in 0..ATTACHMENT * 4 / 3 / 76 {
+        for _ in 0..76 {
+            out.push(B64[(rng.next() % 64) as usize]);
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"--b--\r\n");
+    out
+}
