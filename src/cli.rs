@@ -124,14 +124,27 @@ enum DomainCommand {
 enum MailboxCommand {
     /// Import mbox files, Maildir folders or .eml files.
     Import(ImportArgs),
-    /// Write a portable copy that `sqlcipher` opens with the password.
+    /// Write a portable copy that `sqlcipher` opens with the password, or
+    /// (`--format mbox`) a folder of mbox files, one per mail folder.
     Export {
         /// The address.
         address: String,
-        /// Where to write it.
+        /// Where to write it (a file; a folder for mbox).
         #[arg(long)]
         out: PathBuf,
+        /// `sqlcipher` (default) or `mbox`.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Sqlcipher)]
+        format: ExportFormat,
     },
+}
+
+/// What `mailbox export` writes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    /// One SQLCipher file the `sqlcipher` tool opens with the password.
+    Sqlcipher,
+    /// One mboxrd file per folder (`Archive/2024` → `Archive.2024.mbox`).
+    Mbox,
 }
 
 #[derive(Debug, Subcommand)]
@@ -364,7 +377,34 @@ fn mailbox(data: &Path, cmd: MailboxCommand) -> Result<()> {
     let store = open_store(data)?;
     match cmd {
         MailboxCommand::Import(args) => import_mail(&store, args),
-        MailboxCommand::Export { address: a, out } => {
+        MailboxCommand::Export {
+            address: a,
+            out,
+            format: ExportFormat::Mbox,
+        } => {
+            let a = address(&a)?;
+            let password = read_password(&a)?;
+            let unlocked = store.unlock(&a, &password)?;
+            let mailbox = store.open_mailbox(&unlocked)?;
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let mut total = 0;
+            for folder in mailbox.folders()? {
+                let file = out.join(format!("{}.mbox", folder.name.replace('/', ".")));
+                let mut w = std::io::BufWriter::new(
+                    std::fs::File::create(&file)
+                        .with_context(|| format!("creating {}", file.display()))?,
+                );
+                total += cofre_storage::export::mbox(&mailbox, folder.id, &mut w)?;
+            }
+            println!(
+                "Exported {total} messages of {a} to {} (one mbox per folder).",
+                out.display()
+            );
+            Ok(())
+        }
+        MailboxCommand::Export {
+            address: a, out, ..
+        } => {
             let a = address(&a)?;
             let password = read_password(&a)?;
             let unlocked = store.unlock(&a, &password)?;

@@ -996,6 +996,37 @@ fn the_export_downloads_a_file_sqlcipher_opens_with_the_password() {
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), sql.as_bytes()).unwrap();
     let rows = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
     assert!(rows.contains("INBOX"), "{rows}");
+
+    // A folder as an mbox; folder ids are each mailbox's own.
+    let r = http_with(
+        &s.addr,
+        "GET",
+        &format!("/v1/folders/{inbox}/mbox"),
+        &[("Authorization", &t)],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/mbox")
+    );
+    let text = String::from_utf8(r.body).unwrap();
+    assert!(text.starts_with("From MAILER-DAEMON "), "{text}");
+    assert!(text.contains("\nSubject: exported\n"), "{text}");
+    let bo = basic("bo@example.com", &s.bo);
+    let r = http_with(
+        &s.addr,
+        "GET",
+        &format!("/v1/folders/{inbox}/mbox"),
+        &[("Authorization", &bo)],
+        b"",
+    );
+    assert!(
+        !String::from_utf8_lossy(&r.body).contains("exported"),
+        "Bo's folder of that id is Bo's"
+    );
+    let (status, v) = call(&s, "GET", "/v1/folders/999999/mbox", &t, None);
+    assert_eq!(status, 404, "{v}");
 }
 
 #[test]

@@ -385,3 +385,84 @@ fn backups_are_taken_listed_and_copied_out_from_the_command_line() {
     let left: Vec<_> = std::fs::read_dir(data.join("backups")).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn a_mailbox_exports_as_mbox_files_other_programs_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = ok(&cofre(
+        &data,
+        None,
+        &["alias", "create", "hello@example.com"],
+    ));
+    let password = out.lines().last().unwrap().to_string();
+    let src = tmp.path().join("in.mbox");
+    std::fs::write(
+        &src,
+        "From a@b.c Mon Jan  1 00:00:00 2024\n\
+         From: a@b.c\nSubject: first\n\nplain body\n\n\
+         From a@b.c Mon Jan  1 00:00:00 2024\n\
+         From: a@b.c\nSubject: second\n\n>From the quoted line\nmore\n\n\
+         From a@b.c Mon Jan  1 00:00:00 2024\n\
+         From: a@b.c\nSubject: third\n\nlast one\n",
+    )
+    .unwrap();
+    let import = |folder: &str| {
+        ok(&cofre(
+            &data,
+            Some(&password),
+            &[
+                "mailbox",
+                "import",
+                "hello@example.com",
+                src.to_str().unwrap(),
+                "--folder",
+                folder,
+            ],
+        ))
+    };
+    import("Archive/2024");
+    let dir = tmp.path().join("mbox");
+    let out = ok(&cofre(
+        &data,
+        Some(&password),
+        &[
+            "mailbox",
+            "export",
+            "hello@example.com",
+            "--format",
+            "mbox",
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+    ));
+    assert!(out.starts_with("Exported 3 messages"), "{out}");
+    let file = dir.join("Archive.2024.mbox");
+    let text = std::fs::read_to_string(&file).unwrap();
+    // The import read the mboxrd quote off; the export puts it back.
+    assert!(
+        text.contains("\n>From the quoted line\n"),
+        "mboxrd quoting: {text}"
+    );
+    assert!(!text.contains('\r'), "LF line ends");
+    // Python's mailbox module, a reader we did not write, finds the three.
+    let py = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import mailbox,sys; print([m['subject'] for m in mailbox.mbox(sys.argv[1])])",
+            file.to_str().unwrap(),
+        ])
+        .output()
+        .expect("python3 must be installed");
+    assert_eq!(
+        String::from_utf8_lossy(&py.stdout).trim(),
+        "['first', 'second', 'third']",
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("INBOX.mbox")).unwrap(),
+        "",
+        "an empty folder is an empty mbox"
+    );
+}

@@ -223,6 +223,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(mail::list_folders, mail::create_folder))
         .routes(routes!(mail::update_folder, mail::delete_folder))
         .routes(routes!(mail::list_messages, mail::import_message))
+        .routes(routes!(mail::folder_mbox))
         .routes(routes!(mail::search_messages))
         .routes(routes!(mail::get_message, mail::delete_message))
         .routes(routes!(mail::get_raw_message))

@@ -264,6 +264,35 @@ async fn page(
     })
 }
 
+/// Download a folder as an mbox (mboxrd: LF line ends, `From ` lines
+/// quoted), the format other mail programs import.
+#[utoipa::path(get, path = "/v1/folders/{folder}/mbox", tag = "folders",
+    params(("folder" = i64, Path, description = "Folder id")),
+    responses((status = 200, description = "The folder as an mbox", content_type = "application/mbox", body = crate::views::RawMessage),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json")))]
+pub async fn folder_mbox(session: Session, Path(folder): Path<i64>) -> Result<Response, Problem> {
+    match session
+        .request(|s| Op::Mbox {
+            session: s,
+            folder: FolderId(folder),
+        })
+        .await?
+    {
+        Reply::Raw(bytes) => Ok((
+            [
+                (header::CONTENT_TYPE, "application/mbox".to_string()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"folder-{folder}.mbox\""),
+                ),
+            ],
+            bytes,
+        )
+            .into_response()),
+        _ => Err(Problem::internal()),
+    }
+}
+
 /// List a folder's messages, a page at a time.
 #[utoipa::path(get, path = "/v1/folders/{folder}/messages", tag = "messages",
     params(("folder" = i64, Path, description = "Folder id"), ListParams),

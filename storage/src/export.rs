@@ -15,7 +15,7 @@ use rusqlite::params;
 use crate::error::{Error, Result};
 use crate::keys::Password;
 use crate::mailbox::Mailbox;
-use crate::types::EmailId;
+use crate::types::{EmailId, FolderId};
 
 const MESSAGES_TABLE: &str = "CREATE TABLE export.messages (
     email_id    INTEGER NOT NULL,
@@ -83,4 +83,76 @@ pub fn export(mailbox: &Mailbox, password: &Password, out: &Path) -> Result<()> 
         let _cleanup = std::fs::remove_file(out);
     }
     result
+}
+
+/// Messages read from the mailbox per step of an mbox export.
+const MBOX_STEP: usize = 256;
+
+/// Writes one folder as an mbox, in UID order, in the mboxrd form mail
+/// clients import: each message after a `From MAILER-DAEMON <received
+/// date>` line, with LF line ends, lines that begin with `From ` (after
+/// any number of `>`) quoted with one more `>`, and a blank line after it.
+/// Returns how many messages were written.
+pub fn mbox(mailbox: &Mailbox, folder: FolderId, out: &mut impl std::io::Write) -> Result<u64> {
+    if !mailbox.folders()?.iter().any(|f| f.id == folder) {
+        return Err(Error::NotFound(format!("folder {}", folder.0)));
+    }
+    let index = mailbox.folder_index(folder)?;
+    let mut n = 0;
+    for step in index.chunks(MBOX_STEP) {
+        let ids: Vec<EmailId> = step.iter().map(|(_, e)| *e).collect();
+        let received: std::collections::HashMap<EmailId, i64> = mailbox
+            .summaries(&ids)?
+            .into_iter()
+            .map(|s| (s.id, s.received_at))
+            .collect();
+        for id in ids {
+            let raw = mailbox.raw(id)?;
+            let date = crate::time::asctime(received.get(&id).copied().unwrap_or(0));
+            writeln!(out, "From MAILER-DAEMON {date}")?;
+            write_mboxrd(&raw, out)?;
+            n += 1;
+        }
+    }
+    out.flush()?;
+    Ok(n)
+}
+
+/// One message's lines, LF-ended and `From `-quoted (mboxrd).
+fn write_mboxrd(raw: &[u8], out: &mut impl std::io::Write) -> Result<()> {
+    let mut lines = raw.split(|&c| c == b'\n').peekable();
+    while let Some(line) = lines.next() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if lines.peek().is_none() && line.is_empty() {
+            // The final line end of the message.
+            break;
+        }
+        let unquoted = line.iter().position(|&c| c != b'>').map(|i| &line[i..]);
+        if unquoted.is_some_and(|l| l.starts_with(b"From ")) {
+            out.write_all(b">")?;
+        }
+        out.write_all(line)?;
+        out.write_all(b"\n")?;
+    }
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod mbox_tests {
+    use super::*;
+
+    #[test]
+    fn from_lines_are_quoted_and_line_ends_are_lf() {
+        let mut out = Vec::new();
+        write_mboxrd(
+            b"Subject: x\r\n\r\nFrom here\r\n>From there\r\nFromage\r\nlast",
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            b"Subject: x\n\n>From here\n>>From there\nFromage\nlast\n\n"
+        );
+    }
 }

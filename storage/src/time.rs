@@ -30,9 +30,36 @@ pub fn parse_iso(s: &str) -> Option<i64> {
         .map(|d| d.to_timestamp())
 }
 
+/// Formats Unix seconds as C's `asctime` does (`Thu Jan  1 00:00:00
+/// 1970`, UTC): the date of an mbox `From ` line.
+pub fn asctime(ts: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let ts = ts.clamp(0, MAX_TS);
+    let d = mail_parser::DateTime::from_timestamp(ts);
+    format!(
+        "{} {} {:>2} {:02}:{:02}:{:02} {}",
+        DAYS[(ts.div_euclid(86_400) % 7) as usize],
+        MONTHS[(d.month.clamp(1, 12) - 1) as usize],
+        d.day,
+        d.hour,
+        d.minute,
+        d.second,
+        d.year
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn asctime_is_cs() {
+        assert_eq!(asctime(0), "Thu Jan  1 00:00:00 1970");
+        assert_eq!(asctime(1_700_000_000), "Tue Nov 14 22:13:20 2023");
+    }
 
     #[test]
     fn iso_round_trips_and_sorts() {

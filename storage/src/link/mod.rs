@@ -434,6 +434,13 @@ pub enum Op {
         /// The session.
         session: SessionId,
     },
+    /// One folder as an mbox (answered with `Raw`).
+    Mbox {
+        /// The session.
+        session: SessionId,
+        /// The folder.
+        folder: FolderId,
+    },
     /// The records of a kind (answered with `Records`).
     Records {
         /// The session.
@@ -474,6 +481,7 @@ impl Op {
             Op::Admin(_) => "admin",
             Op::ChangePassword { .. } => "change_password",
             Op::Export { .. } => "export",
+            Op::Mbox { .. } => "mbox",
             Op::Logout { .. } => "logout",
             Op::Deliver { .. } => "deliver",
             Op::Folders { .. } => "folders",
@@ -917,6 +925,11 @@ pub fn mailbox_job(op: Op) -> Result<MailboxJob, Op> {
         } => job(session, true, move |mb| {
             mb.pop3_commit(folder, &deleted, &retrieved, &keywords, move_to)?;
             Ok(Reply::Done)
+        }),
+        Op::Mbox { session, folder } => job(session, false, move |mb| {
+            let mut out = Vec::new();
+            crate::export::mbox(mb, folder, &mut out)?;
+            Ok(Reply::Raw(out))
         }),
         Op::Records { session, kind } => job(session, false, move |mb| {
             Ok(Reply::Records(mb.records(kind)?))
