@@ -180,11 +180,21 @@ struct ImportArgs {
     /// The address.
     address: String,
     /// mbox files, Maildir folders or .eml files.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "imap")]
     sources: Vec<PathBuf>,
     /// Folder to import into (created if missing). Default: the inbox.
+    /// With `--imap`, the folder the source's folders go under (default:
+    /// each keeps its name; INBOX goes to the inbox).
     #[arg(long)]
     folder: Option<String>,
+    /// Every folder of another IMAP server: `imaps://user@host[:port]`, or
+    /// `imap://…` with STARTTLS. Its password: `COFRE_IMAP_PASSWORD`, or
+    /// a prompt.
+    #[arg(long, conflicts_with = "sources")]
+    imap: Option<String>,
+    /// PEM certificates to trust for `--imap` (default: the system's).
+    #[arg(long, requires = "imap")]
+    ca: Option<PathBuf>,
 }
 
 /// Parses the command line and runs the command.
@@ -506,6 +516,120 @@ fn download_backup(
     Ok(())
 }
 
+/// A folder by name, created if missing.
+fn folder_named(
+    mailbox: &mut cofre_storage::Mailbox,
+    name: &str,
+) -> Result<cofre_storage::mailbox::Folder> {
+    let name = FolderName::try_from(name)?;
+    match mailbox.folder_by_name(&name) {
+        Ok(f) => Ok(f),
+        Err(cofre_storage::Error::NotFound(_)) => Ok(mailbox.create_folder(&name)?),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Stores a batch in one transaction; if one message in it is refused
+/// (too large, empty), the batch goes again one by one and the refused
+/// are reported. Returns (stored, refused).
+fn append_items(
+    mailbox: &mut cofre_storage::Mailbox,
+    folder: cofre_storage::FolderId,
+    batch: &[import::ImportItem],
+    bar: &ProgressBar,
+) -> Result<(u64, u64)> {
+    let msgs: Vec<(&[u8], AppendOptions)> = batch
+        .iter()
+        .map(|i| {
+            (
+                i.raw.as_slice(),
+                AppendOptions {
+                    keywords: i.keywords.clone(),
+                    received_at: i.received_at,
+                    delivery_ref: None,
+                },
+            )
+        })
+        .collect();
+    let (mut stored, mut refused) = (0, 0);
+    match mailbox.append_batch(folder, &msgs) {
+        Ok(done) => stored += done.len() as u64,
+        Err(_) => {
+            for (raw, opts) in &msgs {
+                match mailbox.append(folder, raw, opts) {
+                    Ok(_) => stored += 1,
+                    Err(e) if e.is_user_error() => {
+                        refused += 1;
+                        bar.suspend(|| eprintln!("skipped a message: {e}"));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    bar.inc(batch.len() as u64);
+    Ok((stored, refused))
+}
+
+/// A progress bar on the terminal (hidden when stderr is not one).
+fn progress(len: u64) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} messages {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar
+}
+
+/// `mailbox import --imap`: every selectable folder of the source, its
+/// messages stored with their flags and dates, folder by folder.
+fn import_imap(
+    mailbox: &mut cofre_storage::Mailbox,
+    url: &str,
+    ca: Option<&Path>,
+    under: Option<&str>,
+) -> Result<()> {
+    use crate::imap_import::{Client, Source};
+    let source = Source::parse(url)?;
+    let tls = match ca {
+        Some(ca) => cofre_storage::tls::client_config(ca)?,
+        None => cofre_mx::webhook::verified_tls(),
+    };
+    let password = match std::env::var("COFRE_IMAP_PASSWORD") {
+        Ok(p) => p,
+        Err(_) if std::io::stdin().is_terminal() => {
+            rpassword::prompt_password(format!("Password for {url}: "))?
+        }
+        Err(_) => bail!("no password for {url}: set COFRE_IMAP_PASSWORD or run on a terminal"),
+    };
+    let mut client = Client::connect(&source, tls, &password)?;
+    let (mut stored, mut refused, mut folders) = (0u64, 0u64, 0usize);
+    for (f, wire) in client.folders()? {
+        let uids = client.uids(&wire)?;
+        let target = match (under, f.inbox) {
+            (None, true) => mailbox.folder_by_role(Role::Inbox)?,
+            (None, false) => folder_named(mailbox, &f.name)?,
+            (Some(u), _) => folder_named(mailbox, &format!("{u}/{}", f.name))?,
+        };
+        let bar = progress(uids.len() as u64);
+        bar.set_message(f.name.clone());
+        for chunk in uids.chunks(crate::imap_import::FETCH_BATCH) {
+            let items = client.fetch(chunk)?;
+            let (s, r) = append_items(mailbox, target.id, &items, &bar)?;
+            stored += s;
+            refused += r;
+        }
+        bar.finish_and_clear();
+        folders += 1;
+    }
+    client.logout();
+    println!("Imported {stored} messages from {folders} folders of {url} ({refused} refused).");
+    Ok(())
+}
+
 /// Messages per import transaction: large batches make far fewer, larger
 /// index segments (and so far less merging).
 const IMPORT_BATCH: usize = 500;
@@ -515,75 +639,37 @@ fn import_mail(store: &Store, args: ImportArgs) -> Result<()> {
     let password = read_password(&a)?;
     let unlocked = store.unlock(&a, &password)?;
     let mut mailbox = store.open_mailbox(&unlocked)?;
+    if let Some(url) = &args.imap {
+        return import_imap(
+            &mut mailbox,
+            url,
+            args.ca.as_deref(),
+            args.folder.as_deref(),
+        );
+    }
     let folder = match &args.folder {
         None => mailbox.folder_by_role(Role::Inbox)?,
-        Some(name) => {
-            let name = FolderName::try_from(name.as_str())?;
-            match mailbox.folder_by_name(&name) {
-                Ok(f) => f,
-                Err(cofre_storage::Error::NotFound(_)) => mailbox.create_folder(&name)?,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        Some(name) => folder_named(&mut mailbox, name)?,
     };
     let mut total = 0u64;
     for s in &args.sources {
         total += import::count(s).with_context(|| format!("reading {}", s.display()))?;
     }
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} messages {per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    if !std::io::stderr().is_terminal() {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
+    let bar = progress(total);
     let (mut stored, mut refused) = (0u64, 0u64);
     let mut batch: Vec<import::ImportItem> = Vec::with_capacity(IMPORT_BATCH);
-    let mut flush = |batch: &mut Vec<import::ImportItem>| -> Result<()> {
-        let msgs: Vec<(&[u8], AppendOptions)> = batch
-            .iter()
-            .map(|i| {
-                (
-                    i.raw.as_slice(),
-                    AppendOptions {
-                        keywords: i.keywords.clone(),
-                        received_at: i.received_at,
-                        delivery_ref: None,
-                    },
-                )
-            })
-            .collect();
-        match mailbox.append_batch(folder.id, &msgs) {
-            Ok(done) => stored += done.len() as u64,
-            // One bad message (too large, empty) must not sink the batch:
-            // retry one by one and report the ones refused.
-            Err(_) => {
-                for (raw, opts) in &msgs {
-                    match mailbox.append(folder.id, raw, opts) {
-                        Ok(_) => stored += 1,
-                        Err(e) if e.is_user_error() => {
-                            refused += 1;
-                            bar.suspend(|| eprintln!("skipped a message: {e}"));
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }
-        }
-        bar.inc(batch.len() as u64);
-        batch.clear();
-        Ok(())
-    };
     for s in &args.sources {
         for item in import::read(s)? {
             batch.push(item.with_context(|| format!("reading {}", s.display()))?);
             if batch.len() == IMPORT_BATCH {
-                flush(&mut batch)?;
+                let (s, r) = append_items(&mut mailbox, folder.id, &batch, &bar)?;
+                (stored, refused) = (stored + s, refused + r);
+                batch.clear();
             }
         }
     }
-    flush(&mut batch)?;
+    let (s, r) = append_items(&mut mailbox, folder.id, &batch, &bar)?;
+    (stored, refused) = (stored + s, refused + r);
     bar.finish_and_clear();
     println!(
         "Imported {stored} messages into {} ({refused} refused).",

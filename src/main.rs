@@ -13,6 +13,7 @@ mod bench_postfix;
 mod bench_smtp;
 mod cli;
 mod config;
+mod imap_import;
 mod serve;
 
 use std::process::ExitCode;

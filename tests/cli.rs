@@ -2,6 +2,8 @@
 //! mbox, a Maildir and an .eml, export, rotate the password, delete.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -465,4 +467,147 @@ fn a_mailbox_exports_as_mbox_files_other_programs_read() {
         "",
         "an empty folder is an empty mbox"
     );
+}
+
+/// `mailbox import --imap`: every folder of another IMAP server (here a
+/// `cofre serve` of another data directory, over implicit TLS and over
+/// STARTTLS), byte for byte, with flags.
+#[test]
+fn a_mailbox_imports_every_folder_of_another_imap_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let out = ok(&cofre(&src, None, &["alias", "create", "old@example.com"]));
+    let src_pw = out.lines().last().unwrap().to_string();
+    // The inbox from a Maildir (one message seen and flagged), a nested
+    // folder from an mbox.
+    let maildir = tmp.path().join("Maildir");
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    let flagged = b"From: a@b.c\r\nSubject: flagged one\r\n\r\nseen and flagged\r\n";
+    std::fs::write(maildir.join("cur/1700000000.1.host:2,FS"), flagged).unwrap();
+    let plain = b"From: a@b.c\r\nSubject: plain one\r\n\r\nnew mail\r\n";
+    std::fs::write(maildir.join("new/1700000001.2.host"), plain).unwrap();
+    let mbox = tmp.path().join("a.mbox");
+    std::fs::write(
+        &mbox,
+        "From a@b.c Mon Jan  1 00:00:00 2024\nFrom: a@b.c\nSubject: archived 1\n\none\n\n\
+         From a@b.c Mon Jan  1 00:00:00 2024\nFrom: a@b.c\nSubject: archived 2\n\ntwo\n",
+    )
+    .unwrap();
+    let m = maildir.to_str().unwrap();
+    ok(&cofre(
+        &src,
+        Some(&src_pw),
+        &["mailbox", "import", "old@example.com", m],
+    ));
+    let b = mbox.to_str().unwrap();
+    let args = [
+        "mailbox",
+        "import",
+        "old@example.com",
+        b,
+        "--folder",
+        "Old/Archive",
+    ];
+    ok(&cofre(&src, Some(&src_pw), &args));
+
+    let mut server = common::Proc::start(
+        &[
+            "--data",
+            src.to_str().unwrap(),
+            "serve",
+            "--http",
+            "off",
+            "--link",
+            "off",
+            "--imap",
+            "127.0.0.1:0",
+            "--imaps",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let imap = server.wait_for("imap listening on 127.0.0.1:");
+    let imap = imap.split_whitespace().next().unwrap().to_string();
+    let imaps = server.wait_for("imaps listening on 127.0.0.1:");
+    let imaps = imaps.split_whitespace().next().unwrap().to_string();
+    let ca = src.join("tls/cert.pem");
+
+    let dst = tmp.path().join("dst");
+    let out = ok(&cofre(&dst, None, &["alias", "create", "new@example.com"]));
+    let dst_pw = out.lines().last().unwrap().to_string();
+    let import = |url: &str, remote_pw: &str, under: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cofre"));
+        cmd.arg("--data")
+            .arg(&dst)
+            .args([
+                "mailbox",
+                "import",
+                "new@example.com",
+                "--imap",
+                url,
+                "--ca",
+            ])
+            .arg(&ca)
+            .env("COFRE_PASSWORD", &dst_pw)
+            .env("COFRE_IMAP_PASSWORD", remote_pw);
+        if let Some(u) = under {
+            cmd.args(["--folder", u]);
+        }
+        cmd.output().unwrap()
+    };
+    let url = format!("imaps://old@example.com@localhost:{imaps}");
+    assert!(err(&import(&url, "wrong", None)).contains("logging in"));
+    let out = ok(&import(&url, &src_pw, None));
+    assert!(out.starts_with("Imported 4 messages from "), "{out}");
+    // STARTTLS, into a folder of its own.
+    let url = format!("imap://old@example.com@localhost:{imap}");
+    let out = ok(&import(&url, &src_pw, Some("Copy")));
+    assert!(out.starts_with("Imported 4 messages from "), "{out}");
+    drop(server);
+
+    let store = cofre_storage::Store::open(&dst, cofre_storage::StoreConfig::default()).unwrap();
+    let address = cofre_storage::AliasAddress::try_from("new@example.com").unwrap();
+    let unlocked = store
+        .unlock(&address, &cofre_storage::Password::new(dst_pw.clone()))
+        .unwrap();
+    let mb = store.open_mailbox(&unlocked).unwrap();
+    let messages = |name: &str| -> Vec<(Vec<u8>, Vec<String>)> {
+        let f = mb
+            .folder_by_name(&cofre_storage::FolderName::try_from(name).unwrap())
+            .unwrap();
+        mb.folder_index(f.id)
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| {
+                let kws = mb.summary(e).unwrap().keywords;
+                (
+                    mb.raw(e).unwrap(),
+                    kws.iter().map(|k| k.as_str().to_string()).collect(),
+                )
+            })
+            .collect()
+    };
+    for inbox in ["INBOX", "Copy/INBOX"] {
+        let got = messages(inbox);
+        assert_eq!(got.len(), 2, "{inbox}");
+        let f = got
+            .iter()
+            .find(|(raw, _)| raw == flagged)
+            .expect("byte for byte");
+        assert!(f.1.contains(&"$seen".to_string()) && f.1.contains(&"$flagged".to_string()));
+        let p = got
+            .iter()
+            .find(|(raw, _)| raw == plain)
+            .expect("byte for byte");
+        assert!(!p.1.contains(&"$seen".to_string()));
+    }
+    for archive in ["Old/Archive", "Copy/Old/Archive"] {
+        let subjects: Vec<bool> = messages(archive)
+            .iter()
+            .map(|(raw, _)| String::from_utf8_lossy(raw).contains("Subject: archived"))
+            .collect();
+        assert_eq!(subjects, [true, true], "{archive}");
+    }
 }
