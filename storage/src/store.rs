@@ -230,6 +230,8 @@ impl Store {
         self.directory().delete_alias(alias.id)?;
         self.cache.forget(alias.id);
         remove_db_files(&self.mailbox_path(&alias));
+        // A restore's staged copy, if one was cut short.
+        remove_db_files(&self.mailbox_path(&alias).with_extension("restoring"));
         remove_db_files(&self.queue_path(&alias));
         let backups = self.backup_dir(&alias);
         if backups.exists() {

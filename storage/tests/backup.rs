@@ -442,3 +442,40 @@ fn the_daily_round_backs_up_live_mailboxes_whose_latest_is_old() {
     p.logout(s);
     assert!(p.backup_due(0).is_empty());
 }
+
+#[test]
+fn deleting_an_alias_leaves_nothing_of_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (p, s) = primary(tmp.path());
+    append(&p, s, common::msg("x@y.z", "ana@example.com", "one", "b"));
+    stored(&p, s);
+    append(&p, s, common::msg("x@y.z", "ana@example.com", "two", "b"));
+    stored(&p, s);
+    let address = AliasAddress::try_from("ana@example.com").unwrap();
+    let alias = p.store().alias(&address).unwrap();
+    p.store()
+        .enqueue(&address, b"Subject: queued\r\n\r\nsealed\r\n")
+        .unwrap();
+    // What a restore cut short leaves beside the mailbox.
+    let staged = p.store().mailbox_path(&alias).with_extension("restoring");
+    std::fs::write(&staged, b"staged copy").unwrap();
+    p.logout(s);
+    p.shutdown();
+    p.store().delete_alias(&address).unwrap();
+
+    let mut left = Vec::new();
+    let mut dirs = vec![tmp.path().to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.to_string_lossy().contains(&alias.mailbox_id) {
+                left.push(path.clone());
+            }
+            if path.is_dir() {
+                dirs.push(path);
+            }
+        }
+    }
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(p.store().directory().backups(alias.id).unwrap().is_empty());
+}
