@@ -295,12 +295,7 @@ fn dkim_keys_are_made_once_per_domain_shown_as_a_record_and_rotated() {
 fn backups_are_taken_listed_and_copied_out_from_the_command_line() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let out = ok(&cofre(
-        &data,
-        None,
-        &["alias", "create", "hello@example.com"],
-    ));
-    let password = out.lines().last().unwrap().to_string();
+    let password = common::create_alias(&data, "hello@example.com");
     let eml = tmp.path().join("one.eml");
     std::fs::write(
         &eml,
@@ -392,12 +387,7 @@ fn backups_are_taken_listed_and_copied_out_from_the_command_line() {
 fn a_mailbox_exports_as_mbox_files_other_programs_read() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let out = ok(&cofre(
-        &data,
-        None,
-        &["alias", "create", "hello@example.com"],
-    ));
-    let password = out.lines().last().unwrap().to_string();
+    let password = common::create_alias(&data, "hello@example.com");
     let src = tmp.path().join("in.mbox");
     std::fs::write(
         &src,
@@ -476,8 +466,7 @@ fn a_mailbox_exports_as_mbox_files_other_programs_read() {
 fn a_mailbox_imports_every_folder_of_another_imap_server() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
-    let out = ok(&cofre(&src, None, &["alias", "create", "old@example.com"]));
-    let src_pw = out.lines().last().unwrap().to_string();
+    let src_pw = common::create_alias(&src, "old@example.com");
     // The inbox from a Maildir (one message seen and flagged), a nested
     // folder from an mbox.
     let maildir = tmp.path().join("Maildir");
@@ -535,8 +524,7 @@ fn a_mailbox_imports_every_folder_of_another_imap_server() {
     let ca = src.join("tls/cert.pem");
 
     let dst = tmp.path().join("dst");
-    let out = ok(&cofre(&dst, None, &["alias", "create", "new@example.com"]));
-    let dst_pw = out.lines().last().unwrap().to_string();
+    let dst_pw = common::create_alias(&dst, "new@example.com");
     let import = |url: &str, remote_pw: &str, under: Option<&str>| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cofre"));
         cmd.arg("--data")
