@@ -639,6 +639,11 @@ fn records_keep_their_history() {
     .unwrap();
     let after = mb.records(RecordKind::Identity).unwrap();
     assert!(after.state > before.state);
+    assert_eq!(
+        mb.records_state(RecordKind::Identity).unwrap(),
+        after.state,
+        "the state without reading the records agrees"
+    );
     let changed: Vec<_> = after
         .records
         .iter()

@@ -79,7 +79,15 @@ pub(super) async fn objects(
 
 /// The current state after a write (the kind's highest MODSEQ).
 pub(super) async fn state_now(session: &Session, t: Type) -> Result<String, MethodError> {
-    Ok(load(session, t).await?.state.to_string())
+    let kind = t.kind;
+    match session
+        .request(|s| Op::RecordsState { session: s, kind })
+        .await
+    {
+        Ok(Reply::ModSeq(m)) => Ok(m.to_string()),
+        Ok(_) => Err(MethodError::server("unexpected reply")),
+        Err(p) => Err(link_error(p)),
+    }
 }
 
 /// A live record's object, its id included; `None` for a tombstone or

@@ -448,6 +448,14 @@ pub enum Op {
         /// Which records.
         kind: RecordKind,
     },
+    /// The state of a kind's records (answered with `ModSeq`), without
+    /// reading them.
+    RecordsState {
+        /// The session.
+        session: SessionId,
+        /// Which records.
+        kind: RecordKind,
+    },
     /// Changes records of a kind, all or none (answered with `Ids`: the
     /// created records' ids).
     WriteRecords {
@@ -515,6 +523,7 @@ impl Op {
             Op::ConfirmRestore { .. } => "confirm_restore",
             Op::Pop3Commit { .. } => "pop3_commit",
             Op::Records { .. } => "records",
+            Op::RecordsState { .. } => "records_state",
             Op::WriteRecords { .. } => "write_records",
         }
     }
@@ -930,6 +939,9 @@ pub fn mailbox_job(op: Op) -> Result<MailboxJob, Op> {
             let mut out = Vec::new();
             crate::export::mbox(mb, folder, &mut out)?;
             Ok(Reply::Raw(out))
+        }),
+        Op::RecordsState { session, kind } => job(session, false, move |mb| {
+            Ok(Reply::ModSeq(mb.records_state(kind)?))
         }),
         Op::Records { session, kind } => job(session, false, move |mb| {
             Ok(Reply::Records(mb.records(kind)?))

@@ -113,6 +113,16 @@ impl Mailbox {
         })
     }
 
+    /// The state of a kind's records alone, without reading them: what
+    /// [`records`](Self::records) would say in `Records::state`.
+    pub fn records_state(&self, kind: RecordKind) -> Result<ModSeq> {
+        let highest: i64 = self
+            .conn
+            .prepare_cached("SELECT COALESCE(MAX(modseq), 0) FROM records WHERE kind = ?1")?
+            .query_row([kind.as_str()], |r| r.get(0))?;
+        Ok((highest as ModSeq).max(self.log_since()?))
+    }
+
     /// Applies `writes` in one transaction (all or none); the ids of the
     /// records created, in order. Live records of a kind that expires and
     /// are older than its lifetime are destroyed in the same transaction.
