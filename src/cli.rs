@@ -163,6 +163,21 @@ enum BackupCommand {
         /// The address.
         address: String,
     },
+    /// Put a backup back as the mailbox (with the server stopped; while it
+    /// runs, use `POST /v1/backups/{id}/restore`). The mailbox as it was
+    /// is kept as a held backup until `confirm-restore`.
+    Restore {
+        /// The address.
+        address: String,
+        /// The backup's id.
+        id: String,
+    },
+    /// Confirm the last restore: the replaced mailbox's backup is no
+    /// longer held.
+    ConfirmRestore {
+        /// The address.
+        address: String,
+    },
     /// Copy a backup's encrypted file out (it opens with the mailbox key).
     Download {
         /// The address.
@@ -318,6 +333,33 @@ pub(crate) fn open_store(data: &Path) -> Result<Store> {
     Store::open(data, config).with_context(|| format!("opening data directory {}", data.display()))
 }
 
+/// Takes the data directory's lock (`cofre.lock`, created if missing) for
+/// as long as the returned file lives: a serving primary holds it, and so
+/// does a command that must not run beside one. Refused at once, with a
+/// clear error, while another process holds it.
+pub(crate) fn lock_data(data: &Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("creating data directory {}", data.display()))?;
+    let path = data.join("cofre.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "a cofre server is running on {} (it holds {}); stop it first",
+            data.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
 /// The alias password: `COFRE_PASSWORD`, else a prompt on the terminal.
 /// Never from argv, where other users of the machine could read it.
 fn read_password(address: &AliasAddress) -> Result<Password> {
@@ -434,9 +476,15 @@ fn backup(data: &Path, cmd: BackupCommand) -> Result<()> {
     use cofre_storage::primary::{Primary, PrimaryConfig};
     let (a, config) = match &cmd {
         BackupCommand::Run { address, config } => (address, config.as_deref()),
-        BackupCommand::List { address } | BackupCommand::Download { address, .. } => {
-            (address, None)
-        }
+        BackupCommand::List { address }
+        | BackupCommand::Download { address, .. }
+        | BackupCommand::Restore { address, .. }
+        | BackupCommand::ConfirmRestore { address } => (address, None),
+    };
+    // A restore swaps the mailbox file: never under a running server.
+    let _lock = match &cmd {
+        BackupCommand::Restore { .. } => Some(lock_data(data)?),
+        _ => None,
     };
     let a = address(a)?;
     let retention = crate::config::retention(config).map_err(|e| anyhow::anyhow!(e))?;
@@ -475,6 +523,15 @@ fn backup(data: &Path, cmd: BackupCommand) -> Result<()> {
             }
         }),
         BackupCommand::Download { id, out, .. } => download_backup(&primary, session, &id, &out),
+        BackupCommand::Restore { id, .. } => primary.restore(session, &id).map(|held| {
+            println!(
+                "Restored backup {id}. The mailbox as it was is backup {} (held until: cofre backup confirm-restore).",
+                held.id
+            )
+        }),
+        BackupCommand::ConfirmRestore { .. } => primary
+            .confirm_restore(session)
+            .map(|()| println!("Restore confirmed.")),
     };
     primary.logout(session);
     Ok(done?)

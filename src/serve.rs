@@ -222,6 +222,11 @@ async fn bind_all(
 }
 
 async fn run_role(role: Role, s: Settings) -> Result<()> {
+    // Held until the process ends: one primary per data directory.
+    let _data_lock = match role {
+        Role::Serve | Role::Primary => Some(crate::cli::lock_data(&s.data)?),
+        Role::Gateway => None,
+    };
     let (stop, stopped) = watch::channel(false);
 
     let mut wanted = Vec::new();

@@ -373,6 +373,73 @@ fn backups_are_taken_listed_and_copied_out_from_the_command_line() {
         .contains("not found")
     );
 
+    // Restored (with no server running): the second message is gone, and
+    // the mailbox as it was is held until confirmed.
+    let eml2 = tmp.path().join("two.eml");
+    std::fs::write(&eml2, "From: a@b.c\r\nSubject: after\r\n\r\nlater\r\n").unwrap();
+    let import2 = [
+        "mailbox",
+        "import",
+        "hello@example.com",
+        eml2.to_str().unwrap(),
+    ];
+    ok(&cofre(&data, Some(&password), &import2));
+    let restore = ["backup", "restore", "hello@example.com", id.as_str()];
+    let out = ok(&cofre(&data, Some(&password), &restore));
+    assert!(out.starts_with(&format!("Restored backup {id}.")), "{out}");
+    let list = ok(&cofre(
+        &data,
+        Some(&password),
+        &["backup", "list", "hello@example.com"],
+    ));
+    assert_eq!(
+        list.lines().filter(|l| l.ends_with("\theld")).count(),
+        1,
+        "{list}"
+    );
+    let mbox = tmp.path().join("after-restore");
+    let export = [
+        "mailbox",
+        "export",
+        "hello@example.com",
+        "--format",
+        "mbox",
+        "--out",
+        mbox.to_str().unwrap(),
+    ];
+    let out = ok(&cofre(&data, Some(&password), &export));
+    assert!(out.starts_with("Exported 1 messages"), "{out}");
+
+    // Beside a running server: no restore, and no second server.
+    let mut server = common::Proc::start(
+        &[
+            "--data",
+            data.to_str().unwrap(),
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+        ],
+        &[("COFRE_LINK", "off")],
+    );
+    server.wait_for("ready");
+    let refused = err(&cofre(&data, Some(&password), &restore));
+    assert!(refused.contains("a cofre server is running"), "{refused}");
+    let second = cofre(
+        &data,
+        None,
+        &["serve", "--http", "127.0.0.1:0", "--link", "off"],
+    );
+    assert!(err(&second).contains("a cofre server is running"));
+    drop(server);
+    let confirm = ["backup", "confirm-restore", "hello@example.com"];
+    ok(&cofre(&data, Some(&password), &confirm));
+    let list = ok(&cofre(
+        &data,
+        Some(&password),
+        &["backup", "list", "hello@example.com"],
+    ));
+    assert!(!list.contains("held"), "{list}");
+
     // The alias deleted, no backup of it is left.
     ok(&cofre(
         &data,
