@@ -340,15 +340,15 @@ fn internal_date(d: &[u8]) -> Option<i64> {
     let (date, rest) = s.split_once(' ')?;
     let (time, zone) = rest.trim().split_once(' ')?;
     let mut dp = date.split('-');
-    let day: u32 = dp.next()?.trim().parse().ok()?;
+    let (day, month, year) = (dp.next()?, dp.next()?, dp.next()?);
+    let day: u32 = day.trim().parse().ok()?;
     let month = [
         "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
     ]
     .iter()
-    .position(|m| m.eq_ignore_ascii_case(dp.clone().next().unwrap_or("")))? as u32
+    .position(|m| m.eq_ignore_ascii_case(month))? as u32
         + 1;
-    dp.next();
-    let year: i32 = dp.next()?.parse().ok()?;
+    let year: i32 = year.parse().ok()?;
     let mut tp = time.split(':').map(|p| p.parse::<i64>().ok());
     let (h, m, sec) = (tp.next()??, tp.next()??, tp.next()??);
     let sign = if zone.starts_with('-') { -1 } else { 1 };
