@@ -174,7 +174,7 @@ fn a_backup_killed_half_way_lists_nothing_and_the_mailbox_is_intact() {
     let (status, run) = call(&addr, "POST", "/v1/backups", &auth);
     assert_eq!(status, 201, "{run}");
     let id = run["backup"]["id"].as_str().unwrap();
-    assert_eq!(files_in(&dir), [format!("{id}.bak")]);
+    assert_eq!(files_in(&dir), [".lock".to_string(), format!("{id}.bak")]);
 }
 
 #[test]

@@ -215,6 +215,10 @@ pub fn sync_file(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The file in a mailbox's backup folder whose lock one backup task (of
+/// any process) holds at a time.
+pub const LOCK_FILE: &str = ".lock";
+
 /// Where a backup's file is in a local folder.
 pub fn path_of(dir: &Path, id: &str) -> PathBuf {
     dir.join(format!("{id}.bak"))

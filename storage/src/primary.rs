@@ -481,16 +481,38 @@ impl Primary {
     }
 
     /// Claims the alias's one backup task (run, restore, delete), or says
-    /// another is running.
+    /// another is running — in this process, or in another one (a
+    /// command-line run beside the server) through the lock file in the
+    /// mailbox's backup folder.
     fn backup_task(&self, alias_id: i64) -> Result<BackupTask<'_>> {
-        let mut running = self.backing_up.lock().unwrap_or_else(|p| p.into_inner());
-        if !running.insert(alias_id) {
-            return Err(Error::Unavailable(BACKING_UP.into()));
+        let dir = self.store.backup_dir(&self.live_key(alias_id)?.0);
+        {
+            let mut running = self.backing_up.lock().unwrap_or_else(|p| p.into_inner());
+            if !running.insert(alias_id) {
+                return Err(Error::Unavailable(BACKING_UP.into()));
+            }
         }
-        Ok(BackupTask {
+        // From here the task releases its claim when dropped.
+        let mut task = BackupTask {
             primary: self,
             alias_id,
-        })
+            _file: None,
+        };
+        std::fs::create_dir_all(&dir)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(crate::backup::LOCK_FILE))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Unavailable(BACKING_UP.into()));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
+        task._file = Some(file);
+        Ok(task)
     }
 
     /// Lets go the versions the retention does not keep, record first
@@ -1052,6 +1074,8 @@ impl Primary {
 struct BackupTask<'a> {
     primary: &'a Primary,
     alias_id: i64,
+    /// The locked file (the lock goes with it).
+    _file: Option<std::fs::File>,
 }
 
 impl Drop for BackupTask<'_> {

@@ -257,7 +257,9 @@ fn a_run_killed_half_way_leaves_nothing_listed() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(files, [format!("{}.bak", b.id)]);
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(files.contains(&format!("{}.bak", b.id)));
+    assert!(files.contains(&backup::LOCK_FILE.to_string()));
 }
 
 /// The names of the files in the alias's backup folder, sorted.
@@ -309,6 +311,7 @@ fn retention_lets_old_versions_go_with_their_files() {
     let listed: Vec<String> = p.backups(s).unwrap().into_iter().map(|b| b.id).collect();
     assert_eq!(listed, ids[2..], "the two most recent (all of today's)");
     let mut want: Vec<String> = ids[2..].iter().map(|id| format!("{id}.bak")).collect();
+    want.push(backup::LOCK_FILE.to_string());
     want.sort();
     assert_eq!(
         files_in_backup_dir(&p),
@@ -478,4 +481,25 @@ fn deleting_an_alias_leaves_nothing_of_it() {
     }
     assert!(left.is_empty(), "left behind: {left:?}");
     assert!(p.store().directory().backups(alias.id).unwrap().is_empty());
+}
+
+#[test]
+fn a_backup_task_of_another_process_is_waited_for_not_raced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (p, s) = primary(tmp.path());
+    append(&p, s, common::msg("x@y.z", "ana@example.com", "one", "b"));
+    let address = AliasAddress::try_from("ana@example.com").unwrap();
+    let dir = p.store().backup_dir(&p.store().alias(&address).unwrap());
+    std::fs::create_dir_all(&dir).unwrap();
+    // Another process (a command-line run beside the server) holds the
+    // mailbox's backup lock.
+    let other = std::fs::File::create(dir.join(".lock")).unwrap();
+    other.lock().unwrap();
+    assert!(matches!(p.backup(s), Err(Error::Unavailable(_))));
+    drop(other);
+    let b = stored(&p, s);
+    assert_eq!(
+        files_in_backup_dir(&p),
+        [".lock".to_string(), format!("{}.bak", b.id)]
+    );
 }
