@@ -323,9 +323,22 @@ fn fixture_dns(listen: &str, txt: &[String]) -> Result<()> {
 }
 
 /// Store settings from the environment: `COFRE_MASTER_KEY` (64 hex digits)
-/// encrypts the directory too.
+/// encrypts the directory too; the backup store of `COFRE_CONFIG`'s
+/// `[backups.s3]`, if any (deleting an alias empties it too).
 pub(crate) fn open_store(data: &Path) -> Result<Store> {
-    let mut config = StoreConfig::default();
+    let (_, backup_store) = crate::config::backup_settings(None).map_err(|e| anyhow::anyhow!(e))?;
+    open_store_with(data, backup_store)
+}
+
+/// [`open_store`] with the backup store given.
+pub(crate) fn open_store_with(
+    data: &Path,
+    backup_store: Option<std::sync::Arc<cofre_storage::s3::Bucket>>,
+) -> Result<Store> {
+    let mut config = StoreConfig {
+        backup_store,
+        ..StoreConfig::default()
+    };
     if let Ok(hex) = std::env::var("COFRE_MASTER_KEY") {
         config.master_key =
             Some(SecretKey::from_hex(&hex).context("COFRE_MASTER_KEY must be 64 hex digits")?);
@@ -487,8 +500,9 @@ fn backup(data: &Path, cmd: BackupCommand) -> Result<()> {
         _ => None,
     };
     let a = address(a)?;
-    let retention = crate::config::retention(config).map_err(|e| anyhow::anyhow!(e))?;
-    let store = std::sync::Arc::new(open_store(data)?);
+    let (retention, backup_store) =
+        crate::config::backup_settings(config).map_err(|e| anyhow::anyhow!(e))?;
+    let store = std::sync::Arc::new(open_store_with(data, backup_store)?);
     let primary = Primary::new(
         store,
         PrimaryConfig {

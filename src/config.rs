@@ -4,6 +4,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -133,6 +134,67 @@ struct FileBackups {
     keep_daily: Option<usize>,
     /// Weeks of which the newest version is kept (default 4).
     keep_weekly: Option<usize>,
+    /// An S3-compatible store to keep the versions in.
+    s3: Option<FileS3>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileS3 {
+    endpoint: Option<String>,
+    bucket: Option<String>,
+    region: Option<String>,
+    access_key: Option<String>,
+    secret_key: Option<String>,
+    prefix: Option<String>,
+    part_size_mb: Option<usize>,
+    path_style: Option<bool>,
+    ca: Option<PathBuf>,
+}
+
+/// The S3 store of a `[backups.s3]` section; credentials from
+/// `COFRE_S3_ACCESS_KEY`/`COFRE_S3_SECRET_KEY` (or `AWS_ACCESS_KEY_ID`/
+/// `AWS_SECRET_ACCESS_KEY`) before the file's.
+fn s3_store(
+    file: Option<&FileS3>,
+    errors: &mut Vec<String>,
+) -> Option<Arc<cofre_storage::s3::Bucket>> {
+    let f = file?;
+    let env = |names: [&str; 2]| names.iter().find_map(|n| std::env::var(n).ok());
+    let mut missing = |what: &str, v: Option<String>| {
+        v.filter(|v| !v.is_empty()).or_else(|| {
+            errors.push(format!("backups.s3: {what} is required"));
+            None
+        })
+    };
+    let endpoint = missing("endpoint", f.endpoint.clone());
+    let bucket = missing("bucket", f.bucket.clone());
+    let access_key = missing(
+        "access_key (or COFRE_S3_ACCESS_KEY)",
+        env(["COFRE_S3_ACCESS_KEY", "AWS_ACCESS_KEY_ID"]).or(f.access_key.clone()),
+    );
+    let secret_key = missing(
+        "secret_key (or COFRE_S3_SECRET_KEY)",
+        env(["COFRE_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY"]).or(f.secret_key.clone()),
+    );
+    let config = cofre_storage::s3::S3Config {
+        endpoint: endpoint?,
+        bucket: bucket?,
+        region: f.region.clone().unwrap_or_else(|| "us-east-1".into()),
+        access_key: access_key?,
+        secret_key: Zeroizing::new(secret_key?),
+        prefix: f.prefix.clone().unwrap_or_default(),
+        part_size: f.part_size_mb.unwrap_or(16).saturating_mul(1 << 20),
+        path_style: f.path_style.unwrap_or(true),
+        ca_file: f.ca.clone(),
+    };
+    match cofre_storage::s3::Bucket::new(config) {
+        Ok(b) => Some(Arc::new(b)),
+        Err(e) => {
+            errors.push(format!("backups.s3: {e}"));
+            None
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -257,6 +319,9 @@ pub struct Settings {
     pub primary: PrimaryConfig,
     /// Whether the primary backs up mailboxes daily.
     pub daily_backups: bool,
+    /// The S3-compatible store backups go to (`[backups.s3]`); `None`:
+    /// `data/backups/`.
+    pub backup_store: Option<Arc<cofre_storage::s3::Bucket>>,
     /// Largest HTTP request body.
     pub max_body: usize,
     /// How long API tokens live.
@@ -328,11 +393,23 @@ fn tls_mode(what: &str, value: Option<&str>, errors: &mut Vec<String>) -> TlsMod
     }
 }
 
-/// The backup retention of a configuration file's `[backups]` section
-/// (the defaults without a file), for commands run beside the server.
-pub fn retention(path: Option<&Path>) -> Result<cofre_storage::backup::Retention, String> {
+/// What commands run beside the server take from a configuration file's
+/// `[backups]` section (`path`, else `COFRE_CONFIG`; the defaults without
+/// either): the retention and the S3 store, if any.
+pub fn backup_settings(
+    path: Option<&Path>,
+) -> Result<
+    (
+        cofre_storage::backup::Retention,
+        Option<Arc<cofre_storage::s3::Bucket>>,
+    ),
+    String,
+> {
     let mut r = cofre_storage::backup::Retention::default();
-    let Some(path) = path else { return Ok(r) };
+    let from_env = std::env::var_os("COFRE_CONFIG").map(PathBuf::from);
+    let Some(path) = path.or(from_env.as_deref()) else {
+        return Ok((r, None));
+    };
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let file = toml::from_str::<File>(&text)
         .map_err(|e| format!("{}: {}", path.display(), e.to_string().trim_end()))?;
@@ -340,7 +417,12 @@ pub fn retention(path: Option<&Path>) -> Result<cofre_storage::backup::Retention
     r.last = b.keep_last.unwrap_or(r.last);
     r.daily = b.keep_daily.unwrap_or(r.daily);
     r.weekly = b.keep_weekly.unwrap_or(r.weekly);
-    Ok(r)
+    let mut errors = Vec::new();
+    let store = s3_store(b.s3.as_ref(), &mut errors);
+    if !errors.is_empty() {
+        return Err(format!("{}: {}", path.display(), errors.join("; ")));
+    }
+    Ok((r, store))
 }
 
 /// Resolves flags and environment (`args`), the file they name, and the
@@ -533,6 +615,7 @@ pub fn resolve(args: &ServerArgs, data_flag: Option<&Path>) -> Result<Settings, 
         weekly: b.keep_weekly.unwrap_or(defaults.weekly),
     };
     let daily_backups = b.daily.unwrap_or(true);
+    let backup_store = s3_store(b.s3.as_ref(), &mut errors);
     let max_body = file.http.max_body_mb.unwrap_or(50).saturating_mul(1 << 20);
     let token_ttl = Duration::from_secs(file.http.token_ttl_secs.unwrap_or(3600));
     if token_ttl.is_zero() {
@@ -627,6 +710,7 @@ pub fn resolve(args: &ServerArgs, data_flag: Option<&Path>) -> Result<Settings, 
         link_tls,
         primary,
         daily_backups,
+        backup_store,
         max_body,
         token_ttl,
         cors_origins,

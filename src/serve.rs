@@ -274,7 +274,7 @@ async fn run_role(role: Role, s: Settings) -> Result<()> {
 
     let primary = match role {
         Role::Serve | Role::Primary => {
-            let store = crate::cli::open_store(&s.data)?;
+            let store = crate::cli::open_store_with(&s.data, s.backup_store.clone())?;
             let primary = Arc::new(
                 Primary::new(Arc::new(store), s.primary.clone()).with_token_key(token_seal),
             );

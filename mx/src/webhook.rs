@@ -22,7 +22,7 @@ use sha2::Sha256;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tokio_rustls::rustls::{self, ClientConfig};
 
 /// The signature header's value for `body` sent at `t`.
 pub fn signature(secret: &[u8], t: i64, body: &[u8]) -> String {
@@ -141,41 +141,10 @@ pub fn payload(event_id: &str, arrival: &Arrival<'_>, raw: &[u8]) -> WebhookPayl
 }
 
 /// The TLS settings for `https://` webhooks: certificates checked against
-/// the system's roots (`SSL_CERT_FILE`, else Debian's and Red Hat's
-/// bundles). A payload is mail in the clear, so an unverified peer is
-/// never sent one.
+/// the system's roots. A payload is mail in the clear, so an unverified
+/// peer is never sent one.
 pub fn verified_tls() -> Arc<ClientConfig> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = RootCertStore::empty();
-    let files = std::env::var("SSL_CERT_FILE")
-        .map(|f| vec![f])
-        .unwrap_or_else(|_| {
-            vec![
-                "/etc/ssl/certs/ca-certificates.crt".into(),
-                "/etc/pki/tls/certs/ca-bundle.crt".into(),
-            ]
-        });
-    for f in files {
-        if let Ok(iter) = CertificateDer::pem_file_iter(&f) {
-            for cert in iter.flatten() {
-                let _ = roots.add(cert);
-            }
-        }
-    }
-    if roots.is_empty() {
-        tracing::warn!("no CA certificates found: https webhooks will fail");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-        .unwrap_or_else(|_| {
-            ClientConfig::builder()
-                .with_root_certificates(RootCertStore::empty())
-                .with_no_client_auth()
-        });
-    Arc::new(config)
+    cofre_storage::tls::system_client_config()
 }
 
 /// `http[s]://host[:port][/path]` → (https, host, port, path).

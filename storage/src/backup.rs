@@ -19,6 +19,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -27,6 +28,7 @@ use crate::db::{self, Mode};
 use crate::error::{Error, Result};
 use crate::keys::{SecretKey, random_bytes};
 use crate::mailbox::Mailbox;
+use crate::s3::Bucket;
 use crate::time;
 
 /// One backup of a mailbox.
@@ -122,21 +124,152 @@ pub fn new_id() -> String {
     hex::encode(random_bytes::<16>())
 }
 
-/// A backup run on a local folder (steps 4 to 6) for a mailbox whose
-/// change marker is `marker`: unchanged since `latest`, nothing is copied;
-/// else snapshot into a temporary file beside the backups, verify, hash,
-/// and move into place as `<id>.bak`, synced. The caller records the
-/// returned backup.
-pub fn run_local(
+/// Where one mailbox's backups are kept: its folder under
+/// `data/backups/` — which also holds the temporary snapshot of a run
+/// and the task lock — and, when an S3-compatible store is configured,
+/// the store, where the versions themselves then live (as
+/// `<prefix><mailbox id>/<backup id>.bak`: random ids, never an address).
+pub struct Target {
+    dir: PathBuf,
+    s3: Option<(Arc<Bucket>, String)>,
+}
+
+impl Target {
+    /// The target of the mailbox whose backup folder is `dir` and whose
+    /// random id is `mailbox_id`.
+    pub fn new(dir: PathBuf, mailbox_id: &str, bucket: Option<Arc<Bucket>>) -> Target {
+        Target {
+            dir,
+            s3: bucket.map(|b| {
+                let prefix = b.key(&format!("{mailbox_id}/"));
+                (b, prefix)
+            }),
+        }
+    }
+
+    /// The mailbox's local backup folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// True when versions live in an S3-compatible store.
+    pub fn is_remote(&self) -> bool {
+        self.s3.is_some()
+    }
+
+    fn object(&self, id: &str) -> Option<(&Bucket, String)> {
+        self.s3
+            .as_ref()
+            .map(|(b, prefix)| (b.as_ref(), format!("{prefix}{id}.bak")))
+    }
+
+    /// Keeps a verified copy as the version `id`: renamed into place,
+    /// synced (local), or uploaded and checked (S3; the local copy goes).
+    fn put(&self, tmp: TempFile, id: &str) -> Result<()> {
+        match self.object(id) {
+            None => {
+                std::fs::File::open(tmp.path())?.sync_all()?;
+                std::fs::rename(tmp.path(), path_of(&self.dir, id))?;
+                tmp.keep();
+                std::fs::File::open(&self.dir)?.sync_all()?;
+            }
+            Some((bucket, key)) => bucket.put_file(&key, tmp.path())?,
+        }
+        Ok(())
+    }
+
+    /// Up to `len` bytes of version `id` from `offset`; empty past its end.
+    pub fn read(&self, id: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        use std::io::{Seek, SeekFrom};
+        match self.object(id) {
+            None => {
+                let mut f = std::fs::File::open(path_of(&self.dir, id))?;
+                f.seek(SeekFrom::Start(offset))?;
+                let mut out = Vec::with_capacity(len.min(1 << 24));
+                f.take(len as u64).read_to_end(&mut out)?;
+                Ok(out)
+            }
+            Some((bucket, key)) => bucket.get_range(&key, offset, len as u64),
+        }
+    }
+
+    /// Deletes version `id` (already gone is not an error).
+    pub fn delete(&self, id: &str) -> Result<()> {
+        match self.object(id) {
+            None => match std::fs::remove_file(path_of(&self.dir, id)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+                _ => Ok(()),
+            },
+            Some((bucket, key)) => bucket.delete(&key),
+        }
+    }
+
+    /// Removes every version whose id is not in `keep` (a run or a prune
+    /// cut short after the record went).
+    pub fn remove_others(&self, keep: &std::collections::HashSet<String>) -> Result<()> {
+        for id in self.ids()? {
+            if !keep.contains(&id) {
+                self.delete(&id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The ids of the versions stored.
+    pub fn ids(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        match &self.s3 {
+            None => {
+                if !self.dir.exists() {
+                    return Ok(out);
+                }
+                for entry in std::fs::read_dir(&self.dir)? {
+                    let name = entry?.file_name().to_string_lossy().into_owned();
+                    if let Some(id) = name.strip_suffix(".bak") {
+                        out.push(id.to_string());
+                    }
+                }
+            }
+            Some((bucket, prefix)) => {
+                for o in bucket.list(prefix)? {
+                    if let Some(id) = o.key[prefix.len()..].strip_suffix(".bak") {
+                        out.push(id.to_string());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes everything: every version, and the local folder.
+    pub fn remove_all(&self) -> Result<()> {
+        if let Some((bucket, prefix)) = &self.s3 {
+            for o in bucket.list(prefix)? {
+                bucket.delete(&o.key)?;
+            }
+        }
+        if self.dir.exists() {
+            std::fs::remove_dir_all(&self.dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// A backup run (steps 4 to 6) for a mailbox whose change marker is
+/// `marker`: unchanged since `latest`, nothing is copied; else snapshot
+/// into a temporary file in the local folder, verify, hash, and keep it
+/// in the target. The caller records the returned backup.
+pub fn run(
     mailbox: &Path,
     key: &SecretKey,
-    dir: &Path,
+    target: &Target,
     marker: &str,
     latest: Option<&BackupRecord>,
 ) -> Result<BackupOutcome> {
     if let Some(l) = latest.filter(|l| l.marker == marker) {
         return Ok(BackupOutcome::Unchanged(l.clone()));
     }
+    let dir = target.dir();
     std::fs::create_dir_all(dir)?;
     // A run killed half-way left its temporary file: never listed, and
     // gone now.
@@ -166,31 +299,49 @@ pub fn run_local(
         marker: marker.to_string(),
         held: false,
     };
-    std::fs::File::open(&tmp_path)?.sync_all()?;
-    std::fs::rename(&tmp_path, path_of(dir, &record.id))?;
-    tmp.keep();
-    std::fs::File::open(dir)?.sync_all()?;
+    target.put(tmp, &record.id)?;
     Ok(BackupOutcome::Stored(record))
 }
 
 /// A backup copied to `staged` for a restore, and checked: the key opens
-/// the backup (before anything is copied), and the backup hashes to
-/// `sha256` — the SHA-256 of the file that passed `integrity_check` when
-/// it was taken — read side by side with the copy (two cores). Every page
-/// of the copy is authenticated again (SQLCipher's HMAC) as it is read.
-pub fn stage(backup: &Path, key: &SecretKey, sha256: &str, staged: &Path) -> Result<()> {
-    drop(db::open_read_only(backup, key)?);
-    let (copied, hashed) = std::thread::scope(|scope| {
-        let hash = scope.spawn(|| sha256_file(backup));
-        let copied = copy_synced(backup, staged);
-        (copied, hash.join())
-    });
-    let checked = copied.and_then(|()| {
-        let hashed = hashed.map_err(|_| Error::Corrupt("hashing the backup failed".into()))??;
-        if hashed != sha256 {
+/// it, and it hashes to the record's SHA-256 — that of the file that
+/// passed `integrity_check` when it was taken. From a local folder the key
+/// is tried before anything is copied, and the hash read side by side
+/// with the copy (two cores); from a store the download is hashed as it
+/// arrives, then the key tried on the copy. Every page is authenticated
+/// again (SQLCipher's HMAC) as the restored mailbox reads it.
+pub fn stage(target: &Target, record: &BackupRecord, key: &SecretKey, staged: &Path) -> Result<()> {
+    let checked = match target.object(&record.id) {
+        None => {
+            let backup = path_of(target.dir(), &record.id);
+            drop(db::open_read_only(&backup, key)?);
+            let (copied, hashed) = std::thread::scope(|scope| {
+                let hash = scope.spawn(|| sha256_file(&backup));
+                let copied = copy_synced(&backup, staged);
+                (copied, hash.join())
+            });
+            copied.and_then(|()| {
+                hashed.map_err(|_| Error::Corrupt("hashing the backup failed".into()))?
+            })
+        }
+        Some((bucket, object)) => (|| {
+            let mut out = HashingWriter {
+                file: std::fs::File::create(staged)?,
+                hash: Sha256::new(),
+            };
+            bucket.get_into(&object, &mut out)?;
+            out.file.sync_all()?;
+            Ok(hex::encode(out.hash.finalize()))
+        })(),
+    }
+    .and_then(|hashed| {
+        if hashed != record.sha256 {
             return Err(Error::Corrupt(
                 "the backup does not match its SHA-256".into(),
             ));
+        }
+        if target.is_remote() {
+            drop(db::open_read_only(staged, key)?);
         }
         Ok(())
     });
@@ -198,6 +349,24 @@ pub fn stage(backup: &Path, key: &SecretKey, sha256: &str, staged: &Path) -> Res
         let _ = std::fs::remove_file(staged);
     }
     checked
+}
+
+/// A file written and hashed at once.
+struct HashingWriter {
+    file: std::fs::File,
+    hash: Sha256,
+}
+
+impl std::io::Write for HashingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// Copies `from` to `to` and syncs the copy to disk.

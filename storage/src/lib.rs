@@ -25,6 +25,7 @@ pub mod net;
 pub mod outbound;
 pub mod primary;
 pub mod queue;
+pub mod s3;
 pub mod settings;
 pub mod store;
 pub mod throttle;

@@ -460,10 +460,10 @@ impl Primary {
         let (alias, key) = self.live_key(alias_id)?;
         let marker = self.run_on(alias_id, |mb| crate::backup::checkpoint(mb))?;
         let latest = self.store.directory().backups(alias_id)?.pop();
-        let outcome = crate::backup::run_local(
+        let outcome = crate::backup::run(
             &self.store.mailbox_path(&alias),
             &key,
-            &self.store.backup_dir(&alias),
+            &self.store.backup_target(&alias),
             &marker,
             latest.as_ref(),
         )?;
@@ -516,11 +516,10 @@ impl Primary {
     }
 
     /// Lets go the versions the retention does not keep, record first
-    /// (a listed backup always has its file), and any file in the folder
-    /// that no record names (a run or prune cut short).
+    /// (a listed backup always has its file), and any version that no
+    /// record names (a run or prune cut short).
     fn prune_backups(&self, alias_id: i64) -> Result<()> {
         let alias = self.live_key(alias_id)?.0;
-        let dir = self.store.backup_dir(&alias);
         let all = self.store.directory().backups(alias_id)?;
         for id in self.config.retention.prune(&all) {
             self.store.directory().remove_backup(alias_id, &id)?;
@@ -530,16 +529,9 @@ impl Primary {
             .directory()
             .backups(alias_id)?
             .into_iter()
-            .map(|b| format!("{}.bak", b.id))
+            .map(|b| b.id)
             .collect();
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".bak") && !kept.contains(&name) {
-                std::fs::remove_file(entry.path())?;
-            }
-        }
-        Ok(())
+        self.store.backup_target(&alias).remove_others(&kept)
     }
 
     /// The session's alias's backups, oldest first.
@@ -548,12 +540,12 @@ impl Primary {
         self.store.directory().backups(alias_id)
     }
 
-    /// One of the session's alias's backups, and where its file is.
-    fn backup_file(
+    /// One of the session's alias's backups, and where it is kept.
+    fn backup_record(
         &self,
         alias_id: i64,
         id: &str,
-    ) -> Result<(crate::backup::BackupRecord, std::path::PathBuf)> {
+    ) -> Result<(crate::backup::BackupRecord, crate::backup::Target)> {
         let alias = self.live_key(alias_id)?.0;
         let record = self
             .store
@@ -562,8 +554,7 @@ impl Primary {
             .into_iter()
             .find(|b| b.id == id)
             .ok_or_else(|| Error::NotFound(format!("backup {id}")))?;
-        let path = crate::backup::path_of(&self.store.backup_dir(&alias), id);
-        Ok((record, path))
+        Ok((record, self.store.backup_target(&alias)))
     }
 
     /// Up to `len` bytes of a backup's (encrypted) file from `offset`: a
@@ -575,26 +566,21 @@ impl Primary {
         offset: u64,
         len: usize,
     ) -> Result<Vec<u8>> {
-        use std::io::{Read, Seek, SeekFrom};
         let alias_id = self.alias_of(session)?;
-        let (_, path) = self.backup_file(alias_id, id)?;
-        let mut f = std::fs::File::open(&path)?;
-        f.seek(SeekFrom::Start(offset))?;
-        let mut out = Vec::with_capacity(len.min(1 << 24));
-        f.take(len as u64).read_to_end(&mut out)?;
-        Ok(out)
+        let (record, target) = self.backup_record(alias_id, id)?;
+        if offset >= record.size {
+            return Ok(Vec::new());
+        }
+        target.read(id, offset, len)
     }
 
     /// Deletes one of the session's alias's backups, record then file.
     pub fn delete_backup(&self, session: SessionId, id: &str) -> Result<()> {
         let alias_id = self.alias_of(session)?;
         let _task = self.backup_task(alias_id)?;
-        let (_, path) = self.backup_file(alias_id, id)?;
+        let (_, target) = self.backup_record(alias_id, id)?;
         self.store.directory().remove_backup(alias_id, id)?;
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-            _ => Ok(()),
-        }
+        target.delete(id)
     }
 
     /// Puts a backup back as the session's mailbox. The backup is checked
@@ -609,11 +595,11 @@ impl Primary {
         let alias_id = self.alias_of(session)?;
         let _task = self.backup_task(alias_id)?;
         let (alias, key) = self.live_key(alias_id)?;
-        let (record, file) = self.backup_file(alias_id, id)?;
+        let (record, target) = self.backup_record(alias_id, id)?;
         // Copied and checked beside the live file while the mailbox is
         // still open: it closes only for the steps that need it.
         let staged = self.store.mailbox_path(&alias).with_extension("restoring");
-        crate::backup::stage(&file, &key, &record.sha256, &staged)?;
+        crate::backup::stage(&target, &record, &key, &staged)?;
         // Closed from here to the swap: nothing written in between can
         // miss both the held copy and the restored file.
         self.close_for_restore(alias_id, true);
@@ -643,8 +629,8 @@ impl Primary {
             (crate::backup::checkpoint(&mb)?, mb.highest_modseq()?)
         };
         let latest = self.store.directory().backups(alias_id)?.pop();
-        let dir = self.store.backup_dir(alias);
-        let kept = match crate::backup::run_local(&live, key, &dir, &marker, latest.as_ref())? {
+        let target = self.store.backup_target(alias);
+        let kept = match crate::backup::run(&live, key, &target, &marker, latest.as_ref())? {
             crate::backup::BackupOutcome::Stored(r) => {
                 self.store.directory().add_backup(alias_id, &r)?;
                 r

@@ -2,7 +2,7 @@
 //! queues, and the key cache. This is the API the primary serves.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::directory::{AliasRecord, Directory, KeyMaterial};
@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::keys::{self, AliasKeys, KdfParams, KeyCache, Password, SecretKey};
 use crate::mailbox::{AppendOptions, Mailbox, MailboxOptions};
 use crate::queue::{self, Queue};
+use crate::s3::Bucket;
 use crate::time;
 use crate::types::{AliasAddress, Role};
 
@@ -26,6 +27,9 @@ pub struct StoreConfig {
     pub key_cache_ttl: Duration,
     /// Encrypts the directory too, if set.
     pub master_key: Option<SecretKey>,
+    /// The S3-compatible store backups are kept in; `None` keeps them in
+    /// `data/backups/`.
+    pub backup_store: Option<Arc<Bucket>>,
 }
 
 impl Default for StoreConfig {
@@ -36,6 +40,7 @@ impl Default for StoreConfig {
             key_cache_capacity: 10_000,
             key_cache_ttl: Duration::from_secs(600),
             master_key: None,
+            backup_store: None,
         }
     }
 }
@@ -127,6 +132,16 @@ impl Store {
     /// Path of an alias's backup folder.
     pub fn backup_dir(&self, alias: &AliasRecord) -> PathBuf {
         self.root.join("backups").join(&alias.mailbox_id)
+    }
+
+    /// Where an alias's backups are kept (its folder, and the configured
+    /// store if any).
+    pub fn backup_target(&self, alias: &AliasRecord) -> crate::backup::Target {
+        crate::backup::Target::new(
+            self.backup_dir(alias),
+            &alias.mailbox_id,
+            self.config.backup_store.clone(),
+        )
     }
 
     /// Looks an alias up.
@@ -224,19 +239,18 @@ impl Store {
         Ok(new)
     }
 
-    /// Deletes an alias for good: mailbox, queue, backups, directory row.
+    /// Deletes an alias for good: mailbox, queue, backups (every object in
+    /// the store too), directory row. The store is emptied first: if it
+    /// cannot be reached, nothing is deleted and the caller can try again.
     pub fn delete_alias(&self, address: &AliasAddress) -> Result<()> {
         let alias = self.alias(address)?;
+        self.backup_target(&alias).remove_all()?;
         self.directory().delete_alias(alias.id)?;
         self.cache.forget(alias.id);
         remove_db_files(&self.mailbox_path(&alias));
         // A restore's staged copy, if one was cut short.
         remove_db_files(&self.mailbox_path(&alias).with_extension("restoring"));
         remove_db_files(&self.queue_path(&alias));
-        let backups = self.backup_dir(&alias);
-        if backups.exists() {
-            std::fs::remove_dir_all(backups)?;
-        }
         Ok(())
     }
 

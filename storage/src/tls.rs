@@ -94,3 +94,38 @@ pub fn client_config(roots: &Path) -> Result<Arc<rustls::ClientConfig>> {
             .with_no_client_auth(),
     ))
 }
+
+/// Client settings that trust the system's certificate authorities
+/// (`SSL_CERT_FILE`, else Debian's and Red Hat's bundles), for peers on the
+/// open internet: https webhooks, S3 stores.
+pub fn system_client_config() -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    let files = std::env::var("SSL_CERT_FILE")
+        .map(|f| vec![f])
+        .unwrap_or_else(|_| {
+            vec![
+                "/etc/ssl/certs/ca-certificates.crt".into(),
+                "/etc/pki/tls/certs/ca-bundle.crt".into(),
+            ]
+        });
+    for f in files {
+        if let Ok(iter) = CertificateDer::pem_file_iter(&f) {
+            for cert in iter.flatten() {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    if roots.is_empty() {
+        tracing::warn!("no CA certificates found: connections to https peers will fail");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+        .unwrap_or_else(|_| {
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        });
+    Arc::new(config)
+}

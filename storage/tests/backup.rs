@@ -503,3 +503,70 @@ fn a_backup_task_of_another_process_is_waited_for_not_raced() {
         [".lock".to_string(), format!("{}.bak", b.id)]
     );
 }
+
+/// A store that cannot be reached: the run fails with "unavailable",
+/// nothing is listed, no temporary copy stays on disk, the mailbox goes on
+/// — and the alias cannot be deleted while its objects might remain.
+#[test]
+fn an_unreachable_store_lists_nothing_and_keeps_the_mailbox() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bucket = cofre_storage::s3::Bucket::new(cofre_storage::s3::S3Config {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        bucket: "cofre".into(),
+        region: "us-east-1".into(),
+        access_key: "k".into(),
+        secret_key: zeroize::Zeroizing::new("s".into()),
+        prefix: String::new(),
+        part_size: cofre_storage::s3::MIN_PART_SIZE,
+        path_style: true,
+        ca_file: None,
+    })
+    .unwrap();
+    let store = cofre_storage::Store::open(
+        tmp.path(),
+        cofre_storage::StoreConfig {
+            kdf: cofre_storage::KdfParams::INSECURE_FOR_TESTS,
+            backup_store: Some(Arc::new(bucket)),
+            ..cofre_storage::StoreConfig::default()
+        },
+    )
+    .unwrap();
+    let address = AliasAddress::try_from("ana@example.com").unwrap();
+    let (_, pw) = store.create_alias(&address, None).unwrap();
+    let p = Primary::new(Arc::new(store), PrimaryConfig::default());
+    let s = p.login(&address, &pw).unwrap();
+    append(
+        &p,
+        s,
+        common::msg("x@y.z", "ana@example.com", "one", "body"),
+    );
+
+    let err = p.backup(s).unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    assert!(p.backups(s).unwrap().is_empty(), "nothing listed");
+    assert_eq!(
+        files_in_backup_dir(&p),
+        vec![backup::LOCK_FILE.to_string()],
+        "no temporary copy left"
+    );
+    append(
+        &p,
+        s,
+        common::msg("x@y.z", "ana@example.com", "two", "body"),
+    );
+    assert_eq!(emails_now(&p, s), 2);
+    assert!(matches!(
+        p.store().delete_alias(&address),
+        Err(Error::Unavailable(_))
+    ));
+    assert!(
+        p.store().alias(&address).is_ok(),
+        "the alias is still there"
+    );
+}
