@@ -355,8 +355,8 @@ impl Bucket {
     }
 
     /// One request, its whole answer read; tried again on a network error
-    /// or a 5xx when `retry`. Statuses other than 2xx become errors: 404
-    /// `NotFound`, other 4xx `Invalid` (with S3's code), 5xx `Unavailable`.
+    /// or a 5xx when `retry`. Statuses other than 2xx become errors as
+    /// [`status_error`] says.
     fn call(
         &self,
         method: &str,
