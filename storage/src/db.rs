@@ -64,22 +64,45 @@ pub fn open(path: &Path, key: Option<&SecretKey>, mode: Mode) -> Result<Connecti
     Ok(conn)
 }
 
-/// Opens an existing keyed database read-only and proves the key: for
-/// checking a copy (a backup) without changing a byte of it — not even
-/// its journal mode, which a read-write open would switch to WAL.
+/// Opens an existing keyed database that nothing writes — a copy (a
+/// backup) — read-only and immutable, and proves the key: not a byte of
+/// it changes, not even its journal mode (which a read-write open would
+/// switch to WAL), and no `-wal` or `-shm` file appears beside it (which
+/// a read-only open of a copy of a WAL-mode file would create).
 pub fn open_read_only(path: &Path, key: &SecretKey) -> Result<Connection> {
     if !path.exists() {
         return Err(Error::NotFound(format!("{}", path.display())));
     }
     sqlcipher_ready()?;
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags)?;
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(immutable_uri(path)?, flags)?;
     conn.execute_batch("PRAGMA cipher_log_level = NONE;")?;
     conn.execute_batch(&key.sqlcipher_pragma("main"))?;
     conn.execute_batch("PRAGMA cipher_hmac_algorithm = HMAC_SHA256;")?;
     prove_key(&conn, path)?;
     conn.execute_batch(&format!("PRAGMA cache_size = -{CACHE_KIB};"))?;
     Ok(conn)
+}
+
+/// `file:` URI of `path` with `immutable=1` (RFC 3986 escapes for all but
+/// unreserved characters and `/`).
+fn immutable_uri(path: &Path) -> Result<String> {
+    let path = path
+        .to_str()
+        .ok_or_else(|| Error::Invalid("database path must be UTF-8".into()))?;
+    let mut uri = String::from("file:");
+    for b in path.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'.' | b'_' | b'~' => {
+                uri.push(b as char)
+            }
+            _ => uri.push_str(&format!("%{b:02X}")),
+        }
+    }
+    uri.push_str("?immutable=1");
+    Ok(uri)
 }
 
 /// Waits, once per process, until SQLCipher can take a key.

@@ -458,14 +458,18 @@ impl Primary {
     /// The run itself, under the alias's backup task.
     fn backup_now(&self, alias_id: i64) -> Result<crate::backup::BackupOutcome> {
         let (alias, key) = self.live_key(alias_id)?;
-        let marker = self.run_on(alias_id, |mb| crate::backup::checkpoint(mb))?;
+        let path = self.store.mailbox_path(&alias);
+        let reader = crate::backup::open_reader(&path, &key)?;
+        let (marker, pinned) =
+            self.run_on(alias_id, move |mb| crate::backup::checkpoint(mb, reader))?;
         let latest = self.store.directory().backups(alias_id)?.pop();
         let outcome = crate::backup::run(
-            &self.store.mailbox_path(&alias),
+            &path,
             &key,
             &self.store.backup_target(&alias),
             &marker,
             latest.as_ref(),
+            pinned,
         )?;
         if let crate::backup::BackupOutcome::Stored(r) = &outcome {
             self.store.directory().add_backup(alias_id, r)?;
@@ -624,13 +628,16 @@ impl Primary {
     ) -> Result<(crate::backup::BackupRecord, crate::types::ModSeq)> {
         let live = self.store.mailbox_path(alias);
         let options = self.store.config().mailbox.clone();
-        let (marker, previous) = {
+        let (marker, pinned, previous) = {
             let mb = Mailbox::open(&live, key, options.clone())?;
-            (crate::backup::checkpoint(&mb)?, mb.highest_modseq()?)
+            let reader = crate::backup::open_reader(&live, key)?;
+            let (marker, pinned) = crate::backup::checkpoint(&mb, reader)?;
+            (marker, pinned, mb.highest_modseq()?)
         };
         let latest = self.store.directory().backups(alias_id)?.pop();
         let target = self.store.backup_target(alias);
-        let kept = match crate::backup::run(&live, key, &target, &marker, latest.as_ref())? {
+        let kept = match crate::backup::run(&live, key, &target, &marker, latest.as_ref(), pinned)?
+        {
             crate::backup::BackupOutcome::Stored(r) => {
                 self.store.directory().add_backup(alias_id, &r)?;
                 r
