@@ -47,6 +47,7 @@ use crate::db::{self, Mode};
 use crate::error::{Error, Result};
 use crate::keys::{SecretKey, random_bytes};
 use crate::mailbox::Mailbox;
+use crate::pages;
 use crate::s3::Bucket;
 use crate::time;
 
@@ -175,23 +176,24 @@ impl Drop for Pinned {
 }
 
 /// Step 4, the usual way: the pinned mailbox file copied byte for byte to
-/// `out` (synced) while its SHA-256 is taken on another core. `None` when
-/// the file did not hold still after all (its length or modification time
-/// moved): the caller takes the other way.
-pub fn copy_pinned(mailbox: &Path, pinned: &Pinned, out: &Path) -> Result<Option<String>> {
+/// `out` (synced) in one read that also takes its SHA-256 (on another
+/// core) and authenticates every page under `key` ([`pages::copy_checked`]:
+/// a damaged page stops the run). `None` when the file did not hold still
+/// after all (its length or modification time moved): the caller takes
+/// the other way.
+pub fn copy_pinned(
+    mailbox: &Path,
+    key: &SecretKey,
+    pinned: &Pinned,
+    out: &Path,
+) -> Result<Option<String>> {
     let stamp = |p: &Path| -> Result<(u64, SystemTime)> {
         let m = std::fs::metadata(p)?;
         Ok((m.len(), m.modified()?))
     };
     let before = stamp(mailbox)?;
-    let (copied, hashed) = std::thread::scope(|scope| {
-        let hash = scope.spawn(|| sha256_file(mailbox));
-        let copied = copy_synced(mailbox, out);
-        (copied, hash.join())
-    });
+    let sha256 = pages::copy_checked(mailbox, out, Some(key))?;
     let after = stamp(mailbox)?;
-    copied?;
-    let sha256 = hashed.map_err(|_| Error::Corrupt("hashing the backup failed".into()))??;
     if before != after || before.0 != pinned.len {
         tracing::warn!(
             "the mailbox file moved while it was copied; taking the snapshot with VACUUM INTO"
@@ -214,23 +216,6 @@ pub fn snapshot(mailbox: &Path, key: &SecretKey, out: &Path) -> Result<()> {
     // anyway), so the copy opens like any mailbox — and, restored, is one.
     conn.execute_batch("PRAGMA cipher_default_hmac_algorithm = HMAC_SHA256;")?;
     conn.execute("VACUUM INTO ?1", [out_str])?;
-    Ok(())
-}
-
-/// Step 5 for a copy of the file: it opens with the key, and every page
-/// passes its HMAC (`cipher_integrity_check`). Read-only.
-pub fn verify_pages(copy: &Path, key: &SecretKey) -> Result<()> {
-    let conn = db::open_read_only(copy, key)?;
-    let mut stmt = conn.prepare("PRAGMA cipher_integrity_check")?;
-    let problems: Vec<String> = stmt
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    if let Some(first) = problems.first() {
-        return Err(Error::Corrupt(format!(
-            "backup copy: {first} ({} pages fail)",
-            problems.len()
-        )));
-    }
     Ok(())
 }
 
@@ -427,7 +412,7 @@ pub fn run(
     let tmp_path = tmp.path().to_path_buf();
     let copied = match pinned.filter(|p| !p.mostly_free()) {
         Some(pinned) => {
-            let sha256 = copy_pinned(mailbox, &pinned, &tmp_path)?;
+            let sha256 = copy_pinned(mailbox, key, &pinned, &tmp_path)?;
             // Checkpoints may go on while the copy is checked.
             drop(pinned);
             sha256
@@ -436,7 +421,8 @@ pub fn run(
     };
     let sha256 = match copied {
         Some(sha256) => {
-            verify_pages(&tmp_path, key)?;
+            // Every page was authenticated on the way; the copy opens.
+            drop(db::open_read_only(&tmp_path, key)?);
             sha256
         }
         None => {
@@ -471,24 +457,17 @@ pub fn run(
 
 /// A backup copied to `staged` for a restore, and checked: the key opens
 /// it, and it hashes to the record's SHA-256 — that of the file that
-/// passed `integrity_check` when it was taken. From a local folder the key
-/// is tried before anything is copied, and the hash read side by side
-/// with the copy (two cores); from a store the download is hashed as it
-/// arrives, then the key tried on the copy. Every page is authenticated
+/// was verified when it was taken. From a local folder the key is tried
+/// before anything is copied, and the copy hashed and its pages
+/// authenticated as it is read ([`pages::copy_checked`]); from a store the
+/// download is hashed as it arrives, then the key tried on the copy. Every page is authenticated
 /// again (SQLCipher's HMAC) as the restored mailbox reads it.
 pub fn stage(target: &Target, record: &BackupRecord, key: &SecretKey, staged: &Path) -> Result<()> {
     let checked = match target.object(&record.id) {
         None => {
             let backup = path_of(target.dir(), &record.id);
             drop(db::open_read_only(&backup, key)?);
-            let (copied, hashed) = std::thread::scope(|scope| {
-                let hash = scope.spawn(|| sha256_file(&backup));
-                let copied = copy_synced(&backup, staged);
-                (copied, hash.join())
-            });
-            copied.and_then(|()| {
-                hashed.map_err(|_| Error::Corrupt("hashing the backup failed".into()))?
-            })
+            pages::copy_checked(&backup, staged, Some(key))
         }
         Some((bucket, object)) => (|| {
             let mut out = HashingWriter {
@@ -533,12 +512,6 @@ impl std::io::Write for HashingWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         self.file.flush()
     }
-}
-
-/// Copies `from` to `to` and syncs the copy to disk.
-pub fn copy_synced(from: &Path, to: &Path) -> Result<()> {
-    std::fs::copy(from, to)?;
-    sync_file(to)
 }
 
 /// Syncs a file's contents to disk.

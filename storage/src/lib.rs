@@ -23,6 +23,7 @@ pub mod link;
 pub mod mailbox;
 pub mod net;
 pub mod outbound;
+pub mod pages;
 pub mod primary;
 pub mod queue;
 pub mod s3;

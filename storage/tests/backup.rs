@@ -639,8 +639,17 @@ fn a_pinned_snapshot_keeps_every_checkpoint_off_the_file() {
     );
 }
 
+/// SQLCipher's own page check of a file: the pages it reports failing.
+fn sqlcipher_page_failures(path: &std::path::Path, key: &cofre_storage::SecretKey) -> usize {
+    let conn = db::open_read_only(path, key).unwrap();
+    let mut stmt = conn.prepare("PRAGMA cipher_integrity_check").unwrap();
+    stmt.query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .count()
+}
+
 #[test]
-fn a_copy_with_a_damaged_page_fails_verification() {
+fn pages_are_authenticated_as_sqlcipher_does_and_a_damaged_one_stops_the_copy() {
     let tmp = tempfile::tempdir().unwrap();
     let (p, s) = primary(tmp.path());
     for i in 0..30 {
@@ -657,21 +666,35 @@ fn a_copy_with_a_damaged_page_fails_verification() {
     }
     let b = stored(&p, s);
     let (path, key) = file_and_key(&p, &b.id);
-    backup::verify_pages(&path, &key).unwrap();
-    let damaged = path.with_extension("damaged");
-    let mut bytes = std::fs::read(&path).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 1;
-    std::fs::write(&damaged, &bytes).unwrap();
-    assert!(matches!(
-        backup::verify_pages(&damaged, &key),
-        Err(Error::Corrupt(_))
-    ));
+    let out = tmp.path().join("copy");
+    // Ours and SQLCipher's agree on a whole file: every page passes.
+    assert_eq!(sqlcipher_page_failures(&path, &key), 0);
+    let sha = cofre_storage::pages::copy_checked(&path, &out, Some(&key)).unwrap();
+    assert_eq!(sha, b.sha256);
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&path).unwrap());
+    // One bit flipped, in page 1 (after the salt) or any other: both
+    // refuse it.
+    let bytes = std::fs::read(&path).unwrap();
+    let pages = bytes.len() / cofre_storage::pages::PAGE_SIZE;
+    for at in [20, bytes.len() / 2, bytes.len() - 1] {
+        let mut damaged = bytes.clone();
+        damaged[at] ^= 1;
+        let file = tmp.path().join("damaged");
+        std::fs::write(&file, &damaged).unwrap();
+        let err = cofre_storage::pages::copy_checked(&file, &out, Some(&key)).unwrap_err();
+        let page = at / cofre_storage::pages::PAGE_SIZE + 1;
+        assert!(
+            matches!(&err, Error::Corrupt(m) if m == &format!("page {page} fails its HMAC")),
+            "{err}"
+        );
+        if at != 20 {
+            // (SQLCipher will not open a file whose first page fails.)
+            assert_eq!(sqlcipher_page_failures(&file, &key), 1, "of {pages} pages");
+        }
+    }
+    // Another key's pages fail from the first.
     let wrong = cofre_storage::SecretKey::from_bytes([7; 32]);
-    assert!(matches!(
-        backup::verify_pages(&path, &wrong),
-        Err(Error::WrongKey(_))
-    ));
+    assert!(cofre_storage::pages::copy_checked(&path, &out, Some(&wrong)).is_err());
 }
 
 #[test]
