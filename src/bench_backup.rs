@@ -158,12 +158,14 @@ pub fn run(size_mb: u64, dir: &Path) -> Result<()> {
 /// Rounds of copy, backup and restore measured.
 const ROUNDS: usize = 3;
 
-/// Waits for the system's pending writes to reach the disk.
+/// Waits for the system's pending writes to reach the disk, then lets it
+/// rest a moment (a virtual disk's host goes on writing after `sync`).
 fn settle() -> Result<()> {
     let status = std::process::Command::new("sync").status()?;
     if !status.success() {
         bail!("sync failed: {status}");
     }
+    std::thread::sleep(Duration::from_secs(3));
     Ok(())
 }
 
