@@ -13,13 +13,13 @@
 //!   file only under that lock taken exclusively: while the reader lasts
 //!   no checkpoint touches the file, new writes stay in the WAL, and the
 //!   file's bytes are one moment of the mailbox. They are copied as they
-//!   are — already encrypted and authenticated page by page — while a
-//!   second core hashes them; the file's size and modification time
-//!   before and after show nothing moved. The copy is verified by opening
-//!   it with the key and checking every page's HMAC
-//!   (`cipher_integrity_check`), which no corrupted page passes. A plain
-//!   file copy's speed, nearly: decrypting and re-encrypting a gigabyte is
-//!   what `VACUUM INTO` costs (9 times slower here).
+//!   are — already encrypted and authenticated page by page — by the
+//!   kernel, while the same bytes are read once more from the page cache
+//!   to check every page's HMAC and take the SHA-256 on two cores
+//!   ([`pages::copy_checked`]); the file's size and modification time
+//!   before and after show nothing moved, and the copy must open with the
+//!   key. About a plain file copy's speed: decrypting and re-encrypting a
+//!   gigabyte is what `VACUUM INTO` costs (nine times slower here).
 //! - **`VACUUM INTO`**, which SQLCipher writes encrypted under the same
 //!   key, verified with `integrity_check`: used when a quarter or more of
 //!   the file is free pages (deleted mail), which it leaves behind, or when
