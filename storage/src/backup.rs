@@ -6,7 +6,7 @@
 //! blocking readers:
 //!
 //! - **A copy of the file as it is** (the usual way). Under the mailbox's
-//!   writer the WAL is folded into the file (`wal_checkpoint(TRUNCATE)`)
+//!   writer the WAL is folded into the file (`wal_checkpoint(PASSIVE)`)
 //!   and a read transaction begun on a connection of its own; the writer
 //!   goes on at once. That reader, having found the WAL fully folded in,
 //!   holds SQLite's read lock 0, and SQLite copies WAL pages back into the
@@ -103,14 +103,17 @@ pub fn checkpoint(mb: &Mailbox, reader: Connection) -> Result<(String, Option<Pi
     Ok((marker, pinned))
 }
 
-/// Folds the whole WAL into the mailbox file and empties it
-/// (`wal_checkpoint(TRUNCATE)`, waiting for readers of the WAL up to the
-/// busy timeout); false when a reader kept some of it out.
+/// Folds the WAL into the mailbox file as far as no reader of an older
+/// state holds it back (`wal_checkpoint(PASSIVE)`: it never waits, so the
+/// writer is held only for the copying of pages); true when all of it
+/// went in.
 pub fn fold_wal(mb: &Mailbox) -> Result<bool> {
-    let busy: i64 = mb
-        .conn()
-        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
-    Ok(busy == 0)
+    let (log, done): (i64, i64) =
+        mb.conn()
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })?;
+    Ok(log >= 0 && log == done)
 }
 
 /// A connection to the mailbox at `mailbox` for [`checkpoint`] to pin.
