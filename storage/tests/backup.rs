@@ -42,6 +42,17 @@ fn append(p: &Primary, s: SessionId, raw: Vec<u8>) {
     .unwrap();
 }
 
+/// Appends `n` messages, subjects `"{subject} {i}"`.
+fn fill(p: &Primary, s: SessionId, n: usize, subject: &str, body: &str) {
+    for i in 0..n {
+        append(
+            p,
+            s,
+            common::msg("x@y.z", "ana@example.com", &format!("{subject} {i}"), body),
+        );
+    }
+}
+
 /// The backup file and the mailbox's data key.
 fn file_and_key(p: &Primary, id: &str) -> (std::path::PathBuf, cofre_storage::SecretKey) {
     let address = AliasAddress::try_from("ana@example.com").unwrap();
@@ -63,18 +74,7 @@ fn emails_in(path: &std::path::Path, key: &cofre_storage::SecretKey) -> i64 {
 fn a_backup_is_an_encrypted_verified_copy_stored_once_per_change() {
     let tmp = tempfile::tempdir().unwrap();
     let (p, s) = primary(tmp.path());
-    for i in 0..20 {
-        append(
-            &p,
-            s,
-            common::msg(
-                "x@y.z",
-                "ana@example.com",
-                &format!("plaintext-marker {i}"),
-                "secret body words",
-            ),
-        );
-    }
+    fill(&p, s, 20, "plaintext-marker", "secret body words");
     let BackupOutcome::Stored(first) = p.backup(s).unwrap() else {
         panic!("the first backup is stored");
     };
@@ -576,13 +576,7 @@ fn an_unreachable_store_lists_nothing_and_keeps_the_mailbox() {
 fn a_backup_is_the_mailbox_file_itself_copied_under_a_pinned_snapshot() {
     let tmp = tempfile::tempdir().unwrap();
     let (p, s) = primary(tmp.path());
-    for i in 0..50 {
-        append(
-            &p,
-            s,
-            common::msg("x@y.z", "ana@example.com", &format!("m {i}"), "body"),
-        );
-    }
+    fill(&p, s, 50, "m", "body");
     let b = stored(&p, s);
     // Nothing written since: the live file is what was copied, byte for
     // byte (already encrypted; no page decrypted and encrypted again).
@@ -653,18 +647,7 @@ fn sqlcipher_page_failures(path: &std::path::Path, key: &cofre_storage::SecretKe
 fn pages_are_authenticated_as_sqlcipher_does_and_a_damaged_one_stops_the_copy() {
     let tmp = tempfile::tempdir().unwrap();
     let (p, s) = primary(tmp.path());
-    for i in 0..30 {
-        append(
-            &p,
-            s,
-            common::msg(
-                "x@y.z",
-                "ana@example.com",
-                &format!("m {i}"),
-                &"words ".repeat(300),
-            ),
-        );
-    }
+    fill(&p, s, 30, "m", &"words ".repeat(300));
     let b = stored(&p, s);
     let (path, key) = file_and_key(&p, &b.id);
     let out = tmp.path().join("copy");
@@ -702,18 +685,7 @@ fn pages_are_authenticated_as_sqlcipher_does_and_a_damaged_one_stops_the_copy() 
 fn a_mailbox_mostly_of_free_pages_is_backed_up_compacted() {
     let tmp = tempfile::tempdir().unwrap();
     let (p, s) = primary(tmp.path());
-    for i in 0..200 {
-        append(
-            &p,
-            s,
-            common::msg(
-                "x@y.z",
-                "ana@example.com",
-                &format!("m {i}"),
-                &"words ".repeat(2000),
-            ),
-        );
-    }
+    fill(&p, s, 200, "m", &"words ".repeat(2000));
     // Most of the mail deleted: its pages stay in the file, free.
     p.write(s, |mb| {
         let all: Vec<_> = mb
