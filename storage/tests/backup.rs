@@ -53,6 +53,20 @@ fn fill(p: &Primary, s: SessionId, n: usize, subject: &str, body: &str) {
     }
 }
 
+/// None of `needles`, the address or SQLite's header is in `bytes`.
+fn assert_ciphertext_only(bytes: &[u8], needles: &[&[u8]]) {
+    for needle in needles
+        .iter()
+        .chain(&[&b"ana@example.com"[..], b"SQLite format"])
+    {
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == *needle),
+            "{} in the backup",
+            String::from_utf8_lossy(needle)
+        );
+    }
+}
+
 /// The backup file and the mailbox's data key.
 fn file_and_key(p: &Primary, id: &str) -> (std::path::PathBuf, cofre_storage::SecretKey) {
     let address = AliasAddress::try_from("ana@example.com").unwrap();
@@ -83,18 +97,7 @@ fn a_backup_is_an_encrypted_verified_copy_stored_once_per_change() {
     let bytes = std::fs::read(&path).unwrap();
     assert_eq!(bytes.len() as u64, first.size);
     assert_eq!(backup::sha256_file(&path).unwrap(), first.sha256);
-    for needle in [
-        &b"plaintext-marker"[..],
-        b"secret body",
-        b"ana@example.com",
-        b"SQLite format",
-    ] {
-        assert!(
-            !bytes.windows(needle.len()).any(|w| w == needle),
-            "{} in the backup",
-            String::from_utf8_lossy(needle)
-        );
-    }
+    assert_ciphertext_only(&bytes, &[b"plaintext-marker", b"secret body"]);
     assert_eq!(
         emails_in(&path, &key),
         20,
@@ -709,6 +712,11 @@ fn a_mailbox_mostly_of_free_pages_is_backed_up_compacted() {
         b.size
     );
     let (path, key) = file_and_key(&p, &b.id);
+    // `VACUUM INTO` writes the copy encrypted under the mailbox's key.
+    assert_ciphertext_only(
+        &std::fs::read(&path).unwrap(),
+        &[b"words words", b"Subject: m"],
+    );
     assert_eq!(emails_in(&path, &key), 10);
     // Such a copy restores like any other (its pages checked on the way).
     append(
