@@ -248,8 +248,14 @@ impl Store {
         self.directory().delete_alias(alias.id)?;
         self.cache.forget(alias.id);
         remove_db_files(&self.mailbox_path(&alias));
-        // A restore's staged copy, if one was cut short.
+        // A restore's staged copy, if one was cut short, and the file a
+        // restore replaced, if not yet unlinked.
         remove_db_files(&self.mailbox_path(&alias).with_extension("restoring"));
+        remove_db_files(
+            &self
+                .mailbox_path(&alias)
+                .with_extension(crate::primary::REPLACED),
+        );
         remove_db_files(&self.queue_path(&alias));
         Ok(())
     }

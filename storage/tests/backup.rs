@@ -409,6 +409,19 @@ fn a_restore_puts_a_version_back_and_holds_the_replaced_mailbox_until_confirmed(
         changes.log_since > modseq,
         "changes since a state before the restore cannot be told"
     );
+    // The replaced file is unlinked off the restore's path, and soon.
+    let alias = p
+        .store()
+        .alias(&AliasAddress::try_from("ana@example.com").unwrap())
+        .unwrap();
+    let mailbox = p.store().mailbox_path(&alias);
+    let replaced = mailbox.with_extension("replaced");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while replaced.exists() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(!replaced.exists(), "the replaced file is removed");
+    assert!(!mailbox.with_extension("restoring").exists());
     // The mailbox is writable again, and what it was is in the held copy.
     append(&p, s, common::msg("x@y.z", "ana@example.com", "after", "b"));
     assert_eq!(emails_now(&p, s), 6);
@@ -463,9 +476,12 @@ fn deleting_an_alias_leaves_nothing_of_it() {
     p.store()
         .enqueue(&address, b"Subject: queued\r\n\r\nsealed\r\n")
         .unwrap();
-    // What a restore cut short leaves beside the mailbox.
-    let staged = p.store().mailbox_path(&alias).with_extension("restoring");
-    std::fs::write(&staged, b"staged copy").unwrap();
+    // What a restore cut short leaves beside the mailbox: the staged
+    // copy, or the replaced file not yet unlinked.
+    for cut_short in ["restoring", "replaced"] {
+        let left = p.store().mailbox_path(&alias).with_extension(cut_short);
+        std::fs::write(&left, b"a restore's file").unwrap();
+    }
     p.logout(s);
     p.shutdown();
     p.store().delete_alias(&address).unwrap();
