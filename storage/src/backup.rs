@@ -16,7 +16,9 @@
 //!   are — already encrypted and authenticated page by page — by the
 //!   kernel, while the same bytes are read once more from the page cache
 //!   to check every page's HMAC and take the SHA-256 on two cores
-//!   ([`pages::copy_checked`]); the file's size and modification time
+//!   ([`pages::copy_checked`]); meanwhile the pinned reader runs
+//!   `integrity_check` over the same snapshot (its structure, which no
+//!   page's HMAC speaks for); the file's size and modification time
 //!   before and after show nothing moved, and the copy must open with the
 //!   key. About a plain file copy's speed: decrypting and re-encrypting a
 //!   gigabyte is what `VACUUM INTO` costs (nine times slower here).
@@ -178,7 +180,8 @@ impl Drop for Pinned {
     }
 }
 
-/// Step 4, the usual way: the pinned mailbox file copied byte for byte to
+/// Step 4, the usual way: the pinned mailbox file (`len` bytes, as its
+/// snapshot sees it) copied byte for byte to
 /// `out` (synced) in one read that also takes its SHA-256 (on another
 /// core) and authenticates every page under `key` ([`pages::copy_checked`]:
 /// a damaged page stops the run). `None` when the file did not hold still
@@ -187,7 +190,7 @@ impl Drop for Pinned {
 pub fn copy_pinned(
     mailbox: &Path,
     key: &SecretKey,
-    pinned: &Pinned,
+    len: u64,
     out: &Path,
 ) -> Result<Option<String>> {
     let stamp = |p: &Path| -> Result<(u64, SystemTime)> {
@@ -197,7 +200,7 @@ pub fn copy_pinned(
     let before = stamp(mailbox)?;
     let sha256 = pages::copy_checked(mailbox, out, Some(key))?;
     let after = stamp(mailbox)?;
-    if before != after || before.0 != pinned.len {
+    if before != after || before.0 != len {
         tracing::warn!(
             "the mailbox file moved while it was copied; taking the snapshot with VACUUM INTO"
         );
@@ -226,10 +229,17 @@ pub fn snapshot(mailbox: &Path, key: &SecretKey, out: &Path) -> Result<()> {
 /// `integrity_check`. Read-only: the copy's bytes stay as they are (its
 /// SHA-256 may be taken meanwhile).
 pub fn verify(copy: &Path, key: &SecretKey) -> Result<()> {
-    let conn = db::open_read_only(copy, key)?;
+    integrity(&db::open_read_only(copy, key)?)
+}
+
+/// `PRAGMA integrity_check` of what `conn` sees: [`Error::Corrupt`] with
+/// SQLite's first finding unless it answers `ok`.
+fn integrity(conn: &Connection) -> Result<()> {
     let result: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
     if result != "ok" {
-        return Err(Error::Corrupt(format!("backup copy: {result}")));
+        return Err(Error::Corrupt(format!(
+            "the mailbox fails integrity_check: {result}"
+        )));
     }
     Ok(())
 }
@@ -415,16 +425,30 @@ pub fn run(
     let tmp_path = tmp.path().to_path_buf();
     let copied = match pinned.filter(|p| !p.mostly_free()) {
         Some(pinned) => {
-            let sha256 = copy_pinned(mailbox, key, &pinned, &tmp_path)?;
-            // Checkpoints may go on while the copy is checked.
+            let len = pinned.len;
+            // The snapshot being copied passes `integrity_check` on its
+            // own connection meanwhile: its structure, which no page's
+            // HMAC speaks for. The pin lasts until both are done.
+            let (copied, checked) = std::thread::scope(|scope| {
+                let check = scope.spawn(move || (integrity(&pinned.conn), pinned));
+                let copied = copy_pinned(mailbox, key, len, &tmp_path);
+                let checked = check
+                    .join()
+                    .map_err(|_| Error::Corrupt("checking the snapshot failed".into()));
+                (copied, checked)
+            });
+            let (checked, pinned) = checked?;
+            // Checkpoints may go on while the copy is opened.
             drop(pinned);
-            sha256
+            checked?;
+            copied?
         }
         None => None,
     };
     let sha256 = match copied {
         Some(sha256) => {
-            // Every page was authenticated on the way; the copy opens.
+            // Every page was authenticated on the way and the snapshot
+            // passed `integrity_check`; the copy opens.
             drop(db::open_read_only(&tmp_path, key)?);
             sha256
         }
