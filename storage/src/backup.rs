@@ -336,10 +336,7 @@ impl Target {
     /// Deletes version `id` (already gone is not an error).
     pub fn delete(&self, id: &str) -> Result<()> {
         match self.object(id) {
-            None => match std::fs::remove_file(path_of(&self.dir, id)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-                _ => Ok(()),
-            },
+            None => remove_if_there(&path_of(&self.dir, id)),
             Some((bucket, key)) => bucket.delete(&key),
         }
     }
@@ -454,10 +451,7 @@ pub fn run(
         }
         None => {
             // What a copy that did not hold still left.
-            match std::fs::remove_file(&tmp_path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-                _ => {}
-            }
+            remove_if_there(&tmp_path)?;
             snapshot(mailbox, key, &tmp_path)?;
             // The check and the hash read the copy side by side (two cores).
             let (verified, sha256) = std::thread::scope(|scope| {
@@ -562,6 +556,14 @@ pub fn path_of(dir: &Path, id: &str) -> PathBuf {
 /// A file removed when dropped (a half-written snapshot never stays),
 /// unless kept.
 struct TempFile(Option<PathBuf>);
+
+/// Removes a file; one already gone is fine.
+pub(crate) fn remove_if_there(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
+}
 
 impl TempFile {
     fn path(&self) -> &Path {

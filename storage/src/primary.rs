@@ -602,7 +602,7 @@ impl Primary {
         let (record, target) = self.backup_record(alias_id, id)?;
         // Copied and checked beside the live file while the mailbox is
         // still open: it closes only for the steps that need it.
-        let staged = self.store.mailbox_path(&alias).with_extension("restoring");
+        let staged = self.store.mailbox_path(&alias).with_extension(STAGED);
         crate::backup::stage(&target, &record, &key, &staged)?;
         // Closed from here to the swap: nothing written in between can
         // miss both the held copy and the restored file.
@@ -1109,7 +1109,7 @@ fn swap_in(staged: &std::path::Path, live: &std::path::Path) -> Result<()> {
         }
     }
     let replaced = live.with_extension(REPLACED);
-    remove_if_there(&replaced)?;
+    crate::backup::remove_if_there(&replaced)?;
     let kept = match std::fs::hard_link(live, &replaced) {
         Ok(()) => true,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
@@ -1121,7 +1121,7 @@ fn swap_in(staged: &std::path::Path, live: &std::path::Path) -> Result<()> {
     }
     if kept {
         std::thread::spawn(move || {
-            if let Err(e) = remove_if_there(&replaced) {
+            if let Err(e) = crate::backup::remove_if_there(&replaced) {
                 tracing::warn!(path = %replaced.display(), error = %e, "removing the file a restore replaced failed");
             }
         });
@@ -1129,17 +1129,12 @@ fn swap_in(staged: &std::path::Path, live: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// The extension of a restore's staged copy beside the mailbox file.
+pub const STAGED: &str = "restoring";
+
 /// The extension of the name a restore gives the mailbox file it
 /// replaces, until that file is unlinked ([`swap_in`]).
 pub const REPLACED: &str = "replaced";
-
-/// Removes a file; one already gone is fine.
-fn remove_if_there(path: &std::path::Path) -> Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-        _ => Ok(()),
-    }
-}
 
 /// Mailboxes whose thread is running.
 fn open_count(reg: &Registry) -> usize {

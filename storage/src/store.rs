@@ -247,15 +247,13 @@ impl Store {
         self.backup_target(&alias).remove_all()?;
         self.directory().delete_alias(alias.id)?;
         self.cache.forget(alias.id);
-        remove_db_files(&self.mailbox_path(&alias));
+        let mailbox = self.mailbox_path(&alias);
+        remove_db_files(&mailbox);
         // A restore's staged copy, if one was cut short, and the file a
         // restore replaced, if not yet unlinked.
-        remove_db_files(&self.mailbox_path(&alias).with_extension("restoring"));
-        remove_db_files(
-            &self
-                .mailbox_path(&alias)
-                .with_extension(crate::primary::REPLACED),
-        );
+        for left in [crate::primary::STAGED, crate::primary::REPLACED] {
+            remove_db_files(&mailbox.with_extension(left));
+        }
         remove_db_files(&self.queue_path(&alias));
         Ok(())
     }

@@ -415,13 +415,17 @@ fn a_restore_puts_a_version_back_and_holds_the_replaced_mailbox_until_confirmed(
         .alias(&AliasAddress::try_from("ana@example.com").unwrap())
         .unwrap();
     let mailbox = p.store().mailbox_path(&alias);
-    let replaced = mailbox.with_extension("replaced");
+    let replaced = mailbox.with_extension(cofre_storage::primary::REPLACED);
     let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while replaced.exists() && std::time::Instant::now() < until {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     assert!(!replaced.exists(), "the replaced file is removed");
-    assert!(!mailbox.with_extension("restoring").exists());
+    assert!(
+        !mailbox
+            .with_extension(cofre_storage::primary::STAGED)
+            .exists()
+    );
     // The mailbox is writable again, and what it was is in the held copy.
     append(&p, s, common::msg("x@y.z", "ana@example.com", "after", "b"));
     assert_eq!(emails_now(&p, s), 6);
@@ -478,7 +482,10 @@ fn deleting_an_alias_leaves_nothing_of_it() {
         .unwrap();
     // What a restore cut short leaves beside the mailbox: the staged
     // copy, or the replaced file not yet unlinked.
-    for cut_short in ["restoring", "replaced"] {
+    for cut_short in [
+        cofre_storage::primary::STAGED,
+        cofre_storage::primary::REPLACED,
+    ] {
         let left = p.store().mailbox_path(&alias).with_extension(cut_short);
         std::fs::write(&left, b"a restore's file").unwrap();
     }
@@ -640,7 +647,11 @@ fn a_mailbox_whose_structure_is_damaged_is_not_backed_up() {
         "a copy that fails integrity_check is not a backup"
     );
     assert!(p.backups(s).unwrap().is_empty(), "nothing is listed");
-    assert!(files_in_backup_dir(&p).iter().all(|f| !f.ends_with(".bak")));
+    assert_eq!(
+        files_in_backup_dir(&p),
+        vec![backup::LOCK_FILE.to_string()],
+        "no copy left, temporary or kept"
+    );
 }
 
 #[test]
