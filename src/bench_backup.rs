@@ -96,6 +96,17 @@ pub fn run(size_mb: u64, dir: &Path) -> Result<()> {
         copies.push(plain_copy()?);
     }
     lat.sort();
+    // What `integrity_check` alone costs (it runs beside each backup's
+    // copy), over one of the backups, read-only.
+    let kept = p.backups(s)?;
+    let one = kept.first().context("the rounds left no backup")?;
+    let key = p.store().unlock(&address, &password)?.keys.data_key;
+    let t = Instant::now();
+    cofre_storage::backup::verify(
+        &cofre_storage::backup::path_of(&p.store().backup_dir(&alias), &one.id),
+        &key,
+    )?;
+    let integrity = t.elapsed();
 
     let mb = |bytes: u64, d: Duration| bytes as f64 / (1 << 20) as f64 / d.as_secs_f64();
     let secs = |v: &[Duration]| {
@@ -156,6 +167,10 @@ pub fn run(size_mb: u64, dir: &Path) -> Result<()> {
         "| restore (key check; copy + fsync, hashed and pages checked on the way; prepare; rename, the replaced file unlinked afterwards: {} s; {each}) | {:.2} s, **{ratio:.0}%** of the copy | ≥ 50% |",
         secs(&restores),
         median(&restores).as_secs_f64()
+    );
+    println!(
+        "| `integrity_check` of one backup alone (every page decrypted; in a backup it runs beside the copy) | {:.2} s | |",
+        integrity.as_secs_f64()
     );
     let pct = |q: f64| lat[((lat.len() - 1) as f64 * q).round() as usize];
     println!(
